@@ -1,0 +1,281 @@
+"""Training and evaluation: pure per-device steps, the pmap wrapper and the loop."""
+import functools
+import json
+import logging
+import os
+import time
+from typing import Any, Callable, Dict
+
+from flax import jax_utils
+from flax.training import train_state
+import jax
+from jax import lax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from kdjax import checkpoint
+from kdjax import data
+from kdjax import methods
+from kdjax import models
+from kdjax import optim
+
+AXIS = 'batch'  # the device axis that pmap (or shard_map) maps the steps over
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+class TrainState(train_state.TrainState):
+  batch_stats: Any
+
+
+def create_model(config: ml_collections.ConfigDict, num_classes: int):
+  if config.dtype not in DTYPES:
+    raise ValueError(f'Unknown dtype {config.dtype!r}; set --config.dtype to one '
+                     f'of {sorted(DTYPES)}.')
+  kwargs = {'width': config.width, 'dtype': DTYPES[config.dtype], 'axis_name': AXIS}
+  if config.stage_sizes:
+    kwargs['stage_sizes'] = tuple(config.stage_sizes)
+  return models.get_model(config.model, num_classes=num_classes, **kwargs)
+
+
+def create_train_state(key, model, tx, image_shape) -> TrainState:
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      key, jnp.zeros((1, *image_shape), jnp.float32))
+  return TrainState.create(apply_fn=model.apply, params=variables['params'],
+                           batch_stats=variables['batch_stats'], tx=tx)
+
+
+def make_apply(model, mean, std):
+  """`apply(params, batch_stats, pixels, train) -> (outputs, batch_stats)` with
+  the model's own normalization applied to pixels in [0, 1]."""
+  def apply(params, batch_stats, pixels, train):
+    variables = {'params': params, 'batch_stats': batch_stats}
+    inputs = data.normalize(pixels, mean, std)
+    if not train:
+      return model.apply(variables, inputs, train=False), batch_stats
+    outputs, updates = model.apply(variables, inputs, train=True,
+                                   mutable=['batch_stats'])
+    return outputs, updates['batch_stats']
+  return apply
+
+
+def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array, *,
+               loss_fn: Callable, augment: bool):
+  """One SGD step on this device's share of the global batch.
+
+  Runs under a map over axis AXIS; `batch` holds uint8 images and int32 labels.
+  `rng` is the same on every device; per-step and per-example keys derive from it.
+  """
+  step_key = jax.random.fold_in(rng, state.step)
+  augment_key, loss_key = jax.random.split(step_key)
+  images = batch['image']
+  if augment:
+    per_device = images.shape[0]
+    positions = lax.axis_index(AXIS) * per_device + jnp.arange(per_device)
+    images = data.augment(images, data.example_keys(augment_key, positions))
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  (_, (batch_stats, metrics)), grads = grad_fn(
+      state.params, state.batch_stats, data.to_float(images), batch['label'], loss_key)
+  grads = lax.pmean(grads, AXIS)
+  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  return state, lax.pmean(metrics, AXIS)
+
+
+def eval_step(state: TrainState, batch: Dict[str, jax.Array], *, apply: Callable):
+  """Sums of correct top-1/top-5, loss and count over the real (mask=1) examples."""
+  outputs, _ = apply(state.params, state.batch_stats, data.to_float(batch['image']),
+                     train=False)
+  logits, labels, mask = outputs['logits'], batch['label'], batch['mask']
+  top5 = lax.top_k(logits, min(5, logits.shape[-1]))[1]
+  loss = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], -1)[:, 0]
+  sums = {'top1': jnp.sum(mask * (top5[:, 0] == labels)),
+          'top5': jnp.sum(mask * jnp.any(top5 == labels[:, None], -1)),
+          'loss': jnp.sum(mask * loss),
+          'count': jnp.sum(mask)}
+  return lax.psum(sums, AXIS)
+
+
+def _gathered(step_fn):
+  """Wraps a step so its batch is gathered by index from device-resident data."""
+  def step(state, images, labels, indices, *args):
+    return step_fn(state, {'image': images[indices], 'label': labels[indices]}, *args)
+  return step
+
+
+def _eval_gathered(step_fn):
+  def step(state, images, labels, indices, mask):
+    return step_fn(state, {'image': images[indices], 'label': labels[indices],
+                           'mask': mask})
+  return step
+
+
+def evaluate(p_eval_step, state, images, labels, num_examples, global_batch,
+             num_devices) -> Dict[str, float]:
+  """Top-1/top-5 (%) and loss on all `num_examples`; the last batch is padded and masked."""
+  num_batches = -(-num_examples // global_batch)
+  indices = np.zeros(num_batches * global_batch, np.int32)
+  indices[:num_examples] = np.arange(num_examples)
+  mask = (np.arange(len(indices)) < num_examples).astype(np.float32)
+  shape = (num_batches, num_devices, global_batch // num_devices)
+  sums = [p_eval_step(state, images, labels, i, m)
+          for i, m in zip(indices.reshape(shape), mask.reshape(shape))]
+  totals = jax.tree.map(lambda *x: float(np.sum(x)), *jax.device_get(
+      [jax_utils.unreplicate(s) for s in sums]))
+  count = totals['count']
+  return {'top1': 100 * totals['top1'] / count, 'top5': 100 * totals['top5'] / count,
+          'loss': totals['loss'] / count, 'count': int(count)}
+
+
+def _check_batch_sizes(config, num_devices):
+  for field in ('batch_size', 'eval_batch_size'):
+    if config[field] % num_devices:
+      raise ValueError(
+          f'config.{field}={config[field]} does not divide evenly over '
+          f'{num_devices} devices; set --config.{field} to a multiple of '
+          f'{num_devices}.')
+
+
+def _read_records(path, up_to_step):
+  """metrics.jsonl records up to `up_to_step` (later ones belong to no checkpoint)."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  return [r for r in records if r['step'] <= up_to_step]
+
+
+def _write_records(path, records):
+  with open(path, 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in records)
+
+
+def summarize(records, config, num_epochs) -> Dict[str, Any]:
+  """best/final test top-1 and top-5 over the epoch records."""
+  best = max(records, key=lambda r: r['test_top1'])
+  final = records[-1]
+  return {
+      'best_top1': best['test_top1'], 'best_top1_epoch': best['epoch'],
+      'best_top5': max(r['test_top5'] for r in records),
+      'final_top1': final['test_top1'], 'final_top5': final['test_top5'],
+      'epochs_completed': final['epoch'], 'num_epochs': num_epochs,
+      'wall_time_s': sum(r['epoch_time_s'] for r in records),
+      'config': config.to_dict(),
+  }
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
+  """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the summary."""
+  devices = jax.local_devices()
+  num_devices = len(devices)
+  _check_batch_sizes(config, num_devices)
+  dataset = data.load_dataset(config.dataset, config.data_dir, config.manual_dir)
+  num_train = len(dataset.train_labels)
+  steps_per_epoch = num_train // config.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f'config.batch_size={config.batch_size} is larger than the '
+                     f'{num_train} training examples of {config.dataset}.')
+  total_steps = steps_per_epoch * config.num_epochs
+
+  model = create_model(config, dataset.num_classes)
+  schedule = optim.create_schedule(config.learning_rate, steps_per_epoch,
+                                   config.num_epochs, config.warmup_epochs)
+  tx = optim.create_optimizer(schedule, config.momentum, config.weight_decay)
+  init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
+  state = create_train_state(init_key, model, tx, dataset.train_images.shape[1:])
+
+  is_writer = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
+  state = checkpoint.restore_latest(manager, jax.device_get(state))
+  start_step = int(state.step)
+  metrics_path = os.path.join(workdir, 'metrics.jsonl')
+  records = _read_records(metrics_path, start_step)
+  if start_step:
+    logging.info('Resuming from the checkpoint at step %d (epoch %d).', start_step,
+                 start_step // steps_per_epoch)
+  if is_writer:
+    _write_records(metrics_path, records)
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json(indent=2))
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  writer = SummaryWriter(workdir) if is_writer else None
+
+  apply = make_apply(model, dataset.mean, dataset.std)
+  student_apply = functools.partial(apply, train=True)
+  loss_fn = methods.get_loss_fn(config, student_apply)
+  p_train_step = jax.pmap(
+      _gathered(functools.partial(train_step, loss_fn=loss_fn, augment=config.augment)),
+      axis_name=AXIS, donate_argnums=(0,))
+  p_eval_step = jax.pmap(_eval_gathered(functools.partial(eval_step, apply=apply)),
+                         axis_name=AXIS)
+
+  # Each device keeps both splits (CIFAR: 184 MB as uint8) for index gathers.
+  train_images, train_labels, test_images, test_labels = jax_utils.replicate((
+      dataset.train_images, dataset.train_labels,
+      dataset.test_images, dataset.test_labels), devices)
+  state = jax_utils.replicate(state)
+  rng = jax_utils.replicate(train_key)
+  per_device = config.batch_size // num_devices
+  logging.info('Training %s (%s) on %s: %d examples, %d steps/epoch x %d epochs, '
+               'batch %d over %d devices.', config.model, config.method,
+               config.dataset, num_train, steps_per_epoch, config.num_epochs,
+               config.batch_size, num_devices)
+
+  step = start_step
+  while step < total_steps:
+    epoch, first = divmod(step, steps_per_epoch)
+    order = data.epoch_permutation(config.seed, epoch, num_train)
+    order = order[:steps_per_epoch * config.batch_size].astype(np.int32).reshape(
+        steps_per_epoch, num_devices, per_device)
+    epoch_start = time.time()
+    step_metrics = []
+    for i in range(first, steps_per_epoch):
+      state, metrics = p_train_step(state, train_images, train_labels, order[i], rng)
+      step_metrics.append(metrics)
+      step += 1
+      if config.log_every_steps and step % config.log_every_steps == 0:
+        m = jax.device_get(jax_utils.unreplicate(metrics))
+        logging.info('step %d/%d  loss %.4f  lr %.5f', step, total_steps,
+                     m['loss'], schedule(step - 1))
+    train = jax.device_get([jax_utils.unreplicate(m) for m in step_metrics])
+    train_time = time.time() - epoch_start
+    test = evaluate(p_eval_step, state, test_images, test_labels,
+                    len(dataset.test_labels), config.eval_batch_size, num_devices)
+    epoch_time = time.time() - epoch_start
+    record = {
+        'epoch': epoch + 1, 'step': step, 'lr': float(schedule(step - 1)),
+        'train_loss': float(np.mean([m['loss'] for m in train])),
+        'train_top1': 100 * float(np.mean([m['accuracy'] for m in train])),
+        'test_loss': test['loss'], 'test_top1': test['top1'], 'test_top5': test['top5'],
+        'images_per_sec': len(train) * config.batch_size / train_time,
+        'epoch_time_s': epoch_time,
+    }
+    records.append(record)
+    host_state = jax.device_get(jax_utils.unreplicate(state))
+    checkpoint.save(manager, host_state, test['top1'])
+    if is_writer:
+      with open(metrics_path, 'a') as f:
+        f.write(json.dumps(record) + '\n')
+      for key, value in record.items():
+        writer.add_scalar(key, value, step)
+      writer.flush()
+    eta = (total_steps - step) / steps_per_epoch * epoch_time
+    logging.info(
+        'epoch %d/%d  loss %.4f  lr %.5f  train top-1 %.2f%%  test top-1 %.2f%%  '
+        'top-5 %.2f%%  %.0f img/s  epoch %.1fs  ETA %s', epoch + 1, config.num_epochs,
+        record['train_loss'], record['lr'], record['train_top1'], record['test_top1'],
+        record['test_top5'], record['images_per_sec'], epoch_time,
+        time.strftime('%H:%M:%S', time.gmtime(eta)))
+
+  manager.wait_until_finished()
+  if not records:
+    raise RuntimeError(f'{workdir} holds a finished checkpoint but no metrics.jsonl '
+                       'records to summarize; use a fresh --workdir.')
+  summary = summarize(records, config, config.num_epochs)
+  if is_writer:
+    writer.close()
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+      json.dump(summary, f, indent=2)
+  logging.info('Done: best test top-1 %.2f%% (epoch %d), final %.2f%%.',
+               summary['best_top1'], summary['best_top1_epoch'], summary['final_top1'])
+  return summary

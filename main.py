@@ -1,0 +1,41 @@
+"""Trains and evaluates a kdjax config: python main.py --config=configs/baseline.py --workdir=runs/baseline"""
+import logging as std_logging
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from kdjax import train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and summary.json; '
+                    'rerunning with the same workdir resumes.')
+config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. '
+                                'configs/baseline.py.', lock_config=True)
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def parse_flags(argv):
+  """absl flag parsing, with a one-line error for an unknown --config.FIELD."""
+  try:
+    return FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    field = str(e).strip('\'"')
+    sys.exit(f'Unknown config field in the command line: {field!r}. Every field is '
+             'listed, with its meaning, in configs/default.py.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # Orbax logs every save step at INFO; keep the terminal to kdjax's progress.
+  logging.get_absl_logger().addFilter(
+      lambda record: record.levelno >= std_logging.WARNING
+      or 'orbax' not in record.pathname)
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,69 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kdjax import models
+
+
+def _num_params(model):
+  variables = jax.eval_shape(
+      lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False))
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables['params']))
+
+
+def test_resnet18_has_the_reference_parameter_count():
+  # torchvision-style CIFAR ResNet18 (kuangliu/pytorch-cifar) with 100 classes.
+  assert _num_params(models.get_model('resnet18', num_classes=100)) == 11_220_132
+
+
+def test_resnet34_parameter_count():
+  assert _num_params(models.get_model('resnet34', num_classes=100)) == 21_328_292
+
+
+@pytest.mark.parametrize('train', [False, True])
+def test_tiny_resnet_output_shapes(train):
+  model = models.get_model('resnet18', num_classes=100, width=4, stage_sizes=(1, 1, 1, 1))
+  x = jax.random.uniform(jax.random.PRNGKey(1), (3, 32, 32, 3))
+  variables = model.init(jax.random.PRNGKey(0), x, train=False)
+  if train:
+    out, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
+    changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)),
+                           updates['batch_stats'], variables['batch_stats'])
+    assert all(jax.tree.leaves(changed))
+  else:
+    out = model.apply(variables, x, train=False)
+  assert set(out) == {'logits', 'feature'}
+  assert out['logits'].shape == (3, 100) and out['logits'].dtype == jnp.float32
+  assert out['feature'].shape == (3, 4 * 8)
+  assert np.isfinite(np.asarray(out['logits'])).all()
+
+
+def test_cifar_stem_keeps_resolution_and_stages_halve_it():
+  model = models.get_model('resnet18', num_classes=10, width=4, stage_sizes=(1, 1, 1, 1))
+  x = jnp.zeros((1, 32, 32, 3))
+  variables = model.init(jax.random.PRNGKey(0), x, train=False)
+  _, state = model.apply(variables, x, train=False, capture_intermediates=True,
+                         mutable=['intermediates'])
+  shapes = {k: v['__call__'][0].shape for k, v in state['intermediates'].items()
+            if k.startswith('stage') or k == 'stem_conv'}
+  assert shapes['stem_conv'] == (1, 32, 32, 4)
+  assert shapes['stage1_block1'] == (1, 32, 32, 4)
+  assert shapes['stage2_block1'] == (1, 16, 16, 8)
+  assert shapes['stage4_block1'] == (1, 4, 4, 32)
+
+
+def test_bfloat16_computes_in_bfloat16_with_float32_params():
+  model = models.get_model('resnet18', num_classes=10, width=4, stage_sizes=(1, 1, 1, 1),
+                           dtype=jnp.bfloat16)
+  x = jnp.ones((2, 32, 32, 3))
+  variables = model.init(jax.random.PRNGKey(0), x, train=False)
+  assert {p.dtype for p in jax.tree.leaves(variables)} == {jnp.dtype('float32')}
+  _, state = model.apply(variables, x, train=False, capture_intermediates=True,
+                         mutable=['intermediates'])
+  assert state['intermediates']['stem_conv']['__call__'][0].dtype == jnp.bfloat16
+
+
+def test_unknown_model_is_a_clear_error():
+  with pytest.raises(ValueError, match="Unknown model 'resnet19'.*resnet18"):
+    models.get_model('resnet19')
