@@ -22,9 +22,10 @@ def parse_flags(argv):
   try:
     return FLAGS(argv)
   except (AttributeError, KeyError) as e:
-    field = str(e).strip('\'"')
-    sys.exit(f'Unknown config field in the command line: {field!r}. Every field is '
-             'listed, with its meaning, in configs/default.py.')
+    while e.args and isinstance(e.args[0], BaseException):  # ml_collections nests them
+      e = e.args[0]
+    sys.exit(f'Unknown config field in the command line: {e.args[0] if e.args else e}\n'
+             'Every field is listed, with its meaning, in configs/default.py.')
 
 
 def main(argv):

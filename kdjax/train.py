@@ -38,6 +38,12 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int):
   return models.get_model(config.model, num_classes=num_classes, **kwargs)
 
 
+def replicate(tree, devices):
+  """A copy of `tree` on each device, sharded as pmap's outputs are so that the
+  first step's inputs and later ones hit the same compiled executable."""
+  return jax_utils.replicate(tree, devices, axis_name=AXIS)
+
+
 def create_train_state(key, model, tx, image_shape) -> TrainState:
   variables = jax.jit(functools.partial(model.init, train=False))(
       key, jnp.zeros((1, *image_shape), jnp.float32))
@@ -95,18 +101,24 @@ def eval_step(state: TrainState, batch: Dict[str, jax.Array], *, apply: Callable
   return lax.psum(sums, AXIS)
 
 
-def _gathered(step_fn):
-  """Wraps a step so its batch is gathered by index from device-resident data."""
-  def step(state, images, labels, indices, *args):
-    return step_fn(state, {'image': images[indices], 'label': labels[indices]}, *args)
-  return step
+def pmap_train_step(loss_fn: Callable, augment: bool, devices=None):
+  """train_step under jax.pmap; each device gathers its batch by index from
+  device-resident (replicated) data, so a step moves only indices to the devices."""
+  step = functools.partial(train_step, loss_fn=loss_fn, augment=augment)
+
+  def gathered(state, images, labels, indices, rng):
+    return step(state, {'image': images[indices], 'label': labels[indices]}, rng)
+  return jax.pmap(gathered, axis_name=AXIS, devices=devices, donate_argnums=(0,))
 
 
-def _eval_gathered(step_fn):
-  def step(state, images, labels, indices, mask):
-    return step_fn(state, {'image': images[indices], 'label': labels[indices],
-                           'mask': mask})
-  return step
+def pmap_eval_step(apply: Callable, devices=None):
+  """eval_step under jax.pmap, gathering by index like pmap_train_step."""
+  step = functools.partial(eval_step, apply=apply)
+
+  def gathered(state, images, labels, indices, mask):
+    return step(state, {'image': images[indices], 'label': labels[indices],
+                        'mask': mask})
+  return jax.pmap(gathered, axis_name=AXIS, devices=devices)
 
 
 def evaluate(p_eval_step, state, images, labels, num_examples, global_batch,
@@ -124,6 +136,12 @@ def evaluate(p_eval_step, state, images, labels, num_examples, global_batch,
   count = totals['count']
   return {'top1': 100 * totals['top1'] / count, 'top5': 100 * totals['top5'] / count,
           'loss': totals['loss'] / count, 'count': int(count)}
+
+
+def _format_duration(seconds: float) -> str:
+  minutes, seconds = divmod(int(seconds), 60)
+  hours, minutes = divmod(minutes, 60)
+  return f'{hours}:{minutes:02d}:{seconds:02d}'
 
 
 def _check_batch_sizes(config, num_devices):
@@ -159,7 +177,7 @@ def summarize(records, config, num_epochs) -> Dict[str, Any]:
       'final_top1': final['test_top1'], 'final_top5': final['test_top5'],
       'epochs_completed': final['epoch'], 'num_epochs': num_epochs,
       'wall_time_s': sum(r['epoch_time_s'] for r in records),
-      'config': config.to_dict(),
+      'config': json.loads(config.to_json()),
   }
 
 
@@ -203,18 +221,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   apply = make_apply(model, dataset.mean, dataset.std)
   student_apply = functools.partial(apply, train=True)
   loss_fn = methods.get_loss_fn(config, student_apply)
-  p_train_step = jax.pmap(
-      _gathered(functools.partial(train_step, loss_fn=loss_fn, augment=config.augment)),
-      axis_name=AXIS, donate_argnums=(0,))
-  p_eval_step = jax.pmap(_eval_gathered(functools.partial(eval_step, apply=apply)),
-                         axis_name=AXIS)
+  p_train_step = pmap_train_step(loss_fn, config.augment)
+  p_eval_step = pmap_eval_step(apply)
 
   # Each device keeps both splits (CIFAR: 184 MB as uint8) for index gathers.
-  train_images, train_labels, test_images, test_labels = jax_utils.replicate((
+  train_images, train_labels, test_images, test_labels = replicate((
       dataset.train_images, dataset.train_labels,
       dataset.test_images, dataset.test_labels), devices)
-  state = jax_utils.replicate(state)
-  rng = jax_utils.replicate(train_key)
+  state, rng = replicate((state, train_key), devices)
   per_device = config.batch_size // num_devices
   logging.info('Training %s (%s) on %s: %d examples, %d steps/epoch x %d epochs, '
                'batch %d over %d devices.', config.model, config.method,
@@ -265,7 +279,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         'top-5 %.2f%%  %.0f img/s  epoch %.1fs  ETA %s', epoch + 1, config.num_epochs,
         record['train_loss'], record['lr'], record['train_top1'], record['test_top1'],
         record['test_top5'], record['images_per_sec'], epoch_time,
-        time.strftime('%H:%M:%S', time.gmtime(eta)))
+        _format_duration(eta))
 
   manager.wait_until_finished()
   if not records:

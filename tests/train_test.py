@@ -1,0 +1,146 @@
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from configs import default
+from kdjax import methods
+from kdjax import optim
+from kdjax import train
+
+TIMING_FIELDS = ('images_per_sec', 'epoch_time_s')
+
+
+def tiny_config(**overrides):
+  config = default.get_config()
+  config.update({'width': 4, 'stage_sizes': (1, 1, 1, 1), 'batch_size': 16,
+                 'eval_batch_size': 40, 'num_epochs': 2, 'warmup_epochs': 1.0,
+                 'log_every_steps': 0, **overrides})
+  return config
+
+
+def _setup(config, num_classes=10):
+  model = train.create_model(config, num_classes)
+  schedule = optim.create_schedule(config.learning_rate, 4, config.num_epochs,
+                                   config.warmup_epochs)
+  tx = optim.create_optimizer(schedule, config.momentum, config.weight_decay)
+  state = train.create_train_state(jax.random.PRNGKey(0), model, tx, (32, 32, 3))
+  apply = train.make_apply(model, (0.5, 0.4, 0.3), (0.25, 0.25, 0.3))
+  return state, apply
+
+
+def _first(tree):
+  """Device 0's copy (flax's unreplicate mis-handles a pmap over 1 of 4 devices)."""
+  return jax.tree.map(lambda x: np.asarray(x)[0], tree)
+
+
+def test_one_step_on_4_devices_equals_the_same_global_batch_on_1_device():
+  config = tiny_config()
+  state, apply = _setup(config)
+  # Two steps so that updated BN statistics and momentum feed the second one.
+  state = state.replace(step=7)
+  loss_fn = methods.get_loss_fn(config, lambda *a: apply(*a, train=True))
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
+  labels = rng.integers(0, 10, 32).astype(np.int32)
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()[:4]):
+    n = len(devices)
+    p_step = train.pmap_train_step(loss_fn, augment=True, devices=devices)
+    st, imgs, lbls, key = train.replicate(
+        (state, images, labels, jax.random.PRNGKey(3)), devices)
+    losses = []
+    for indices in (np.arange(16), np.arange(16, 32)):
+      st, metrics = p_step(st, imgs, lbls, indices.reshape(n, 16 // n), key)
+      losses.append(float(_first(metrics)['loss']))
+    results.append((_first(st), losses))
+  (one, one_losses), (four, four_losses) = results
+  np.testing.assert_allclose(one_losses, four_losses, rtol=1e-5)
+  for a, b in ((one.params, four.params), (one.batch_stats, four.batch_stats)):
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-5, atol=2e-6), a, b)
+  assert int(one.step) == int(four.step) == 9
+  assert not np.allclose(one.params['classifier']['kernel'],
+                         state.params['classifier']['kernel'])
+
+
+def test_evaluate_counts_every_test_example_exactly_once():
+  config = tiny_config()
+  state, apply = _setup(config)
+  rng = np.random.default_rng(1)
+  images = rng.integers(0, 256, (37, 32, 32, 3), dtype=np.uint8)
+  labels = rng.integers(0, 10, 37).astype(np.int32)
+  devices = jax.devices()[:4]
+  result = train.evaluate(train.pmap_eval_step(apply, devices),
+                          train.replicate(state, devices),
+                          *train.replicate((images, labels), devices),
+                          num_examples=37, global_batch=8, num_devices=4)
+  outputs, _ = apply(state.params, state.batch_stats, images.astype(np.float32) / 255, train=False)
+  logits = np.asarray(outputs['logits'])
+  ranked = np.argsort(-logits, axis=1)
+  log_probs = np.asarray(jax.nn.log_softmax(logits))
+  assert result['count'] == 37
+  np.testing.assert_allclose(result['top1'], 100 * np.mean(ranked[:, 0] == labels))
+  np.testing.assert_allclose(
+      result['top5'], 100 * np.mean((ranked[:, :5] == labels[:, None]).any(1)))
+  np.testing.assert_allclose(result['loss'], -np.mean(log_probs[np.arange(37), labels]),
+                             rtol=1e-5)
+
+
+def test_batch_size_that_does_not_divide_the_devices_is_a_clear_error(tmp_path):
+  with pytest.raises(ValueError, match=r'batch_size=18 does not divide evenly over 4 '
+                     r'devices; set --config.batch_size to a multiple of 4'):
+    train.train_and_evaluate(tiny_config(batch_size=18), str(tmp_path))
+  assert not os.listdir(tmp_path)  # nothing was written
+
+
+def _records(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def _without_timing(records):
+  return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records]
+
+
+def test_end_to_end_on_mock_cifar100_writes_outputs_and_resumes(tmp_path):
+  config = tiny_config()
+  workdir = str(tmp_path / 'run')
+  with tfds.testing.mock_data(num_examples=64):
+    summary = train.train_and_evaluate(config, workdir)
+
+  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints'))
+                 if d.isdigit())
+  assert steps == [4, 8]  # 64 examples / batch 16 = 4 steps per epoch
+  records = _records(workdir)
+  assert [r['epoch'] for r in records] == [1, 2] and [r['step'] for r in records] == [4, 8]
+  assert all(np.isfinite(r['train_loss']) and 0 <= r['test_top1'] <= 100 for r in records)
+  assert any(name.startswith('events.out.tfevents') for name in os.listdir(workdir))
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    assert json.load(f) == summary
+  assert summary['final_top1'] == records[-1]['test_top1']
+  assert summary['best_top1'] == max(r['test_top1'] for r in records)
+  assert summary['epochs_completed'] == summary['num_epochs'] == 2
+  assert summary['config']['width'] == 4
+
+  # The same command again finds the run finished: it resumes, trains nothing.
+  with tfds.testing.mock_data(num_examples=64):
+    again = train.train_and_evaluate(config, workdir)
+  assert _records(workdir) == records
+  assert again == summary
+
+  # A run that lost its last epoch (killed before saving it) resumes from the
+  # epoch-1 checkpoint and ends exactly where the uninterrupted run ended.
+  interrupted = str(tmp_path / 'interrupted')
+  shutil.copytree(workdir, interrupted)
+  shutil.rmtree(os.path.join(interrupted, 'checkpoints', '8'))
+  with open(os.path.join(interrupted, 'metrics.jsonl'), 'a') as f:
+    f.write(json.dumps(dict(records[-1], test_top1=-1.0)) + '\n')  # a stale record
+  with tfds.testing.mock_data(num_examples=64):
+    resumed = train.train_and_evaluate(config, interrupted)
+  assert _without_timing(_records(interrupted)) == _without_timing(records)
+  assert resumed['final_top1'] == summary['final_top1']
