@@ -144,3 +144,24 @@ def test_end_to_end_on_mock_cifar100_writes_outputs_and_resumes(tmp_path):
     resumed = train.train_and_evaluate(config, interrupted)
   assert _without_timing(_records(interrupted)) == _without_timing(records)
   assert resumed['final_top1'] == summary['final_top1']
+
+
+def test_bfloat16_step_keeps_float32_params_and_a_finite_loss():
+  config = tiny_config(dtype='bfloat16')
+  state, apply = _setup(config)
+  loss_fn = methods.get_loss_fn(config, lambda *a: apply(*a, train=True))
+  devices = jax.devices()[:4]
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+  labels = rng.integers(0, 10, 16).astype(np.int32)
+  st, imgs, lbls, key = train.replicate((state, images, labels, jax.random.PRNGKey(0)),
+                                        devices)
+  st, metrics = train.pmap_train_step(loss_fn, True, devices)(
+      st, imgs, lbls, np.arange(16).reshape(4, 4), key)
+  assert np.isfinite(_first(metrics)['loss'])
+  assert {x.dtype for x in jax.tree.leaves(_first(st).params)} == {np.dtype('float32')}
+
+
+def test_unknown_dtype_is_a_clear_error():
+  with pytest.raises(ValueError, match="Unknown dtype 'float16'.*bfloat16"):
+    train.create_model(tiny_config(dtype='float16'), 10)

@@ -1,0 +1,35 @@
+import os
+
+import numpy as np
+
+from kdjax import checkpoint
+from kdjax import train
+
+
+def _state(step, value):
+  return train.TrainState(step=np.asarray(step, np.int32), apply_fn=None, tx=None, opt_state=(),
+                          params={'w': np.full((3,), value, np.float32)},
+                          batch_stats={'mean': np.full((2,), -value, np.float32)})
+
+
+def test_keeps_the_last_two_and_the_best_and_restores_the_latest(tmp_path):
+  manager = checkpoint.create_manager(str(tmp_path), keep_last=2)
+  for step, top1 in ((1, 50.0), (2, 90.0), (3, 60.0), (4, 70.0), (5, 65.0)):
+    checkpoint.save(manager, _state(step, step), top1)
+  manager.wait_until_finished()
+  assert sorted(manager.all_steps()) == [2, 4, 5]
+  assert manager.best_step() == 2
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2', '4', '5']
+
+  # A new manager (a restarted process) finds and restores the latest.
+  restored = checkpoint.restore_latest(checkpoint.create_manager(str(tmp_path), 2),
+                                       _state(0, 0))
+  assert int(restored.step) == 5
+  np.testing.assert_array_equal(restored.params['w'], np.full((3,), 5, np.float32))
+  np.testing.assert_array_equal(restored.batch_stats['mean'], np.full((2,), -5, np.float32))
+
+
+def test_restore_latest_without_checkpoints_returns_the_given_state(tmp_path):
+  state = _state(0, 1)
+  assert checkpoint.restore_latest(checkpoint.create_manager(str(tmp_path), 2),
+                                   state) is state
