@@ -153,6 +153,24 @@ def _check_batch_sizes(config, num_devices):
           f'{num_devices}.')
 
 
+def _check_workdir_config(config, workdir):
+  """Refuses a workdir whose saved config differs, before anything is written."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  current = json.loads(config.to_json())
+  differing = sorted(k for k in saved.keys() | current.keys()
+                     if saved.get(k) != current.get(k))
+  if differing:
+    changes = ', '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in differing)
+    raise ValueError(
+        f'{workdir} holds a run of a different config ({changes}). Resuming it '
+        'would mix two experiments. Pass the same config to resume, or use a new '
+        '--workdir (or delete this one) to start fresh.')
+
+
 def _read_records(path, up_to_step):
   """metrics.jsonl records up to `up_to_step` (later ones belong to no checkpoint)."""
   if not os.path.exists(path):
@@ -186,6 +204,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   devices = jax.local_devices()
   num_devices = len(devices)
   _check_batch_sizes(config, num_devices)
+  _check_workdir_config(config, workdir)
   dataset = data.load_dataset(config.dataset, config.data_dir, config.manual_dir)
   num_train = len(dataset.train_labels)
   steps_per_epoch = num_train // config.batch_size

@@ -165,3 +165,14 @@ def test_bfloat16_step_keeps_float32_params_and_a_finite_loss():
 def test_unknown_dtype_is_a_clear_error():
   with pytest.raises(ValueError, match="Unknown dtype 'float16'.*bfloat16"):
     train.create_model(tiny_config(dtype='float16'), 10)
+
+
+def test_a_workdir_of_another_config_is_refused_untouched(tmp_path):
+  saved = tiny_config().to_json()
+  (tmp_path / 'config.json').write_text(saved)
+  (tmp_path / 'metrics.jsonl').write_text('{"epoch": 1, "step": 4}\n')
+  with pytest.raises(ValueError, match=r"a different config \(num_epochs: 2 -> 5\).*"
+                     r"new --workdir"):
+    train.train_and_evaluate(tiny_config(num_epochs=5), str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == ['config.json', 'metrics.jsonl']
+  assert (tmp_path / 'config.json').read_text() == saved
