@@ -13,6 +13,7 @@ from jax import lax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import tensorboardX
 
 from kdjax import checkpoint
 from kdjax import data
@@ -185,7 +186,7 @@ def _write_records(path, records):
     f.writelines(json.dumps(r) + '\n' for r in records)
 
 
-def summarize(records, config, num_epochs) -> Dict[str, Any]:
+def summarize(records, config) -> Dict[str, Any]:
   """best/final test top-1 and top-5 over the epoch records."""
   best = max(records, key=lambda r: r['test_top1'])
   final = records[-1]
@@ -193,7 +194,7 @@ def summarize(records, config, num_epochs) -> Dict[str, Any]:
       'best_top1': best['test_top1'], 'best_top1_epoch': best['epoch'],
       'best_top5': max(r['test_top5'] for r in records),
       'final_top1': final['test_top1'], 'final_top5': final['test_top5'],
-      'epochs_completed': final['epoch'], 'num_epochs': num_epochs,
+      'epochs_completed': final['epoch'], 'num_epochs': config.num_epochs,
       'wall_time_s': sum(r['epoch_time_s'] for r in records),
       'config': json.loads(config.to_json()),
   }
@@ -205,8 +206,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   num_devices = len(devices)
   _check_batch_sizes(config, num_devices)
   _check_workdir_config(config, workdir)
+  load_start = time.time()
   dataset = data.load_dataset(config.dataset, config.data_dir, config.manual_dir)
   num_train = len(dataset.train_labels)
+  logging.info('Loaded %s: %d train / %d test images in %.1f s.', config.dataset,
+               num_train, len(dataset.test_labels), time.time() - load_start)
   steps_per_epoch = num_train // config.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f'config.batch_size={config.batch_size} is larger than the '
@@ -234,8 +238,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     _write_records(metrics_path, records)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json(indent=2))
-  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-  writer = SummaryWriter(workdir) if is_writer else None
+  writer = tensorboardX.SummaryWriter(workdir) if is_writer else None
 
   apply = make_apply(model, dataset.mean, dataset.std)
   student_apply = functools.partial(apply, train=True)
@@ -304,7 +307,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   if not records:
     raise RuntimeError(f'{workdir} holds a finished checkpoint but no metrics.jsonl '
                        'records to summarize; use a fresh --workdir.')
-  summary = summarize(records, config, config.num_epochs)
+  summary = summarize(records, config)
   if is_writer:
     writer.close()
     with open(os.path.join(workdir, 'summary.json'), 'w') as f:
