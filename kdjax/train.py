@@ -102,13 +102,17 @@ def eval_step(state: TrainState, batch: Dict[str, jax.Array], *, apply: Callable
   return lax.psum(sums, AXIS)
 
 
+def _gather(images, labels, indices):
+  return {'image': images[indices], 'label': labels[indices]}
+
+
 def pmap_train_step(loss_fn: Callable, augment: bool, devices=None):
   """train_step under jax.pmap; each device gathers its batch by index from
   device-resident (replicated) data, so a step moves only indices to the devices."""
   step = functools.partial(train_step, loss_fn=loss_fn, augment=augment)
 
   def gathered(state, images, labels, indices, rng):
-    return step(state, {'image': images[indices], 'label': labels[indices]}, rng)
+    return step(state, _gather(images, labels, indices), rng)
   return jax.pmap(gathered, axis_name=AXIS, devices=devices, donate_argnums=(0,))
 
 
@@ -117,8 +121,7 @@ def pmap_eval_step(apply: Callable, devices=None):
   step = functools.partial(eval_step, apply=apply)
 
   def gathered(state, images, labels, indices, mask):
-    return step(state, {'image': images[indices], 'label': labels[indices],
-                        'mask': mask})
+    return step(state, {**_gather(images, labels, indices), 'mask': mask})
   return jax.pmap(gathered, axis_name=AXIS, devices=devices)
 
 
@@ -154,6 +157,11 @@ def _check_batch_sizes(config, num_devices):
           f'{num_devices}.')
 
 
+def _config_as_json(config) -> Dict[str, Any]:
+  """The config as plain JSON values (tuples become lists), as config.json holds it."""
+  return json.loads(config.to_json())
+
+
 def _check_workdir_config(config, workdir):
   """Refuses a workdir whose saved config differs, before anything is written."""
   path = os.path.join(workdir, 'config.json')
@@ -161,7 +169,7 @@ def _check_workdir_config(config, workdir):
     return
   with open(path) as f:
     saved = json.load(f)
-  current = json.loads(config.to_json())
+  current = _config_as_json(config)
   differing = sorted(k for k in saved.keys() | current.keys()
                      if saved.get(k) != current.get(k))
   if differing:
@@ -196,7 +204,7 @@ def summarize(records, config) -> Dict[str, Any]:
       'final_top1': final['test_top1'], 'final_top5': final['test_top5'],
       'epochs_completed': final['epoch'], 'num_epochs': config.num_epochs,
       'wall_time_s': sum(r['epoch_time_s'] for r in records),
-      'config': json.loads(config.to_json()),
+      'config': _config_as_json(config),
   }
 
 
