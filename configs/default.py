@@ -2,6 +2,20 @@
 import ml_collections
 
 
+# The study's teachers, as configs/offline_kd.py:<name> names them, and the
+# directories their converted weights are read from.
+TEACHERS = {'repvgg_a0': 'teachers/repvgg_a0', 'resnet50': 'teachers/resnet50'}
+
+
+def teacher_dir(name):
+  if name not in TEACHERS:
+    problem = 'No teacher named' if name is None else f'Unknown teacher {name!r}'
+    raise ValueError(f'{problem}: name one of {sorted(TEACHERS)} after the '
+                     'config file (e.g. configs/offline_kd.py:resnet50), or set '
+                     '--config.teacher to any teacher directory.')
+  return TEACHERS[name]
+
+
 def get_config(arg=None):
   del arg
   config = ml_collections.ConfigDict()
@@ -18,8 +32,22 @@ def get_config(arg=None):
   config.stage_sizes = ()  # blocks per stage; () = the architecture's own (2, 2, 2, 2) for resnet18
   config.dtype = 'float32'  # compute dtype, 'float32' or 'bfloat16'; params stay float32
 
-  # Method.
-  config.method = 'baseline'  # a name in kdjax.methods
+  # Method. The study gives no distillation hyper-parameters; each default below
+  # names its source.
+  config.method = 'baseline'  # 'baseline', 'offline', 'self' or 'offline_self' (kdjax.methods)
+  config.teacher = ''  # offline methods: a teacher directory (a kdjax workdir or converted weights)
+  config.mixup_alpha = 0.0  # mixup with lam ~ Beta(alpha, alpha) on every batch; 0 = off
+  # offline: (1 - w) * CE + w * T^2 KL(teacher || student); w = 0.9, T = 4 is the
+  # KD recipe of RepDistiller (Tian et al., 2020).
+  config.kd_weight = 0.9
+  config.kd_temperature = 4.0
+  # self: Be Your Own Teacher's reference code (train.py defaults): each head gets
+  # (1 - w) * CE + w * T^2 KL from the final logits + beta * L2 to the final feature.
+  config.self_kd_weight = 0.1  # its alpha
+  config.self_kd_temperature = 3.0  # its temperature
+  # Its beta = 1e-6 multiplies an L2 summed over its batch of 128; kdjax's L2 is a
+  # batch mean, so the same pull is 128 * 1e-6.
+  config.self_feature_weight = 1.28e-4
 
   # Optimization.
   config.batch_size = 128  # global batch, split evenly over all devices

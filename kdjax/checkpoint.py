@@ -1,5 +1,6 @@
 """Orbax checkpoints in the workdir: the last few steps plus the best by test top-1."""
 import os
+from typing import Any, Tuple
 
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
@@ -9,6 +10,10 @@ def _top1(metrics):
   return metrics['top1']
 
 
+def _directory(workdir):
+  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+
+
 def create_manager(workdir: str, keep_last: int) -> ocp.CheckpointManager:
   """A manager under workdir/checkpoints keeping the last `keep_last` and the best."""
   policy = checkpoint_managers.AnyPreservationPolicy([
@@ -16,7 +21,7 @@ def create_manager(workdir: str, keep_last: int) -> ocp.CheckpointManager:
       checkpoint_managers.BestN(get_metric_fn=_top1, n=1),
   ])
   return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'),
+      _directory(workdir),
       options=ocp.CheckpointManagerOptions(
           preservation_policy=policy, best_fn=_top1, best_mode='max', create=True))
 
@@ -33,3 +38,20 @@ def save(manager: ocp.CheckpointManager, state, top1: float) -> None:
   """Saves host-side `state` (asynchronously) with its test top-1 for best tracking."""
   manager.save(int(state.step), args=ocp.args.StandardSave(state),
                metrics={'top1': float(top1)})
+
+
+def restore_best_variables(workdir: str, abstract_variables) -> Tuple[int, Any]:
+  """(step, variables) of workdir's best checkpoint by test top-1 (the latest if
+  none has metrics), restoring only the collections in `abstract_variables`
+  (e.g. params and batch_stats, not the optimizer state) as numpy arrays."""
+  manager = ocp.CheckpointManager(
+      _directory(workdir), options=ocp.CheckpointManagerOptions(
+          read_only=True, save_interval_steps=0, create=False, best_fn=_top1,
+          best_mode='max'))
+  step = manager.best_step()
+  if step is None:
+    raise FileNotFoundError(f'{_directory(workdir)} holds no complete checkpoint.')
+  path = os.path.join(_directory(workdir), str(step), 'default')
+  variables = ocp.PyTreeCheckpointer().restore(
+      path, args=ocp.args.PyTreeRestore(abstract_variables, partial_restore=True))
+  return step, variables

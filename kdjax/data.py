@@ -129,3 +129,14 @@ def to_float(images: jax.Array) -> jax.Array:
 
 def normalize(images: jax.Array, mean, std) -> jax.Array:
   return (images - jnp.asarray(mean, images.dtype)) / jnp.asarray(std, images.dtype)
+
+
+def mixup(batch, partner, key: jax.Array, alpha: float):
+  """Mixup (Zhang et al., 2018): lam * batch + (1 - lam) * partner, leaf by leaf.
+
+  `batch` and `partner` are matching pytrees (pixels, target distributions);
+  one lam ~ Beta(alpha, alpha) is drawn from `key` for the whole batch, as in the
+  reference implementation.
+  """
+  lam = jax.random.beta(key, alpha, alpha)
+  return jax.tree.map(lambda a, b: lam * a + (1 - lam) * b, batch, partner)

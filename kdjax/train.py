@@ -20,6 +20,7 @@ from kdjax import data
 from kdjax import methods
 from kdjax import models
 from kdjax import optim
+from kdjax import teachers
 
 AXIS = 'batch'  # the device axis that pmap (or shard_map) maps the steps over
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -29,14 +30,22 @@ class TrainState(train_state.TrainState):
   batch_stats: Any
 
 
+def model_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
+  """The model's constructor arguments from the config (also saved in model.json)."""
+  kwargs = {'width': config.width,
+            'heads': methods.get_method(config.method).uses_heads}
+  if config.stage_sizes:
+    kwargs['stage_sizes'] = tuple(config.stage_sizes)
+  return kwargs
+
+
 def create_model(config: ml_collections.ConfigDict, num_classes: int):
   if config.dtype not in DTYPES:
     raise ValueError(f'Unknown dtype {config.dtype!r}; set --config.dtype to one '
                      f'of {sorted(DTYPES)}.')
-  kwargs = {'width': config.width, 'dtype': DTYPES[config.dtype], 'axis_name': AXIS}
-  if config.stage_sizes:
-    kwargs['stage_sizes'] = tuple(config.stage_sizes)
-  return models.get_model(config.model, num_classes=num_classes, **kwargs)
+  return models.get_model(config.model, num_classes=num_classes,
+                          dtype=DTYPES[config.dtype], axis_name=AXIS,
+                          **model_kwargs(config))
 
 
 def replicate(tree, devices):
@@ -66,39 +75,67 @@ def make_apply(model, mean, std):
   return apply
 
 
-def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array, *,
-               loss_fn: Callable, augment: bool):
+def _reversed_global_batch(tree):
+  """This device's share of the global batch reversed: device i gets device
+  n-1-i's examples in reverse order, so pairs span devices as on one device."""
+  n = lax.axis_size(AXIS)
+  swapped = lax.ppermute(tree, AXIS, [(i, n - 1 - i) for i in range(n)])
+  return jax.tree.map(lambda x: x[::-1], swapped)
+
+
+def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array,
+               teacher_variables, *, loss_fn: Callable, augment: bool,
+               mixup_alpha: float, num_classes: int):
   """One SGD step on this device's share of the global batch.
 
   Runs under a map over axis AXIS; `batch` holds uint8 images and int32 labels.
   `rng` is the same on every device; per-step and per-example keys derive from it.
   """
   step_key = jax.random.fold_in(rng, state.step)
-  augment_key, loss_key = jax.random.split(step_key)
+  augment_key, mixup_key = jax.random.split(step_key)
   images = batch['image']
   if augment:
     per_device = images.shape[0]
     positions = lax.axis_index(AXIS) * per_device + jnp.arange(per_device)
     images = data.augment(images, data.example_keys(augment_key, positions))
+  pixels = data.to_float(images)
+  targets = jax.nn.one_hot(batch['label'], num_classes)
+  if mixup_alpha:
+    # Each example is mixed with its mirror in the (already shuffled) global
+    # batch, as timm does, rather than with a random partner.
+    pixels, targets = data.mixup((pixels, targets), _reversed_global_batch(
+        (pixels, targets)), mixup_key, mixup_alpha)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   (_, (batch_stats, metrics)), grads = grad_fn(
-      state.params, state.batch_stats, data.to_float(images), batch['label'], loss_key)
+      state.params, state.batch_stats, pixels, targets, teacher_variables)
   grads = lax.pmean(grads, AXIS)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   return state, lax.pmean(metrics, AXIS)
 
 
-def eval_step(state: TrainState, batch: Dict[str, jax.Array], *, apply: Callable):
-  """Sums of correct top-1/top-5, loss and count over the real (mask=1) examples."""
-  outputs, _ = apply(state.params, state.batch_stats, data.to_float(batch['image']),
-                     train=False)
+def _correct_top1(logits, labels, mask):
+  return jnp.sum(mask * (jnp.argmax(logits, -1) == labels))
+
+
+def eval_step(variables, batch: Dict[str, jax.Array], *, apply: Callable):
+  """Sums over the real (mask=1) examples: correct top-1/top-5, loss and count,
+  and with heads, each head's and the ensemble's correct top-1."""
+  outputs, _ = apply(variables['params'], variables['batch_stats'],
+                     data.to_float(batch['image']), train=False)
   logits, labels, mask = outputs['logits'], batch['label'], batch['mask']
   top5 = lax.top_k(logits, min(5, logits.shape[-1]))[1]
   loss = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], -1)[:, 0]
-  sums = {'top1': jnp.sum(mask * (top5[:, 0] == labels)),
+  sums = {'top1': _correct_top1(logits, labels, mask),
           'top5': jnp.sum(mask * jnp.any(top5 == labels[:, None], -1)),
           'loss': jnp.sum(mask * loss),
           'count': jnp.sum(mask)}
+  head_logits = outputs.get('head_logits', ())
+  for i, head in enumerate(head_logits):
+    sums[f'head{i + 1}_top1'] = _correct_top1(head, labels, mask)
+  if head_logits:
+    # Be Your Own Teacher's ensemble: the mean softmax of every classifier.
+    ensemble = jnp.mean(jnp.stack([jax.nn.softmax(l) for l in (*head_logits, logits)]), 0)
+    sums['ensemble_top1'] = _correct_top1(ensemble, labels, mask)
   return lax.psum(sums, AXIS)
 
 
@@ -106,13 +143,15 @@ def _gather(images, labels, indices):
   return {'image': images[indices], 'label': labels[indices]}
 
 
-def pmap_train_step(loss_fn: Callable, augment: bool, devices=None):
+def pmap_train_step(loss_fn: Callable, *, augment: bool, mixup_alpha: float,
+                    num_classes: int, devices=None):
   """train_step under jax.pmap; each device gathers its batch by index from
   device-resident (replicated) data, so a step moves only indices to the devices."""
-  step = functools.partial(train_step, loss_fn=loss_fn, augment=augment)
+  step = functools.partial(train_step, loss_fn=loss_fn, augment=augment,
+                           mixup_alpha=mixup_alpha, num_classes=num_classes)
 
-  def gathered(state, images, labels, indices, rng):
-    return step(state, _gather(images, labels, indices), rng)
+  def gathered(state, images, labels, indices, rng, teacher_variables):
+    return step(state, _gather(images, labels, indices), rng, teacher_variables)
   return jax.pmap(gathered, axis_name=AXIS, devices=devices, donate_argnums=(0,))
 
 
@@ -120,26 +159,28 @@ def pmap_eval_step(apply: Callable, devices=None):
   """eval_step under jax.pmap, gathering by index like pmap_train_step."""
   step = functools.partial(eval_step, apply=apply)
 
-  def gathered(state, images, labels, indices, mask):
-    return step(state, {**_gather(images, labels, indices), 'mask': mask})
+  def gathered(variables, images, labels, indices, mask):
+    return step(variables, {**_gather(images, labels, indices), 'mask': mask})
   return jax.pmap(gathered, axis_name=AXIS, devices=devices)
 
 
-def evaluate(p_eval_step, state, images, labels, num_examples, global_batch,
+def evaluate(p_eval_step, variables, images, labels, num_examples, global_batch,
              num_devices) -> Dict[str, float]:
-  """Top-1/top-5 (%) and loss on all `num_examples`; the last batch is padded and masked."""
+  """Top-1/top-5 (%, and each head's top-1) and loss on all `num_examples` for
+  replicated `variables`; the last batch is padded and masked."""
   num_batches = -(-num_examples // global_batch)
   indices = np.zeros(num_batches * global_batch, np.int32)
   indices[:num_examples] = np.arange(num_examples)
   mask = (np.arange(len(indices)) < num_examples).astype(np.float32)
   shape = (num_batches, num_devices, global_batch // num_devices)
-  sums = [p_eval_step(state, images, labels, i, m)
+  sums = [p_eval_step(variables, images, labels, i, m)
           for i, m in zip(indices.reshape(shape), mask.reshape(shape))]
   totals = jax.tree.map(lambda *x: float(np.sum(x)), *jax.device_get(
       [jax_utils.unreplicate(s) for s in sums]))
-  count = totals['count']
-  return {'top1': 100 * totals['top1'] / count, 'top5': 100 * totals['top5'] / count,
-          'loss': totals['loss'] / count, 'count': int(count)}
+  count = totals.pop('count')
+  result = {k: (100 if k.endswith(('top1', 'top5')) else 1) * v / count
+            for k, v in totals.items()}
+  return {**result, 'count': int(count)}
 
 
 def _format_duration(seconds: float) -> str:
@@ -194,18 +235,45 @@ def _write_records(path, records):
     f.writelines(json.dumps(r) + '\n' for r in records)
 
 
-def summarize(records, config) -> Dict[str, Any]:
-  """best/final test top-1 and top-5 over the epoch records."""
-  best = max(records, key=lambda r: r['test_top1'])
+def summarize(records, config, teacher_top1=None) -> Dict[str, Any]:
+  """Best and final value of every test accuracy (top-1, top-5, heads) over the
+  epoch records; the best epoch is the one of the best final-classifier top-1."""
   final = records[-1]
-  return {
-      'best_top1': best['test_top1'], 'best_top1_epoch': best['epoch'],
-      'best_top5': max(r['test_top5'] for r in records),
-      'final_top1': final['test_top1'], 'final_top5': final['test_top5'],
+  summary = {'best_top1_epoch': max(records, key=lambda r: r['test_top1'])['epoch']}
+  for key in final:
+    if key.startswith('test_') and key.endswith(('top1', 'top5')):
+      name = key[len('test_'):]
+      summary[f'best_{name}'] = max(r[key] for r in records)
+      summary[f'final_{name}'] = final[key]
+  summary.update({
       'epochs_completed': final['epoch'], 'num_epochs': config.num_epochs,
       'wall_time_s': sum(r['epoch_time_s'] for r in records),
       'config': _config_as_json(config),
-  }
+  })
+  if teacher_top1 is not None:
+    summary['teacher_top1'] = teacher_top1
+  return summary
+
+
+def _check_teacher_config(config, method):
+  if method.uses_teacher and not config.teacher:
+    raise ValueError(f'Method {config.method!r} learns from a teacher; set '
+                     '--config.teacher to a teacher directory (a kdjax workdir or a '
+                     'converted PyTorch teacher).')
+  if config.teacher and not method.uses_teacher:
+    raise ValueError(f'config.teacher is set but method {config.method!r} uses no '
+                     'teacher; clear it (--config.teacher=) or pick a method that '
+                     'does.')
+
+
+def _load_teacher(config, num_classes):
+  teacher = teachers.load(config.teacher, DTYPES[config.dtype])
+  if teacher.num_classes != num_classes:
+    raise teachers.TeacherError(
+        f'The teacher {teacher.description} predicts {teacher.num_classes} classes, '
+        f'but {config.dataset} has {num_classes}; use a teacher trained on '
+        f'{config.dataset}.')
+  return teacher
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
@@ -213,6 +281,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   devices = jax.local_devices()
   num_devices = len(devices)
   _check_batch_sizes(config, num_devices)
+  method = methods.get_method(config.method)
+  _check_teacher_config(config, method)
   _check_workdir_config(config, workdir)
   load_start = time.time()
   dataset = data.load_dataset(config.dataset, config.data_dir, config.manual_dir)
@@ -224,6 +294,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     raise ValueError(f'config.batch_size={config.batch_size} is larger than the '
                      f'{num_train} training examples of {config.dataset}.')
   total_steps = steps_per_epoch * config.num_epochs
+  teacher = _load_teacher(config, dataset.num_classes) if method.uses_teacher else None
 
   model = create_model(config, dataset.num_classes)
   schedule = optim.create_schedule(config.learning_rate, steps_per_epoch,
@@ -246,18 +317,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     _write_records(metrics_path, records)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json(indent=2))
+    teachers.write_model_file(workdir, config.model, dataset.num_classes,
+                              model_kwargs(config), dataset.mean, dataset.std)
   writer = tensorboardX.SummaryWriter(workdir) if is_writer else None
 
   apply = make_apply(model, dataset.mean, dataset.std)
-  student_apply = functools.partial(apply, train=True)
-  loss_fn = methods.get_loss_fn(config, student_apply)
-  p_train_step = pmap_train_step(loss_fn, config.augment)
-  p_eval_step = pmap_eval_step(apply)
-
   # Each device keeps both splits (CIFAR: 184 MB as uint8) for index gathers.
   train_images, train_labels, test_images, test_labels = replicate((
       dataset.train_images, dataset.train_labels,
       dataset.test_images, dataset.test_labels), devices)
+  num_test = len(dataset.test_labels)
+
+  teacher_apply, teacher_variables, teacher_top1 = None, {}, None
+  if teacher:
+    teacher_eval_apply = make_apply(teacher.model, teacher.mean, teacher.std)
+    teacher_variables = replicate(teacher.variables, devices)
+    teacher_top1 = evaluate(pmap_eval_step(teacher_eval_apply), teacher_variables,
+                            test_images, test_labels, num_test,
+                            config.eval_batch_size, num_devices)['top1']
+    logging.info('Teacher %s: test top-1 %.2f%%.', teacher.description, teacher_top1)
+    teacher_apply = lambda variables, pixels: teacher_eval_apply(
+        variables['params'], variables['batch_stats'], pixels, train=False)[0]
+  loss_fn = methods.get_loss_fn(config, functools.partial(apply, train=True),
+                                teacher_apply)
+  p_train_step = pmap_train_step(loss_fn, augment=config.augment,
+                                 mixup_alpha=config.mixup_alpha,
+                                 num_classes=dataset.num_classes)
+  p_eval_step = pmap_eval_step(apply)
   state, rng = replicate((state, train_key), devices)
   per_device = config.batch_size // num_devices
   logging.info('Training %s (%s) on %s: %d examples, %d steps/epoch x %d epochs, '
@@ -274,7 +360,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     epoch_start = time.time()
     step_metrics = []
     for i in range(first, steps_per_epoch):
-      state, metrics = p_train_step(state, train_images, train_labels, order[i], rng)
+      state, metrics = p_train_step(state, train_images, train_labels, order[i], rng,
+                                    teacher_variables)
       step_metrics.append(metrics)
       step += 1
       if config.log_every_steps and step % config.log_every_steps == 0:
@@ -283,14 +370,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                      m['loss'], schedule(step - 1))
     train = jax.device_get([jax_utils.unreplicate(m) for m in step_metrics])
     train_time = time.time() - epoch_start
-    test = evaluate(p_eval_step, state, test_images, test_labels,
-                    len(dataset.test_labels), config.eval_batch_size, num_devices)
+    test = evaluate(p_eval_step, {'params': state.params, 'batch_stats': state.batch_stats},
+                    test_images, test_labels, num_test, config.eval_batch_size,
+                    num_devices)
     epoch_time = time.time() - epoch_start
     record = {
         'epoch': epoch + 1, 'step': step, 'lr': float(schedule(step - 1)),
         'train_loss': float(np.mean([m['loss'] for m in train])),
         'train_top1': 100 * float(np.mean([m['accuracy'] for m in train])),
-        'test_loss': test['loss'], 'test_top1': test['top1'], 'test_top5': test['top5'],
+        **{f'test_{k}': v for k, v in test.items() if k != 'count'},
         'images_per_sec': len(train) * config.batch_size / train_time,
         'epoch_time_s': epoch_time,
     }
@@ -304,18 +392,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         writer.add_scalar(key, value, step)
       writer.flush()
     eta = (total_steps - step) / steps_per_epoch * epoch_time
+    heads = sorted(k for k in test if k.startswith('head'))
     logging.info(
         'epoch %d/%d  loss %.4f  lr %.5f  train top-1 %.2f%%  test top-1 %.2f%%  '
-        'top-5 %.2f%%  %.0f img/s  epoch %.1fs  ETA %s', epoch + 1, config.num_epochs,
+        'top-5 %.2f%%%s  %.0f img/s  epoch %.1fs  ETA %s', epoch + 1, config.num_epochs,
         record['train_loss'], record['lr'], record['train_top1'], record['test_top1'],
-        record['test_top5'], record['images_per_sec'], epoch_time,
-        _format_duration(eta))
+        record['test_top5'],
+        f'  heads {"/".join(f"{test[k]:.2f}" for k in heads)}%  ensemble '
+        f'{test["ensemble_top1"]:.2f}%' if heads else '',
+        record['images_per_sec'], epoch_time, _format_duration(eta))
 
   manager.wait_until_finished()
   if not records:
     raise RuntimeError(f'{workdir} holds a finished checkpoint but no metrics.jsonl '
                        'records to summarize; use a fresh --workdir.')
-  summary = summarize(records, config)
+  summary = summarize(records, config, teacher_top1)
   if is_writer:
     writer.close()
     with open(os.path.join(workdir, 'summary.json'), 'w') as f:

@@ -24,3 +24,87 @@ def test_cross_entropy_is_finite_for_extreme_logits():
   value, grad = jax.value_and_grad(losses.cross_entropy)(logits, np.array([1, 2]))
   assert np.isfinite(float(value)) and np.isfinite(np.asarray(grad)).all()
   np.testing.assert_allclose(float(value), 1e4, rtol=1e-6)
+
+
+def _torch_value_and_grad(fn, first, *rest):
+  """torch's value of fn and its gradient with respect to the first argument."""
+  tensor = torch.tensor(first, requires_grad=True)
+  value = fn(tensor, *map(torch.tensor, rest))
+  value.backward()
+  return value.item(), tensor.grad.numpy()
+
+
+def test_soft_cross_entropy_and_its_gradient_match_torch():
+  rng = np.random.default_rng(1)
+  logits = (rng.normal(size=(16, 100)) * 5).astype(np.float32)
+  targets = rng.dirichlet(np.ones(100), 16).astype(np.float32)
+  value, grad = jax.value_and_grad(losses.soft_cross_entropy)(logits, targets)
+  t_value, t_grad = _torch_value_and_grad(
+      torch.nn.functional.cross_entropy, logits, targets)
+  np.testing.assert_allclose(float(value), t_value, rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(grad), t_grad, atol=1e-7)
+
+
+def test_soft_cross_entropy_of_a_mixed_target_is_the_mixup_sum_of_two_losses():
+  rng = np.random.default_rng(2)
+  logits = rng.normal(size=(8, 10)).astype(np.float32)
+  a, b = rng.integers(0, 10, 8), rng.integers(0, 10, 8)
+  onehot = np.eye(10, dtype=np.float32)
+  mixed = 0.3 * onehot[a] + 0.7 * onehot[b]
+  np.testing.assert_allclose(
+      float(losses.soft_cross_entropy(logits, mixed)),
+      0.3 * float(losses.cross_entropy(logits, a)) + 0.7 * float(losses.cross_entropy(logits, b)),
+      rtol=1e-6)
+
+
+def _torch_kd(student, teacher, temperature):
+  f = torch.nn.functional
+  return f.kl_div(f.log_softmax(student / temperature, dim=1),
+                  f.softmax(teacher / temperature, dim=1),
+                  reduction='batchmean') * temperature * temperature
+
+
+@pytest.mark.parametrize('temperature', [1.0, 3.0, 4.0])
+def test_kl_divergence_and_its_gradient_match_torch(temperature):
+  rng = np.random.default_rng(3)
+  student = (rng.normal(size=(16, 100)) * 4).astype(np.float32)
+  teacher = (rng.normal(size=(16, 100)) * 4).astype(np.float32)
+  value, grads = jax.value_and_grad(losses.kl_divergence, argnums=(0, 1))(
+      student, teacher, temperature)
+  t_value, t_grad = _torch_value_and_grad(
+      lambda s, t: _torch_kd(s, t, temperature), student, teacher)
+  np.testing.assert_allclose(float(value), t_value, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(grads[0]), t_grad, atol=1e-7)
+  assert not np.asarray(grads[1]).any()  # the teacher side gets no gradient
+
+
+def test_kl_divergence_is_zero_for_identical_logits_and_positive_otherwise():
+  logits = np.random.default_rng(4).normal(size=(4, 10)).astype(np.float32)
+  assert abs(float(losses.kl_divergence(logits, logits, 4.0))) < 1e-6
+  assert float(losses.kl_divergence(logits, logits[::-1], 4.0)) > 0.1
+
+
+@pytest.mark.parametrize('temperature', [1.0, 4.0, 20.0])
+def test_kl_divergence_is_finite_for_extreme_logits(temperature):
+  rng = np.random.default_rng(5)
+  student = (np.sign(rng.normal(size=(8, 100))) * 1e4).astype(np.float32)
+  teacher = (np.sign(rng.normal(size=(8, 100))) * 1e4).astype(np.float32)
+  teacher[:, 0] = 1e4  # a confident teacher that puts exactly zero mass on classes
+  value, grad = jax.value_and_grad(losses.kl_divergence)(student, teacher, temperature)
+  assert np.isfinite(float(value)) and np.isfinite(np.asarray(grad)).all()
+  t_value, t_grad = _torch_value_and_grad(
+      lambda s, t: _torch_kd(s.double(), t.double(), temperature), student, teacher)
+  np.testing.assert_allclose(float(value), t_value, rtol=1e-4)
+  np.testing.assert_allclose(np.asarray(grad), t_grad, atol=1e-6)
+
+
+def test_feature_l2_and_its_gradient_match_a_direct_computation():
+  rng = np.random.default_rng(6)
+  features = rng.normal(size=(16, 32)).astype(np.float32)
+  targets = rng.normal(size=(16, 32)).astype(np.float32)
+  value, grads = jax.value_and_grad(losses.feature_l2, argnums=(0, 1))(features, targets)
+  t_value, t_grad = _torch_value_and_grad(
+      lambda f, t: ((f - t.detach())**2).sum(1).mean(), features, targets)
+  np.testing.assert_allclose(float(value), t_value, rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(grads[0]), t_grad, rtol=1e-6)
+  assert not np.asarray(grads[1]).any()

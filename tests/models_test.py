@@ -67,3 +67,37 @@ def test_bfloat16_computes_in_bfloat16_with_float32_params():
 def test_unknown_model_is_a_clear_error():
   with pytest.raises(ValueError, match="Unknown model 'resnet19'.*resnet18"):
     models.get_model('resnet19')
+
+
+def test_self_distillation_heads_reach_the_final_feature_size():
+  model = models.get_model('resnet18', num_classes=100, width=4, heads=True)
+  x = jax.random.uniform(jax.random.PRNGKey(1), (2, 32, 32, 3))
+  variables = model.init(jax.random.PRNGKey(0), x, train=False)
+  out, state = model.apply(variables, x, train=False, capture_intermediates=True,
+                           mutable=['intermediates'])
+  assert set(out) == {'logits', 'feature', 'head_logits', 'head_features'}
+  assert [f.shape for f in out['head_features']] == [(2, 32)] * 3 == [out['feature'].shape] * 3
+  assert [l.shape for l in out['head_logits']] == [(2, 100)] * 3
+  # Stage i's k x k stride-k conv (k = 8, 4, 2) brings its grid to the final 4x4,
+  # through a bottleneck a quarter of the final width.
+  grids = [state['intermediates'][f'head{i}']['conv2']['__call__'][0].shape for i in (1, 2, 3)]
+  assert grids == [(2, 4, 4, 8)] * 3
+  kernels = [variables['params'][f'head{i}']['conv2']['kernel'].shape[:2] for i in (1, 2, 3)]
+  assert kernels == [(8, 8), (4, 4), (2, 2)]
+  # Heads are separate from the backbone: the final output is unchanged by them.
+  plain = models.get_model('resnet18', num_classes=100, width=4)
+  backbone = {c: {k: v for k, v in variables[c].items() if not k.startswith('head')}
+              for c in variables}
+  np.testing.assert_allclose(plain.apply(backbone, x, train=False)['logits'], out['logits'],
+                             rtol=1e-6)
+
+
+def test_resnet18_with_heads_has_the_reference_parameter_count():
+  # Be Your Own Teacher's multi_resnet18_kd, 100 classes, less its 3 x 3 conv biases
+  # (kept out here because BN follows each) and its unused downsample branches.
+  head_params = (64 * 128 + 128 * 128 * 64 + 128 * 512    # stage-1 head convs (k = 8)
+                 + 128 * 128 + 128 * 128 * 16 + 128 * 512  # stage-2 head (k = 4)
+                 + 256 * 128 + 128 * 128 * 4 + 128 * 512   # stage-3 head (k = 2)
+                 + 3 * 2 * (128 + 128 + 512)               # their BN scales and biases
+                 + 3 * (512 * 100 + 100))                  # their classifiers
+  assert _num_params(models.get_model('resnet18', heads=True)) == 11_220_132 + head_params

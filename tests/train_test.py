@@ -51,12 +51,13 @@ def test_one_step_on_4_devices_equals_the_same_global_batch_on_1_device():
   results = []
   for devices in (jax.devices()[:1], jax.devices()[:4]):
     n = len(devices)
-    p_step = train.pmap_train_step(loss_fn, augment=True, devices=devices)
+    p_step = train.pmap_train_step(loss_fn, augment=True, mixup_alpha=0.0, num_classes=10,
+                                   devices=devices)
     st, imgs, lbls, key = train.replicate(
         (state, images, labels, jax.random.PRNGKey(3)), devices)
     losses = []
     for indices in (np.arange(16), np.arange(16, 32)):
-      st, metrics = p_step(st, imgs, lbls, indices.reshape(n, 16 // n), key)
+      st, metrics = p_step(st, imgs, lbls, indices.reshape(n, 16 // n), key, {})
       losses.append(float(_first(metrics)['loss']))
     results.append((_first(st), losses))
   (one, one_losses), (four, four_losses) = results
@@ -76,7 +77,8 @@ def test_evaluate_counts_every_test_example_exactly_once():
   labels = rng.integers(0, 10, 37).astype(np.int32)
   devices = jax.devices()[:4]
   result = train.evaluate(train.pmap_eval_step(apply, devices),
-                          train.replicate(state, devices),
+                          train.replicate({'params': state.params,
+                                           'batch_stats': state.batch_stats}, devices),
                           *train.replicate((images, labels), devices),
                           num_examples=37, global_batch=8, num_devices=4)
   outputs, _ = apply(state.params, state.batch_stats, images.astype(np.float32) / 255, train=False)
@@ -156,8 +158,9 @@ def test_bfloat16_step_keeps_float32_params_and_a_finite_loss():
   labels = rng.integers(0, 10, 16).astype(np.int32)
   st, imgs, lbls, key = train.replicate((state, images, labels, jax.random.PRNGKey(0)),
                                         devices)
-  st, metrics = train.pmap_train_step(loss_fn, True, devices)(
-      st, imgs, lbls, np.arange(16).reshape(4, 4), key)
+  st, metrics = train.pmap_train_step(loss_fn, augment=True, mixup_alpha=0.0,
+                                      num_classes=10, devices=devices)(
+      st, imgs, lbls, np.arange(16).reshape(4, 4), key, {})
   assert np.isfinite(_first(metrics)['loss'])
   assert {x.dtype for x in jax.tree.leaves(_first(st).params)} == {np.dtype('float32')}
 

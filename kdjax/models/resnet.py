@@ -7,6 +7,7 @@ import functools
 from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 # torch.nn.Conv2d / nn.Linear default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
@@ -40,12 +41,47 @@ class BasicBlock(nn.Module):
     return nn.relu(x + y)
 
 
+class IntermediateHead(nn.Module):
+  """A Be Your Own Teacher bottleneck: a stage's output -> a feature the size of
+  the final one (and its logits).
+
+  1x1 conv -> BN -> ReLU, k x k stride-k conv down to the final grid -> BN -> ReLU,
+  1x1 conv to the final width -> BN -> ReLU, global average pool, linear
+  classifier. The reference code's convs carry biases; each is followed by BN,
+  which cancels a bias exactly, so they are left out.
+  """
+  features: int
+  stride: int
+  num_classes: int
+  conv: Callable[..., nn.Module]
+  norm: Callable[..., nn.Module]
+  dense: Callable[..., nn.Module]
+
+  @nn.compact
+  def __call__(self, x):
+    middle = self.features // 4
+    x = nn.relu(self.norm(name='bn1')(
+        self.conv(middle, (1, 1), padding='VALID', name='conv1')(x)))
+    x = nn.relu(self.norm(name='bn2')(
+        self.conv(middle, (self.stride, self.stride), (self.stride, self.stride),
+                  padding='VALID', name='conv2')(x)))
+    x = nn.relu(self.norm(name='bn3')(
+        self.conv(self.features, (1, 1), padding='VALID', name='conv3')(x)))
+    feature = jnp.mean(x, axis=(1, 2))
+    return feature, self.dense(self.num_classes, name='classifier')(feature)
+
+
 class ResNet(nn.Module):
-  """CIFAR ResNet returning {'logits', 'feature'} as DESIGN.md specifies."""
+  """CIFAR ResNet returning {'logits', 'feature'} as DESIGN.md specifies.
+
+  With `heads`, every stage but the last also feeds an IntermediateHead, and the
+  output adds `head_logits` and `head_features` (tuples, shallow -> deep).
+  """
   stage_sizes: Sequence[int]
   block_cls: Any
   num_classes: int
   width: int = 64
+  heads: bool = False
   dtype: Any = jnp.float32
   # Set under pmap so BatchNorm statistics cover the global batch.
   axis_name: Optional[str] = None
@@ -57,20 +93,31 @@ class ResNet(nn.Module):
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=0.9, epsilon=1e-5, dtype=self.dtype,
                              use_fast_variance=False, axis_name=self.axis_name)
+    num_stages = len(self.stage_sizes)
+    final_width = self.width * 2**(num_stages - 1)
+    # Every classifier (final and heads') reads a final_width feature.
+    dense = functools.partial(nn.Dense, dtype=self.dtype, kernel_init=torch_default_init,
+                              bias_init=torch_bias_init(final_width))
     x = conv(self.width, (3, 3), padding=((1, 1), (1, 1)), name='stem_conv')(x)
     x = nn.relu(norm(name='stem_bn')(x))
+    heads = []
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
         x = self.block_cls(self.width * 2**i, strides, conv, norm,
                            name=f'stage{i + 1}_block{j + 1}')(x)
+      if self.heads and i < num_stages - 1:
+        # Stage i's grid is 2**(num_stages - 1 - i) times the final one.
+        heads.append(IntermediateHead(final_width, 2**(num_stages - 1 - i),
+                                      self.num_classes, conv, norm, dense,
+                                      name=f'head{i + 1}')(x))
     feature = jnp.mean(x, axis=(1, 2))
-    logits = nn.Dense(self.num_classes, dtype=self.dtype,
-                      kernel_init=torch_default_init,
-                      bias_init=torch_bias_init(feature.shape[-1]),
-                      name='classifier')(feature)
-    return {'logits': jnp.asarray(logits, jnp.float32),
-            'feature': jnp.asarray(feature, jnp.float32)}
+    outputs = {'logits': dense(self.num_classes, name='classifier')(feature),
+               'feature': feature}
+    if self.heads:
+      outputs['head_features'] = tuple(f for f, _ in heads)
+      outputs['head_logits'] = tuple(l for _, l in heads)
+    return jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), outputs)
 
 
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock)
