@@ -33,3 +33,17 @@ def test_restore_latest_without_checkpoints_returns_the_given_state(tmp_path):
   state = _state(0, 1)
   assert checkpoint.restore_latest(checkpoint.create_manager(str(tmp_path), 2),
                                    state) is state
+
+
+def test_restore_best_variables_reads_only_the_requested_collections(tmp_path):
+  manager = checkpoint.create_manager(str(tmp_path), keep_last=1)
+  for step, top1 in ((1, 50.0), (2, 90.0), (3, 60.0)):
+    checkpoint.save(manager, _state(step, step), top1)
+  manager.wait_until_finished()
+  abstract = {'params': {'w': np.zeros(3, np.float32)},
+              'batch_stats': {'mean': np.zeros(2, np.float32)}}
+  step, variables = checkpoint.restore_best_variables(str(tmp_path), abstract)
+  assert step == 2
+  assert set(variables) == {'params', 'batch_stats'}  # not the optimizer state
+  np.testing.assert_array_equal(variables['params']['w'], np.full((3,), 2, np.float32))
+  np.testing.assert_array_equal(variables['batch_stats']['mean'], np.full((2,), -2, np.float32))

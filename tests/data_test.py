@@ -170,3 +170,20 @@ def test_cifar100_bad_manual_archive_says_how_to_proceed(tmp_path):
 def test_unknown_dataset_is_a_clear_error():
   with pytest.raises(ValueError, match="Unknown dataset 'cifar1000'.*digits"):
     data.load_dataset('cifar1000')
+
+
+def test_mixup_blends_pixels_and_targets_with_one_beta_draw():
+  rng = np.random.default_rng(0)
+  pixels = rng.uniform(size=(6, 4, 4, 3)).astype(np.float32)
+  targets = np.eye(5, dtype=np.float32)[rng.integers(0, 5, 6)]
+  batch, partner = (pixels, targets), (pixels[::-1], targets[::-1])
+  key = jax.random.PRNGKey(3)
+  mixed_pixels, mixed_targets = data.mixup(batch, partner, key, 1.0)
+  lam = float(jax.random.beta(key, 1.0, 1.0))
+  assert 0 < lam < 1
+  np.testing.assert_allclose(mixed_pixels, lam * pixels + (1 - lam) * pixels[::-1], rtol=1e-6)
+  np.testing.assert_allclose(mixed_targets, lam * targets + (1 - lam) * targets[::-1],
+                             rtol=1e-6)
+  np.testing.assert_allclose(mixed_targets.sum(-1), 1.0, rtol=1e-6)
+  other, _ = data.mixup(batch, partner, jax.random.PRNGKey(4), 1.0)
+  assert not np.allclose(other, mixed_pixels)

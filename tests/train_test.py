@@ -6,22 +6,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
-from configs import default
 from kdjax import methods
 from kdjax import optim
 from kdjax import train
+from tiny import first
+from tiny import tiny_config
+from tiny import train_on_mock_cifar
 
 TIMING_FIELDS = ('images_per_sec', 'epoch_time_s')
-
-
-def tiny_config(**overrides):
-  config = default.get_config()
-  config.update({'width': 4, 'stage_sizes': (1, 1, 1, 1), 'batch_size': 16,
-                 'eval_batch_size': 40, 'num_epochs': 2, 'warmup_epochs': 1.0,
-                 'log_every_steps': 0, **overrides})
-  return config
 
 
 def _setup(config, num_classes=10):
@@ -34,13 +27,11 @@ def _setup(config, num_classes=10):
   return state, apply
 
 
-def _first(tree):
-  """Device 0's copy (flax's unreplicate mis-handles a pmap over 1 of 4 devices)."""
-  return jax.tree.map(lambda x: np.asarray(x)[0], tree)
-
-
-def test_one_step_on_4_devices_equals_the_same_global_batch_on_1_device():
-  config = tiny_config()
+@pytest.mark.parametrize('method,mixup_alpha', [('baseline', 0.0), ('self', 1.0)])
+def test_one_step_on_4_devices_equals_the_same_global_batch_on_1_device(method, mixup_alpha):
+  # Mixup pairs examples across devices and BN uses global statistics, so the
+  # step is the same however the batch is split.
+  config = tiny_config(method=method, mixup_alpha=mixup_alpha)
   state, apply = _setup(config)
   # Two steps so that updated BN statistics and momentum feed the second one.
   state = state.replace(step=7)
@@ -51,15 +42,15 @@ def test_one_step_on_4_devices_equals_the_same_global_batch_on_1_device():
   results = []
   for devices in (jax.devices()[:1], jax.devices()[:4]):
     n = len(devices)
-    p_step = train.pmap_train_step(loss_fn, augment=True, mixup_alpha=0.0, num_classes=10,
-                                   devices=devices)
+    p_step = train.pmap_train_step(loss_fn, augment=True, mixup_alpha=mixup_alpha,
+                                   num_classes=10, devices=devices)
     st, imgs, lbls, key = train.replicate(
         (state, images, labels, jax.random.PRNGKey(3)), devices)
     losses = []
     for indices in (np.arange(16), np.arange(16, 32)):
       st, metrics = p_step(st, imgs, lbls, indices.reshape(n, 16 // n), key, {})
-      losses.append(float(_first(metrics)['loss']))
-    results.append((_first(st), losses))
+      losses.append(float(first(metrics)['loss']))
+    results.append((first(st), losses))
   (one, one_losses), (four, four_losses) = results
   np.testing.assert_allclose(one_losses, four_losses, rtol=1e-5)
   for a, b in ((one.params, four.params), (one.batch_stats, four.batch_stats)):
@@ -69,8 +60,9 @@ def test_one_step_on_4_devices_equals_the_same_global_batch_on_1_device():
                          state.params['classifier']['kernel'])
 
 
-def test_evaluate_counts_every_test_example_exactly_once():
-  config = tiny_config()
+@pytest.mark.parametrize('method', ['baseline', 'self'])
+def test_evaluate_counts_every_test_example_exactly_once(method):
+  config = tiny_config(method=method)
   state, apply = _setup(config)
   rng = np.random.default_rng(1)
   images = rng.integers(0, 256, (37, 32, 32, 3), dtype=np.uint8)
@@ -91,6 +83,18 @@ def test_evaluate_counts_every_test_example_exactly_once():
       result['top5'], 100 * np.mean((ranked[:, :5] == labels[:, None]).any(1)))
   np.testing.assert_allclose(result['loss'], -np.mean(log_probs[np.arange(37), labels]),
                              rtol=1e-5)
+  if method == 'baseline':
+    assert set(result) == {'top1', 'top5', 'loss', 'count'}
+    return
+  heads = [np.asarray(h) for h in outputs['head_logits']]
+  for i, head in enumerate(heads, 1):
+    np.testing.assert_allclose(result[f'head{i}_top1'],
+                               100 * np.mean(head.argmax(1) == labels))
+  probs = [np.exp(l - l.max(1, keepdims=True)) for l in heads + [logits]]
+  ensemble = np.mean([p / p.sum(1, keepdims=True) for p in probs], 0)
+  np.testing.assert_allclose(result['ensemble_top1'],
+                             100 * np.mean(ensemble.argmax(1) == labels))
+  assert len(heads) == 3
 
 
 def test_batch_size_that_does_not_divide_the_devices_is_a_clear_error(tmp_path):
@@ -112,8 +116,7 @@ def _without_timing(records):
 def test_end_to_end_on_mock_cifar100_writes_outputs_and_resumes(tmp_path):
   config = tiny_config()
   workdir = str(tmp_path / 'run')
-  with tfds.testing.mock_data(num_examples=64):
-    summary = train.train_and_evaluate(config, workdir)
+  summary = train_on_mock_cifar(config, workdir)
 
   steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints'))
                  if d.isdigit())
@@ -130,8 +133,7 @@ def test_end_to_end_on_mock_cifar100_writes_outputs_and_resumes(tmp_path):
   assert summary['config']['width'] == 4
 
   # The same command again finds the run finished: it resumes, trains nothing.
-  with tfds.testing.mock_data(num_examples=64):
-    again = train.train_and_evaluate(config, workdir)
+  again = train_on_mock_cifar(config, workdir)
   assert _records(workdir) == records
   assert again == summary
 
@@ -142,8 +144,7 @@ def test_end_to_end_on_mock_cifar100_writes_outputs_and_resumes(tmp_path):
   shutil.rmtree(os.path.join(interrupted, 'checkpoints', '8'))
   with open(os.path.join(interrupted, 'metrics.jsonl'), 'a') as f:
     f.write(json.dumps(dict(records[-1], test_top1=-1.0)) + '\n')  # a stale record
-  with tfds.testing.mock_data(num_examples=64):
-    resumed = train.train_and_evaluate(config, interrupted)
+  resumed = train_on_mock_cifar(config, interrupted)
   assert _without_timing(_records(interrupted)) == _without_timing(records)
   assert resumed['final_top1'] == summary['final_top1']
 
@@ -161,8 +162,8 @@ def test_bfloat16_step_keeps_float32_params_and_a_finite_loss():
   st, metrics = train.pmap_train_step(loss_fn, augment=True, mixup_alpha=0.0,
                                       num_classes=10, devices=devices)(
       st, imgs, lbls, np.arange(16).reshape(4, 4), key, {})
-  assert np.isfinite(_first(metrics)['loss'])
-  assert {x.dtype for x in jax.tree.leaves(_first(st).params)} == {np.dtype('float32')}
+  assert np.isfinite(first(metrics)['loss'])
+  assert {x.dtype for x in jax.tree.leaves(first(st).params)} == {np.dtype('float32')}
 
 
 def test_unknown_dtype_is_a_clear_error():

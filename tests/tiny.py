@@ -1,0 +1,26 @@
+"""Tiny configs and runs shared by the tests (a helper module, not a test file)."""
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+
+from configs import default
+from kdjax import train
+
+
+def tiny_config(**overrides):
+  config = default.get_config()
+  config.update({'width': 4, 'stage_sizes': (1, 1, 1, 1), 'batch_size': 16,
+                 'eval_batch_size': 40, 'num_epochs': 2, 'warmup_epochs': 1.0,
+                 'log_every_steps': 0, **overrides})
+  return config
+
+
+def train_on_mock_cifar(config, workdir, num_examples=64):
+  """train_and_evaluate on TFDS mock CIFAR-100 (`num_examples` per split)."""
+  with tfds.testing.mock_data(num_examples=num_examples):
+    return train.train_and_evaluate(config, str(workdir))
+
+
+def first(tree):
+  """Device 0's copy (flax's unreplicate mis-handles a pmap over 1 of 4 devices)."""
+  return jax.tree.map(lambda x: np.asarray(x)[0], tree)
