@@ -1,6 +1,9 @@
 """Shared test setup: 4 fake CPU devices, so pmap code runs as on a 4-chip host."""
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 # Must happen before jax is imported anywhere. Optimization level 1: XLA:CPU's
 # LLVM passes take ~1.5 s per threefry random call site at the default level
@@ -9,4 +12,22 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=4'
                            ' --xla_backend_optimization_level=1')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# Many tests (and the main.py subprocesses, which inherit the environment) build
+# identical executables; a cache for this session lets them compile once.
+_CACHE = tempfile.mkdtemp(prefix='kdjax-test-jax-cache-')
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE
+os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+import pytest  # pylint: disable=g-import-not-at-top  (after the XLA flags above)
+
+
+@pytest.fixture(scope='session')
+def cifar_teacher(tmp_path_factory):
+  """A kdjax workdir to teach from: a tiny baseline trained 2 epochs on mock CIFAR-100."""
+  from tiny import tiny_config, train_on_mock_cifar  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp('cifar_teacher')
+  train_on_mock_cifar(tiny_config(), workdir)
+  return str(workdir)

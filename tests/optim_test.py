@@ -52,3 +52,9 @@ def test_sgd_matches_torch_sgd_with_momentum_and_weight_decay():
     np.testing.assert_allclose(np.asarray(jax_params[k]),
                                torch_params[k].detach().numpy(), rtol=1e-6, atol=1e-7)
     assert not np.allclose(np.asarray(jax_params[k]), params[k])
+
+
+def test_a_warmup_as_long_as_the_run_is_a_clear_error():
+  with pytest.raises(ValueError, match=r'warmup_epochs=5.0 leaves no cosine phase in '
+                     r'num_epochs=5; set --config.warmup_epochs below num_epochs'):
+    optim.create_schedule(0.1, 10, 5, 5.0)

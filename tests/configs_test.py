@@ -1,0 +1,52 @@
+"""Every config in configs/ is complete and trains: no config rots."""
+import os
+
+import numpy as np
+import pytest
+
+from configs import default
+from configs import offline_kd
+from tiny import train_on_mock_cifar
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(f for f in os.listdir(os.path.join(ROOT, 'configs'))
+                 if f.endswith('.py') and f != '__init__.py')
+# Configs that take an argument (configs/<file>:<arg>), with every argument they accept.
+ARGS = {'offline_kd.py': sorted(default.TEACHERS), 'offline_self_kd.py': sorted(default.TEACHERS)}
+
+
+def _get_config(name, arg):
+  module = {}
+  with open(os.path.join(ROOT, 'configs', name)) as f:
+    exec(compile(f.read(), name, 'exec'), module)  # pylint: disable=exec-used
+  return module['get_config'](arg)
+
+
+@pytest.mark.parametrize('name,arg', [(n, a) for n in CONFIGS for a in ARGS.get(n, [None])])
+def test_every_config_has_exactly_the_default_fields(name, arg):
+  config = _get_config(name, arg)
+  assert set(config.keys()) == set(default.get_config().keys())
+  if arg:
+    assert config.teacher == default.TEACHERS[arg]
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_every_config_runs_a_step_of_a_tiny_variant(name, cifar_teacher, tmp_path):
+  config = _get_config(name, ARGS.get(name, [None])[0])
+  if config.teacher:
+    config.teacher = cifar_teacher
+  config.update({'dataset': 'cifar100', 'width': 4, 'stage_sizes': (1, 1, 1, 1),
+                 'batch_size': 16, 'eval_batch_size': 16, 'num_epochs': 1,
+                 'warmup_epochs': 0.0})
+  summary = train_on_mock_cifar(config, tmp_path, num_examples=16)
+  assert summary['epochs_completed'] == 1 and np.isfinite(summary['final_top1'])
+  assert os.listdir(tmp_path / 'checkpoints') == ['1']  # one step was trained
+
+
+@pytest.mark.parametrize('arg,message', [
+    (None, r"No teacher named: name one of \['repvgg_a0', 'resnet50'\] after the config"),
+    ('vgg8', r"Unknown teacher 'vgg8'.*or set --config.teacher to any teacher directory"),
+])
+def test_a_teacher_config_without_a_known_teacher_is_a_clear_error(arg, message):
+  with pytest.raises(ValueError, match=message):
+    offline_kd.get_config(arg)

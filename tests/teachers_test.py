@@ -1,0 +1,105 @@
+"""Teachers: any kdjax workdir teaches, its own way; unusable ones fail clearly."""
+import json
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import tensorflow_datasets as tfds
+
+from kdjax import data
+from kdjax import teachers
+from kdjax import train
+from tiny import tiny_config
+from tiny import train_on_mock_cifar
+
+
+def _best_epoch_record(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    records = [json.loads(line) for line in f]
+  return max(records, key=lambda r: r['test_top1'])
+
+
+def _full_state(workdir, step):
+  path = os.path.join(workdir, 'checkpoints', str(step), 'default')
+  return ocp.PyTreeCheckpointer().restore(path)
+
+
+def test_a_kdjax_workdir_teaches_with_its_best_checkpoint(cifar_teacher):
+  teacher = teachers.load(cifar_teacher)
+  best = _best_epoch_record(cifar_teacher)
+  assert f'checkpoint step {best["step"]}' in teacher.description
+  saved = _full_state(cifar_teacher, best['step'])
+  jax.tree.map(np.testing.assert_array_equal, teacher.variables,
+               {'params': saved['params'], 'batch_stats': saved['batch_stats']})
+  assert teacher.num_classes == 100
+  with tfds.testing.mock_data(num_examples=64):
+    dataset = data.load_dataset('cifar100')
+  np.testing.assert_allclose(teacher.mean, dataset.mean, rtol=1e-6)
+  np.testing.assert_allclose(teacher.std, dataset.std, rtol=1e-6)
+
+
+def test_a_self_distillation_run_teaches_with_its_final_classifier(tmp_path):
+  workdir = tmp_path / 'self'
+  train_on_mock_cifar(tiny_config(method='self', num_epochs=1, warmup_epochs=0.5), workdir)
+  teacher = teachers.load(str(workdir))
+  saved = _full_state(str(workdir), 4)
+  assert not any(k.startswith('head') for k in teacher.variables['params'])
+  assert any(k.startswith('head') for k in saved['params'])
+  pixels = np.random.default_rng(0).uniform(size=(5, 32, 32, 3)).astype(np.float32)
+  student = train.create_model(tiny_config(method='self'), 100).clone(axis_name=None)
+  apply = train.make_apply(student, teacher.mean, teacher.std)
+  expected = apply(saved['params'], saved['batch_stats'], pixels, train=False)[0]['logits']
+  got = train.make_apply(teacher.model, teacher.mean, teacher.std)(
+      teacher.variables['params'], teacher.variables['batch_stats'], pixels,
+      train=False)[0]
+  assert set(got) == {'logits', 'feature'}
+  np.testing.assert_allclose(got['logits'], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_missing_or_incomplete_teachers_are_clear_errors(tmp_path):
+  with pytest.raises(teachers.TeacherError, match=r"No teacher at '.*nowhere'.*--config.teacher"):
+    teachers.load(str(tmp_path / 'nowhere'))
+  with pytest.raises(teachers.TeacherError, match='has no model.json'):
+    teachers.load(str(tmp_path))
+  teachers.write_model_file(str(tmp_path), 'resnet18', 100, {'width': 4}, (0.5,) * 3, (0.2,) * 3)
+  with pytest.raises(teachers.TeacherError, match='holds no complete checkpoint'):
+    teachers.load(str(tmp_path))
+
+
+def test_offline_run_logs_the_teachers_accuracy_and_checkpoints_only_the_student(
+    cifar_teacher, tmp_path):
+  config = tiny_config(method='offline', teacher=cifar_teacher, mixup_alpha=1.0,
+                       num_epochs=1, warmup_epochs=0.5)
+  summary = train_on_mock_cifar(config, tmp_path)
+  # The teacher, evaluated by the student's run on the same test split, scores
+  # exactly what its own run recorded for that checkpoint.
+  assert summary['teacher_top1'] == _best_epoch_record(cifar_teacher)['test_top1']
+  assert summary['epochs_completed'] == 1 and np.isfinite(summary['final_top1'])
+  saved = _full_state(str(tmp_path), 4)
+  student = train.create_model(config, 100)
+  abstract = jax.eval_shape(lambda: student.init(jax.random.PRNGKey(0),
+                                                 np.zeros((1, 32, 32, 3)), train=False))
+  assert jax.tree.structure(saved['params']) == jax.tree.structure(abstract['params'])
+  # The optimizer holds momentum for the student's parameters only (plus scalar counts).
+  assert sum(x.size for x in jax.tree.leaves(saved['opt_state']) if x.ndim) == sum(
+      x.size for x in jax.tree.leaves(abstract['params']))
+
+
+def test_a_teacher_for_another_class_count_is_refused_before_writing(cifar_teacher, tmp_path):
+  config = tiny_config(method='offline', teacher=cifar_teacher, dataset='digits')
+  with pytest.raises(teachers.TeacherError, match='predicts 100 classes, but digits has 10'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize('method,teacher,message', [
+    ('offline', '', "'offline' learns from a teacher; set --config.teacher"),
+    ('baseline', 'runs/x', "config.teacher is set but method 'baseline' uses no teacher"),
+])
+def test_a_teacher_setting_that_does_not_fit_the_method_is_refused(method, teacher, message,
+                                                                  tmp_path):
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(tiny_config(method=method, teacher=teacher), str(tmp_path))
+  assert not os.listdir(tmp_path)
