@@ -50,8 +50,18 @@ def restore_best_variables(workdir: str, abstract_variables) -> Tuple[int, Any]:
           best_mode='max'))
   step = manager.best_step()
   if step is None:
+    step = manager.latest_step()
+  if step is None:
     raise FileNotFoundError(f'{_directory(workdir)} holds no complete checkpoint.')
   path = os.path.join(_directory(workdir), str(step), 'default')
   variables = ocp.PyTreeCheckpointer().restore(
       path, args=ocp.args.PyTreeRestore(abstract_variables, partial_restore=True))
   return step, variables
+
+
+def save_variables(directory: str, variables) -> None:
+  """Saves fixed variables (a converted teacher) as step 0 under directory/checkpoints."""
+  manager = ocp.CheckpointManager(_directory(directory),
+                                  options=ocp.CheckpointManagerOptions(create=True))
+  manager.save(0, args=ocp.args.StandardSave(variables))
+  manager.wait_until_finished()

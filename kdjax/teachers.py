@@ -8,7 +8,7 @@ teach another.
 import dataclasses
 import json
 import os
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -18,6 +18,16 @@ from kdjax import checkpoint
 from kdjax import models
 
 MODEL_FILE = 'model.json'
+# The study's teachers: where their PyTorch weights come from, the file to
+# convert, and the CIFAR-100 test top-1 (%) the study reports for them.
+STUDY_TEACHERS = {
+    'repvgg_a0': ('https://github.com/chenyaofo/pytorch-cifar-models/releases/download/'
+                  'repvgg/cifar100_repvgg_a0-2df1edd0.pt', 'cifar100_repvgg_a0-2df1edd0.pt',
+                  75.22),
+    'resnet50': ('http://shape2prog.csail.mit.edu/repo/ResNet50_vanilla/ckpt_epoch_240.pth '
+                 "(RepDistiller's scripts/fetch_pretrained_teachers.sh; mdistiller's "
+                 'cifar_teachers.tar holds the same file)', 'ckpt_epoch_240.pth', 79.00),
+}
 
 
 class TeacherError(ValueError):
@@ -45,6 +55,14 @@ def write_model_file(directory: str, model: str, num_classes: int,
 
 def _read_model_file(path):
   model_file = os.path.join(path, MODEL_FILE)
+  study_teacher = os.path.basename(os.path.normpath(path))
+  if not os.path.isdir(path) and study_teacher in STUDY_TEACHERS:
+    source, filename, _ = STUDY_TEACHERS[study_teacher]
+    raise TeacherError(
+        f'No teacher at {path!r}. The study\'s {study_teacher} teacher is a PyTorch '
+        f'checkpoint: get {filename} from {source} on a connected machine, then '
+        f'run: python -m kdjax.convert --arch {study_teacher} --src {filename} '
+        f'--out {path}')
   if not os.path.isdir(path):
     raise TeacherError(
         f'No teacher at {path!r}. A teacher is a kdjax workdir (train one with '
@@ -60,14 +78,20 @@ def _read_model_file(path):
     raise TeacherError(f'Cannot read {model_file}: {e}. Re-create the teacher.') from e
 
 
-def load(path: str, dtype=jnp.float32) -> Teacher:
-  """The teacher in directory `path`, computing in `dtype`."""
+def load(path: str, dtype=jnp.float32, num_classes: Optional[int] = None,
+         dataset: str = '') -> Teacher:
+  """The teacher in directory `path`, computing in `dtype`; with `num_classes`,
+  one that predicts another number of classes (than `dataset` has) is refused."""
   spec = _read_model_file(path)
+  if num_classes is not None and spec['num_classes'] != num_classes:
+    raise TeacherError(
+        f'The teacher in {path} predicts {spec["num_classes"]} classes, but {dataset} has '
+        f'{num_classes}; use a teacher trained on {dataset}.')
   kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec['kwargs'].items()}
   # A teacher only gives logits: its self-distillation heads, if any, stay unread.
   kwargs.pop('heads', None)
-  model = models.get_model(spec['model'], num_classes=spec['num_classes'], dtype=dtype,
-                           **kwargs)
+  name, classes = spec['model'], spec['num_classes']
+  model = models.get_model(name, num_classes=classes, dtype=dtype, **kwargs)
   # Parameter shapes of these conv nets do not depend on the image size.
   abstract = jax.eval_shape(
       lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False))
@@ -75,6 +99,8 @@ def load(path: str, dtype=jnp.float32) -> Teacher:
     step, variables = checkpoint.restore_best_variables(path, abstract)
   except (FileNotFoundError, ValueError) as e:
     raise TeacherError(f'Cannot restore the teacher in {path!r}: {e}') from e
-  return Teacher(model=model, variables=variables, mean=tuple(spec['mean']),
-                 std=tuple(spec['std']), num_classes=spec['num_classes'],
-                 description=f'{path} ({spec["model"]}, checkpoint step {step})')
+  kwargs, variables = models.inference_form(name, kwargs, variables)
+  return Teacher(model=models.get_model(name, num_classes=classes, dtype=dtype, **kwargs),
+                 variables=variables, mean=tuple(spec['mean']), std=tuple(spec['std']),
+                 num_classes=classes,
+                 description=f'{path} ({name}, checkpoint step {step})')

@@ -13,7 +13,6 @@ from jax import lax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tensorboardX
 
 from kdjax import checkpoint
 from kdjax import data
@@ -266,16 +265,6 @@ def _check_teacher_config(config, method):
                      'does.')
 
 
-def _load_teacher(config, num_classes):
-  teacher = teachers.load(config.teacher, DTYPES[config.dtype])
-  if teacher.num_classes != num_classes:
-    raise teachers.TeacherError(
-        f'The teacher {teacher.description} predicts {teacher.num_classes} classes, '
-        f'but {config.dataset} has {num_classes}; use a teacher trained on '
-        f'{config.dataset}.')
-  return teacher
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the summary."""
   devices = jax.local_devices()
@@ -294,7 +283,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     raise ValueError(f'config.batch_size={config.batch_size} is larger than the '
                      f'{num_train} training examples of {config.dataset}.')
   total_steps = steps_per_epoch * config.num_epochs
-  teacher = _load_teacher(config, dataset.num_classes) if method.uses_teacher else None
+  teacher = None
+  if method.uses_teacher:
+    teacher = teachers.load(config.teacher, DTYPES[config.dtype], dataset.num_classes,
+                            config.dataset)
 
   model = create_model(config, dataset.num_classes)
   schedule = optim.create_schedule(config.learning_rate, steps_per_epoch,
@@ -319,6 +311,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       f.write(config.to_json(indent=2))
     teachers.write_model_file(workdir, config.model, dataset.num_classes,
                               model_kwargs(config), dataset.mean, dataset.std)
+  # Imported here: tensorboardX imports torch whenever torch is installed.
+  import tensorboardX  # pylint: disable=g-import-not-at-top
   writer = tensorboardX.SummaryWriter(workdir) if is_writer else None
 
   apply = make_apply(model, dataset.mean, dataset.std)

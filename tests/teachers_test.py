@@ -1,6 +1,8 @@
 """Teachers: any kdjax workdir teaches, its own way; unusable ones fail clearly."""
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -9,10 +11,13 @@ import pytest
 import tensorflow_datasets as tfds
 
 from kdjax import data
+from kdjax import evaluate
 from kdjax import teachers
 from kdjax import train
 from tiny import tiny_config
 from tiny import train_on_mock_cifar
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _best_epoch_record(workdir):
@@ -89,7 +94,7 @@ def test_offline_run_logs_the_teachers_accuracy_and_checkpoints_only_the_student
 
 def test_a_teacher_for_another_class_count_is_refused_before_writing(cifar_teacher, tmp_path):
   config = tiny_config(method='offline', teacher=cifar_teacher, dataset='digits')
-  with pytest.raises(teachers.TeacherError, match='predicts 100 classes, but digits has 10'):
+  with pytest.raises(teachers.TeacherError, match='predicts 100 classes, but digits has 10; use a teacher trained on digits'):
     train.train_and_evaluate(config, str(tmp_path))
   assert not os.listdir(tmp_path)
 
@@ -103,3 +108,23 @@ def test_a_teacher_setting_that_does_not_fit_the_method_is_refused(method, teach
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(tiny_config(method=method, teacher=teacher), str(tmp_path))
   assert not os.listdir(tmp_path)
+
+
+def test_evaluate_reports_the_teachers_test_accuracy(cifar_teacher):
+  with tfds.testing.mock_data(num_examples=64):
+    result = evaluate.evaluate_teacher(cifar_teacher, batch_size=30)
+  assert result['count'] == 64
+  assert result['top1'] == _best_epoch_record(cifar_teacher)['test_top1']
+
+
+def test_evaluate_command_line_prints_top1(tmp_path):
+  workdir = tmp_path / 'digits_teacher'
+  summary = train.train_and_evaluate(
+      tiny_config(dataset='digits', batch_size=128, eval_batch_size=360, num_epochs=1,
+                  warmup_epochs=0.5), str(workdir))
+  result = subprocess.run([sys.executable, '-m', 'kdjax.evaluate', f'--teacher={workdir}',
+                           '--dataset=digits'], cwd=ROOT, text=True, capture_output=True,
+                          timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'test top-1 {summary["best_top1"]:.2f}%' in result.stdout
+  assert 'on 360 digits test images' in result.stdout

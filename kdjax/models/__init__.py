@@ -1,11 +1,17 @@
 """Model registry: `get_model(name, num_classes, **kw)`."""
+import dataclasses
+from typing import Any, Dict, Tuple
+
 import flax.linen as nn
 
+from kdjax.models import repvgg
 from kdjax.models import resnet
 
 _MODELS = {
     'resnet18': resnet.ResNet18,
     'resnet34': resnet.ResNet34,
+    'resnet50': resnet.ResNet50,
+    'repvgg_a0': repvgg.RepVGGA0,
 }
 
 
@@ -14,4 +20,19 @@ def get_model(name: str, num_classes: int = 100, **kwargs) -> nn.Module:
   if name not in _MODELS:
     raise ValueError(f'Unknown model {name!r}. Known models: {sorted(_MODELS)}. '
                      'Set --config.model to one of them.')
-  return _MODELS[name](num_classes=num_classes, **kwargs)
+  cls = _MODELS[name]
+  fields = {f.name for f in dataclasses.fields(getattr(cls, 'func', cls))}
+  unknown = sorted(set(kwargs) - fields)
+  if unknown:
+    raise ValueError(f'Model {name!r} does not take {unknown}; it takes '
+                     f'{sorted(fields - {"parent", "name"})}.')
+  return cls(num_classes=num_classes, **kwargs)
+
+
+def inference_form(name: str, kwargs: Dict[str, Any],
+                   variables) -> Tuple[Dict[str, Any], Any]:
+  """(kwargs, variables) of the fastest eval-mode equivalent of a model: RepVGG
+  fused to one conv per block; every other model as it is."""
+  if name == 'repvgg_a0':
+    return {**kwargs, 'deploy': True}, repvgg.fuse(variables)
+  return kwargs, variables

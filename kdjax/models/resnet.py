@@ -26,6 +26,7 @@ class BasicBlock(nn.Module):
   strides: int
   conv: Callable[..., nn.Module]
   norm: Callable[..., nn.Module]
+  expansion = 1  # output channels per `filters`
 
   @nn.compact
   def __call__(self, x):
@@ -37,6 +38,31 @@ class BasicBlock(nn.Module):
     if x.shape[-1] != self.filters or self.strides != 1:
       x = self.conv(self.filters, (1, 1), (self.strides, self.strides),
                     padding='VALID', name='shortcut_conv')(x)
+      x = self.norm(name='shortcut_bn')(x)
+    return nn.relu(x + y)
+
+
+class Bottleneck(nn.Module):
+  """1x1 -> 3x3 (carrying the stride, as in the CIFAR reference models) -> 1x1
+  to 4 x filters, with a projection shortcut when the shape changes."""
+  filters: int
+  strides: int
+  conv: Callable[..., nn.Module]
+  norm: Callable[..., nn.Module]
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x):
+    out = self.filters * self.expansion
+    y = nn.relu(self.norm(name='bn1')(
+        self.conv(self.filters, (1, 1), padding='VALID', name='conv1')(x)))
+    y = nn.relu(self.norm(name='bn2')(
+        self.conv(self.filters, (3, 3), (self.strides, self.strides),
+                  padding=((1, 1), (1, 1)), name='conv2')(y)))
+    y = self.norm(name='bn3')(self.conv(out, (1, 1), padding='VALID', name='conv3')(y))
+    if x.shape[-1] != out or self.strides != 1:
+      x = self.conv(out, (1, 1), (self.strides, self.strides), padding='VALID',
+                    name='shortcut_conv')(x)
       x = self.norm(name='shortcut_bn')(x)
     return nn.relu(x + y)
 
@@ -94,7 +120,7 @@ class ResNet(nn.Module):
                              momentum=0.9, epsilon=1e-5, dtype=self.dtype,
                              use_fast_variance=False, axis_name=self.axis_name)
     num_stages = len(self.stage_sizes)
-    final_width = self.width * 2**(num_stages - 1)
+    final_width = self.width * 2**(num_stages - 1) * self.block_cls.expansion
     # Every classifier (final and heads') reads a final_width feature.
     dense = functools.partial(nn.Dense, dtype=self.dtype, kernel_init=torch_default_init,
                               bias_init=torch_bias_init(final_width))
@@ -122,3 +148,4 @@ class ResNet(nn.Module):
 
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock)
 ResNet34 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BasicBlock)
+ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=Bottleneck)

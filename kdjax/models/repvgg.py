@@ -1,0 +1,106 @@
+"""RepVGG (Ding et al., 2021) for CIFAR in Flax linen, and its fusion to deploy form.
+
+Layout of chenyaofo/pytorch-cifar-models' cifar100_repvgg_a0: stages of
+1/2/4/14/1 blocks and widths 48/48/96/192/1280, the first two stages at stride 1.
+A training-time block sums a 3x3 conv + BN, a 1x1 conv + BN and (when the shape
+allows) a BN of the input; `fuse` folds the three into one 3x3 conv with bias
+that gives the same eval-mode outputs.
+"""
+import functools
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kdjax.models import resnet
+
+EPSILON = 1e-5
+
+
+class RepVGGBlock(nn.Module):
+  features: int
+  strides: int
+  deploy: bool
+  conv: Any
+  norm: Any
+
+  @nn.compact
+  def __call__(self, x):
+    strides = (self.strides, self.strides)
+    if self.deploy:
+      return nn.relu(self.conv(self.features, (3, 3), strides, padding=((1, 1), (1, 1)),
+                               use_bias=True, name='rbr_reparam')(x))
+    y = self.norm(name='rbr_dense_bn')(self.conv(
+        self.features, (3, 3), strides, padding=((1, 1), (1, 1)), name='rbr_dense_conv')(x))
+    y += self.norm(name='rbr_1x1_bn')(self.conv(
+        self.features, (1, 1), strides, padding='VALID', name='rbr_1x1_conv')(x))
+    if x.shape[-1] == self.features and self.strides == 1:
+      y += self.norm(name='rbr_identity')(x)
+    return nn.relu(y)
+
+
+class RepVGG(nn.Module):
+  """Returns {'logits', 'feature'}; `deploy` selects the fused form."""
+  num_classes: int
+  stage_sizes: Sequence[int] = (1, 2, 4, 14, 1)
+  widths: Sequence[int] = (48, 48, 96, 192, 1280)
+  deploy: bool = False
+  dtype: Any = jnp.float32
+  axis_name: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                             kernel_init=resnet.torch_default_init)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=EPSILON, dtype=self.dtype, use_fast_variance=False,
+                             axis_name=self.axis_name)
+    for i, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
+      for j in range(num_blocks):
+        strides = 2 if i >= 2 and j == 0 else 1  # CIFAR: stages 0 and 1 keep 32x32
+        x = RepVGGBlock(width, strides, self.deploy, conv, norm,
+                        name=f'stage{i}_block{j + 1}')(x)
+    feature = jnp.mean(x, axis=(1, 2))
+    logits = nn.Dense(self.num_classes, dtype=self.dtype,
+                      kernel_init=resnet.torch_default_init,
+                      bias_init=resnet.torch_bias_init(feature.shape[-1]),
+                      name='classifier')(feature)
+    return {'logits': jnp.asarray(logits, jnp.float32),
+            'feature': jnp.asarray(feature, jnp.float32)}
+
+
+RepVGGA0 = RepVGG
+
+
+def _fold_bn(kernel, bn_params, bn_stats):
+  """kernel * gamma / std and beta - mean * gamma / std of a conv followed by BN."""
+  scale = bn_params['scale'] / np.sqrt(bn_stats['var'] + EPSILON)
+  return kernel * scale, bn_params['bias'] - bn_stats['mean'] * scale
+
+
+def _fuse_block(params, stats):
+  kernel, bias = _fold_bn(params['rbr_dense_conv']['kernel'], params['rbr_dense_bn'],
+                          stats['rbr_dense_bn'])
+  k1, b1 = _fold_bn(params['rbr_1x1_conv']['kernel'], params['rbr_1x1_bn'],
+                    stats['rbr_1x1_bn'])
+  kernel = kernel + np.pad(k1, ((1, 1), (1, 1), (0, 0), (0, 0)))  # 1x1 at the 3x3 centre
+  bias = bias + b1
+  if 'rbr_identity' in params:
+    channels = kernel.shape[-1]
+    identity = np.zeros((3, 3, channels, channels), kernel.dtype)
+    identity[1, 1, np.arange(channels), np.arange(channels)] = 1
+    ki, bi = _fold_bn(identity, params['rbr_identity'], stats['rbr_identity'])
+    kernel, bias = kernel + ki, bias + bi
+  return {'rbr_reparam': {'kernel': kernel, 'bias': bias}}
+
+
+def fuse(variables):
+  """Deploy-form variables (one 3x3 conv with bias per block, no BatchNorm
+  statistics) equal in eval mode to the training-form `variables`."""
+  variables = jax.tree.map(np.asarray, variables)
+  params, stats = variables['params'], variables['batch_stats']
+  fused = {name: (_fuse_block(p, stats[name]) if name.startswith('stage') else p)
+           for name, p in params.items()}
+  return {'params': fused, 'batch_stats': {}}

@@ -1,0 +1,153 @@
+"""PyTorch teachers ported to Flax give the same logits, and bad state_dicts fail clearly."""
+import functools
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from kdjax import convert
+from kdjax import models
+from kdjax import teachers
+from kdjax.models import repvgg
+
+torch = pytest.importorskip('torch')
+import torch_models  # pylint: disable=g-import-not-at-top  (needs torch)
+
+CASES = [('repvgg_a0', 'chenyaofo'), ('resnet18', 'repdistiller'), ('resnet18', 'timm'),
+         ('resnet50', 'repdistiller'), ('resnet50', 'timm')]
+
+
+@functools.cache
+def _reference(arch, layout):
+  torch.manual_seed(0)
+  model = torch_models.randomize_batchnorm(torch_models.build(arch, layout))
+  state_dict = {k: v.numpy() for k, v in model.state_dict().items()}
+  return model, state_dict
+
+
+def _images(n=4):
+  return np.random.default_rng(0).normal(size=(n, 32, 32, 3)).astype(np.float32)
+
+
+def _flax_outputs(arch, variables, images, **kwargs):
+  model = models.get_model(arch, num_classes=100, **kwargs)
+  return jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
+
+
+@pytest.mark.parametrize('arch,layout', CASES)
+def test_converted_model_computes_the_reference_logits_and_features(arch, layout):
+  model, state_dict = _reference(arch, layout)
+  assert convert.detect_layout(arch, state_dict) == layout
+  variables = convert.torch_to_flax(arch, state_dict)
+  images = _images()
+  with torch.no_grad():
+    nchw = torch.from_numpy(images.transpose(0, 3, 1, 2))
+    logits, feature = model(nchw).numpy(), model.features(nchw).numpy()
+  out = _flax_outputs(arch, variables, images)
+  # Logits differ between inputs by far more than the tolerance, so a match is not vacuous.
+  assert logits.std(0).mean() > 1e-3
+  np.testing.assert_allclose(out['logits'], logits, atol=1e-4, rtol=0)
+  np.testing.assert_allclose(out['feature'], feature, atol=1e-4 * max(1, np.abs(feature).max()),
+                             rtol=0)
+
+
+@pytest.mark.parametrize('arch,layout', [('repvgg_a0', 'chenyaofo'), ('resnet18', 'timm'),
+                                         ('resnet50', 'repdistiller')])
+def test_parameter_counts_equal_the_references(arch, layout):
+  model, _ = _reference(arch, layout)
+  expected = sum(p.numel() for p in model.parameters())
+  variables = jax.eval_shape(lambda: models.get_model(arch).init(
+      jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3)), train=False))
+  assert sum(x.size for x in jax.tree.leaves(variables['params'])) == expected
+  if arch == 'repvgg_a0':
+    assert expected == 7_956_164  # RepVGG-A0's training-time form, 100 classes
+
+
+def test_fused_repvgg_equals_the_training_form_in_eval_mode():
+  _, state_dict = _reference('repvgg_a0', 'chenyaofo')
+  variables = convert.torch_to_flax('repvgg_a0', state_dict)
+  images = _images()
+  train_form = _flax_outputs('repvgg_a0', variables, images)
+  fused = repvgg.fuse(variables)
+  assert fused['batch_stats'] == {}
+  assert all(set(p) == {'rbr_reparam'} for k, p in fused['params'].items() if k != 'classifier')
+  deploy = _flax_outputs('repvgg_a0', fused, images, deploy=True)
+  np.testing.assert_allclose(deploy['logits'], train_form['logits'], atol=1e-4, rtol=0)
+
+
+def _expect_error(arch, state_dict, pattern):
+  with pytest.raises(convert.ConversionError, match=pattern):
+    convert.torch_to_flax(arch, state_dict)
+
+
+def test_a_missing_key_is_named():
+  _, state_dict = _reference('resnet18', 'repdistiller')
+  broken = {k: v for k, v in state_dict.items() if k != 'layer2.0.shortcut.1.running_var'}
+  _expect_error('resnet18', broken, r"missing keys: \['layer2.0.shortcut.1.running_var'\]")
+
+
+def test_an_unknown_key_is_named():
+  _, state_dict = _reference('repvgg_a0', 'chenyaofo')
+  _expect_error('repvgg_a0', {**state_dict, 'stage1.0.se.weight': np.zeros(3)},
+                r"unexpected keys: \['stage1.0.se.weight'\]")
+
+
+def test_a_wrong_shape_is_named():
+  _, state_dict = _reference('resnet50', 'timm')
+  broken = dict(state_dict, **{'layer3.2.conv2.weight': np.zeros((256, 256, 1, 1), np.float32)})
+  _expect_error('resnet50', broken,
+                r"wrong shapes: \['layer3.2.conv2.weight: \(256, 256, 1, 1\) does not fit")
+
+
+def test_a_state_dict_of_another_architecture_is_refused():
+  _, state_dict = _reference('resnet18', 'timm')
+  _expect_error('repvgg_a0', state_dict, 'Cannot tell the key layout of this repvgg_a0')
+  _expect_error('resnet50', state_dict, 'not a resnet50 in the timm layout: missing keys')
+
+
+def test_cli_converts_a_checkpoint_file_into_a_teacher_with_the_same_logits(tmp_path):
+  model, _ = _reference('repvgg_a0', 'chenyaofo')
+  src = tmp_path / 'cifar100_repvgg_a0.pt'
+  # As RepDistiller saves it: under 'model', from a DataParallel ('module.') model.
+  torch.save({'epoch': 240, 'model': {f'module.{k}': v for k, v in model.state_dict().items()}},
+             src)
+  out = tmp_path / 'teachers' / 'repvgg_a0'
+  result = subprocess.run(
+      [sys.executable, '-m', 'kdjax.convert', '--arch=repvgg_a0', f'--src={src}', f'--out={out}'],
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), text=True,
+      capture_output=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "chenyaofo layout, under 'model'" in result.stdout
+  teacher = teachers.load(str(out))
+  assert teacher.num_classes == 100
+  assert teacher.mean == convert.NORMALIZATION['chenyaofo'][0]
+  assert 'rbr_reparam' in teacher.variables['params']['stage1_block1']  # fused for speed
+  images = _images()
+  with torch.no_grad():
+    logits = model(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+  got = jax.jit(lambda v, x: teacher.model.apply(v, x, train=False))(teacher.variables, images)
+  np.testing.assert_allclose(got['logits'], logits, atol=1e-4, rtol=0)
+
+  again = subprocess.run(
+      [sys.executable, '-m', 'kdjax.convert', '--arch=repvgg_a0', f'--src={src}', f'--out={out}'],
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), text=True,
+      capture_output=True, timeout=600)
+  assert again.returncode != 0 and 'already holds a teacher' in again.stderr
+
+
+def test_a_missing_study_teacher_says_how_to_convert_it(tmp_path):
+  with pytest.raises(teachers.TeacherError,
+                     match=r'cifar100_repvgg_a0-2df1edd0.pt from https://github.com/chenyaofo.*'
+                     r'python -m kdjax.convert --arch repvgg_a0 --src '):
+    teachers.load(str(tmp_path / 'teachers' / 'repvgg_a0'))
+
+
+def test_importing_kdjax_does_not_import_torch():
+  code = ('import sys, kdjax.train, kdjax.convert, kdjax.teachers, kdjax.models; '
+          'print("torch" in sys.modules)')
+  result = subprocess.run([sys.executable, '-c', code], text=True, capture_output=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert result.stdout.strip() == 'False', result.stderr[-2000:]

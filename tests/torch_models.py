@@ -1,0 +1,163 @@
+"""PyTorch reference models with the public projects' module (and so key) names.
+
+Written for the tests from the architectures of chenyaofo/pytorch-cifar-models
+(RepVGG), RepDistiller / mdistiller (CIFAR ResNets with `shortcut` and `linear`)
+and timm-style CIFAR ResNets (`downsample` and `fc`). A helper module, not a test file.
+"""
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+def _conv_bn(cin, cout, kernel, stride, padding):
+  seq = nn.Sequential()
+  seq.add_module('conv', nn.Conv2d(cin, cout, kernel, stride, padding, bias=False))
+  seq.add_module('bn', nn.BatchNorm2d(cout))
+  return seq
+
+
+class RepVGGBlock(nn.Module):
+
+  def __init__(self, cin, cout, stride):
+    super().__init__()
+    self.rbr_identity = nn.BatchNorm2d(cin) if cin == cout and stride == 1 else None
+    self.rbr_dense = _conv_bn(cin, cout, 3, stride, 1)
+    self.rbr_1x1 = _conv_bn(cin, cout, 1, stride, 0)
+
+  def forward(self, x):
+    identity = 0 if self.rbr_identity is None else self.rbr_identity(x)
+    return F.relu(self.rbr_dense(x) + self.rbr_1x1(x) + identity)
+
+
+class RepVGG(nn.Module):
+  """cifar100_repvgg_a0: stage0 + stages of 2/4/14/1 blocks, widths 48/48/96/192/1280."""
+
+  def __init__(self, num_classes=100, num_blocks=(2, 4, 14, 1), widths=(48, 48, 96, 192, 1280)):
+    super().__init__()
+    self.stage0 = RepVGGBlock(3, widths[0], 1)
+    cin = widths[0]
+    for i, (n, width) in enumerate(zip(num_blocks, widths[1:]), 1):
+      blocks = []
+      for j in range(n):
+        blocks.append(RepVGGBlock(cin, width, 2 if i > 1 and j == 0 else 1))
+        cin = width
+      setattr(self, f'stage{i}', nn.Sequential(*blocks))
+    self.gap = nn.AdaptiveAvgPool2d(1)
+    self.linear = nn.Linear(widths[-1], num_classes)
+    for m in self.modules():
+      # Scaled so the signal neither dies nor explodes through 22 three-branch
+      # blocks with fixed BN statistics: logits then differ between inputs.
+      if isinstance(m, nn.Conv2d):
+        nn.init.kaiming_normal_(m.weight, mode='fan_in', nonlinearity='relu')
+        m.weight.data *= 0.6
+
+  def features(self, x):
+    for i in range(5):
+      x = getattr(self, f'stage{i}')(x)
+    return self.gap(x).flatten(1)
+
+  def forward(self, x):
+    return self.linear(self.features(x))
+
+
+class BasicBlock(nn.Module):
+  expansion = 1
+
+  def __init__(self, cin, planes, stride, shortcut_name):
+    super().__init__()
+    self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(planes)
+    self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+    self.bn2 = nn.BatchNorm2d(planes)
+    self.shortcut_name = shortcut_name
+    setattr(self, shortcut_name, _projection(cin, planes, stride))
+
+  def forward(self, x):
+    out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+    return F.relu(out + getattr(self, self.shortcut_name)(x))
+
+
+class Bottleneck(nn.Module):
+  expansion = 4
+
+  def __init__(self, cin, planes, stride, shortcut_name):
+    super().__init__()
+    self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(planes)
+    self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+    self.bn2 = nn.BatchNorm2d(planes)
+    self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+    self.bn3 = nn.BatchNorm2d(planes * 4)
+    self.shortcut_name = shortcut_name
+    setattr(self, shortcut_name, _projection(cin, planes * 4, stride))
+
+  def forward(self, x):
+    out = F.relu(self.bn1(self.conv1(x)))
+    out = F.relu(self.bn2(self.conv2(out)))
+    out = self.bn3(self.conv3(out))
+    return F.relu(out + getattr(self, self.shortcut_name)(x))
+
+
+def _projection(cin, cout, stride):
+  if stride == 1 and cin == cout:
+    return nn.Sequential()
+  return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+
+class ResNet(nn.Module):
+  """CIFAR ResNet: 3x3 stride-1 stem, no max-pool. layout 'repdistiller' names
+  the shortcut `shortcut` and the classifier `linear`; 'timm' names them
+  `downsample` and `fc`."""
+
+  def __init__(self, block, num_blocks, num_classes=100, layout='repdistiller'):
+    super().__init__()
+    shortcut, classifier = (('shortcut', 'linear') if layout == 'repdistiller'
+                            else ('downsample', 'fc'))
+    self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(64)
+    cin = 64
+    for i, n in enumerate(num_blocks):
+      planes = 64 * 2**i
+      blocks = []
+      for j in range(n):
+        blocks.append(block(cin, planes, 2 if i > 0 and j == 0 else 1, shortcut))
+        cin = planes * block.expansion
+      setattr(self, f'layer{i + 1}', nn.Sequential(*blocks))
+    self.avgpool = nn.AdaptiveAvgPool2d(1)
+    self.classifier_name = classifier
+    setattr(self, classifier, nn.Linear(cin, num_classes))
+    for m in self.modules():  # the reference projects' init
+      if isinstance(m, nn.Conv2d):
+        nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+
+  def features(self, x):
+    x = F.relu(self.bn1(self.conv1(x)))
+    for i in range(1, 5):
+      x = getattr(self, f'layer{i}')(x)
+    return self.avgpool(x).flatten(1)
+
+  def forward(self, x):
+    return getattr(self, self.classifier_name)(self.features(x))
+
+
+def build(arch, layout, num_classes=100):
+  if arch == 'repvgg_a0':
+    return RepVGG(num_classes)
+  block, sizes = {'resnet18': (BasicBlock, (2, 2, 2, 2)),
+                  'resnet50': (Bottleneck, (3, 4, 6, 3))}[arch]
+  return ResNet(block, sizes, num_classes, layout)
+
+
+def randomize_batchnorm(model, seed=0):
+  """Non-trivial BN parameters and running statistics, as a trained net has."""
+  gen = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for m in model.modules():
+      if isinstance(m, nn.BatchNorm2d):
+        n = m.num_features
+        m.weight.copy_(torch.rand(n, generator=gen) * 0.5 + 0.5)
+        m.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+        m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
+        m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+        m.num_batches_tracked.fill_(1000)
+  return model.eval()
