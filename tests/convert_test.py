@@ -7,11 +7,15 @@ import sys
 import jax
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from kdjax import convert
+from kdjax import evaluate
 from kdjax import models
 from kdjax import teachers
 from kdjax.models import repvgg
+from tiny import tiny_config
+from tiny import train_on_mock_cifar
 
 torch = pytest.importorskip('torch')
 import torch_models  # pylint: disable=g-import-not-at-top  (needs torch)
@@ -130,6 +134,15 @@ def test_cli_converts_a_checkpoint_file_into_a_teacher_with_the_same_logits(tmp_
     logits = model(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
   got = jax.jit(lambda v, x: teacher.model.apply(v, x, train=False))(teacher.variables, images)
   np.testing.assert_allclose(got['logits'], logits, atol=1e-4, rtol=0)
+
+  # The converted teacher teaches: an offline run on mock data evaluates it once at
+  # start exactly as kdjax.evaluate does, and trains a student from it.
+  config = tiny_config(method='offline', teacher=str(out), mixup_alpha=1.0, num_epochs=1,
+                       warmup_epochs=0.0, eval_batch_size=16)
+  summary = train_on_mock_cifar(config, tmp_path / 'student', num_examples=16)
+  with tfds.testing.mock_data(num_examples=16):
+    direct = evaluate.evaluate_teacher(str(out), batch_size=16)
+  assert summary['teacher_top1'] == direct['top1'] and np.isfinite(summary['final_top1'])
 
   again = subprocess.run(
       [sys.executable, '-m', 'kdjax.convert', '--arch=repvgg_a0', f'--src={src}', f'--out={out}'],
