@@ -27,10 +27,12 @@ from kdjax import checkpoint
 from kdjax import models
 from kdjax import teachers
 
-# Per-channel statistics of the CIFAR-100 training set used to train each
-# public teacher (their training code's transforms.Normalize).
+# The input normalization each layout's teachers were trained with: chenyaofo's
+# (image-classification-codebase conf/cifar100.conf) and RepDistiller's
+# (dataset/cifar100.py, which mdistiller keeps). timm-layout CIFAR checkpoints
+# have no single source; they get RepDistiller's, and --mean/--std override it.
 NORMALIZATION = {
-    'chenyaofo': ((0.5070, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    'chenyaofo': ((0.5070, 0.4865, 0.4409), (0.2673, 0.2564, 0.2761)),
     'repdistiller': ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
     'timm': ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
 }
