@@ -154,7 +154,7 @@ def read_state_dict(path: str) -> Tuple[Dict[str, np.ndarray], str]:
 
 def write_teacher(out: str, arch: str, variables, mean, std) -> None:
   """A teacher directory: model.json and the variables as an orbax checkpoint."""
-  if os.path.exists(os.path.join(out, teachers.MODEL_FILE)):
+  if teachers.is_teacher(out):
     raise FileExistsError(f'{out} already holds a teacher; remove it or pick another --out.')
   os.makedirs(out, exist_ok=True)
   num_classes = int(variables['params']['classifier']['bias'].shape[0])

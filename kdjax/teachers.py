@@ -53,22 +53,29 @@ def write_model_file(directory: str, model: str, num_classes: int,
     json.dump(spec, f, indent=2)
 
 
+def convert_instructions(name: str, path: str) -> str:
+  """How to put the study's teacher `name` into directory `path`."""
+  source, filename, _ = STUDY_TEACHERS[name]
+  return (f'The study\'s {name} teacher is a PyTorch checkpoint: get {filename} from '
+          f'{source} on a connected machine, then run: python -m kdjax.convert --arch '
+          f'{name} --src {filename} --out {path}')
+
+
+def is_teacher(path: str) -> bool:
+  return os.path.exists(os.path.join(path, MODEL_FILE))
+
+
 def _read_model_file(path):
   model_file = os.path.join(path, MODEL_FILE)
   study_teacher = os.path.basename(os.path.normpath(path))
   if not os.path.isdir(path) and study_teacher in STUDY_TEACHERS:
-    source, filename, _ = STUDY_TEACHERS[study_teacher]
-    raise TeacherError(
-        f'No teacher at {path!r}. The study\'s {study_teacher} teacher is a PyTorch '
-        f'checkpoint: get {filename} from {source} on a connected machine, then '
-        f'run: python -m kdjax.convert --arch {study_teacher} --src {filename} '
-        f'--out {path}')
+    raise TeacherError(f'No teacher at {path!r}. {convert_instructions(study_teacher, path)}')
   if not os.path.isdir(path):
     raise TeacherError(
         f'No teacher at {path!r}. A teacher is a kdjax workdir (train one with '
         'main.py) or a converted PyTorch checkpoint; set --config.teacher to its '
         'directory.')
-  if not os.path.exists(model_file):
+  if not is_teacher(path):
     raise TeacherError(f'{path!r} has no {MODEL_FILE}, so it is not a kdjax workdir or '
                        'converted teacher; set --config.teacher to one.')
   try:

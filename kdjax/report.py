@@ -1,0 +1,267 @@
+"""The results table from finished (and unfinished) runs, beside the study's numbers.
+
+  python -m kdjax.report runs/
+
+Finds every workdir under the given folder (a folder with config.json), groups
+runs whose configs differ only in the seed, and prints a markdown table of the
+mean +- std over seeds of best-epoch and final-epoch test top-1. The headline is
+the best epoch, as the study and its teachers' figures appear to report.
+Unfinished runs are listed apart with the epochs they completed, unreadable ones
+with the reason. PNG plots of the curves go beside the table.
+"""
+import dataclasses
+import json
+import os
+import statistics
+from typing import Any, Dict, List, Optional, Sequence
+
+from absl import app
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """A row of the study's table and the command that reproduces it."""
+  name: str
+  config: str
+  method: str
+  teacher: str  # '' or the study teacher's name
+  study_top1: float
+
+
+STUDY = (
+    Row('baseline', 'configs/baseline.py', 'baseline', '', 74.40),
+    Row('offline_kd_repvgg_a0', 'configs/offline_kd.py:repvgg_a0', 'offline', 'repvgg_a0', 77.56),
+    Row('offline_kd_resnet50', 'configs/offline_kd.py:resnet50', 'offline', 'resnet50', 77.65),
+    Row('self_kd', 'configs/self_kd.py', 'self', '', 77.89),
+    Row('offline_self_kd_repvgg_a0', 'configs/offline_self_kd.py:repvgg_a0', 'offline_self',
+        'repvgg_a0', 77.95),
+    Row('offline_self_kd_resnet50', 'configs/offline_self_kd.py:resnet50', 'offline_self',
+        'resnet50', 78.36),
+)
+
+
+@dataclasses.dataclass
+class Run:
+  workdir: str
+  config: Dict[str, Any]
+  records: List[Dict[str, Any]]  # metrics.jsonl, one per completed epoch
+  problem: str = ''  # why the run cannot be reported, if it cannot
+
+  @property
+  def finished(self) -> bool:
+    return not self.problem and len(self.records) == self.config.get('num_epochs')
+
+  @property
+  def teacher_name(self) -> str:
+    teacher = self.config.get('teacher', '')
+    return os.path.basename(os.path.normpath(teacher)) if teacher else ''
+
+
+def _read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def read_run(workdir: str) -> Run:
+  """A workdir's config and epoch records; `problem` says what is wrong with it."""
+  try:
+    config = _read_json(os.path.join(workdir, 'config.json'))
+  except (OSError, ValueError) as e:
+    return Run(workdir, {}, [], f'unreadable config.json ({e})')
+  records = []
+  try:
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      records = [json.loads(line) for line in f if line.strip()]
+  except FileNotFoundError:
+    pass
+  except ValueError as e:
+    return Run(workdir, config, [], f'unreadable metrics.jsonl ({e})')
+  run = Run(workdir, config, records)
+  if run.finished:
+    # A finished run's summary.json must exist and agree with its records.
+    try:
+      summary = _read_json(os.path.join(workdir, 'summary.json'))
+      if summary['final_top1'] != records[-1]['test_top1']:
+        run.problem = 'summary.json disagrees with metrics.jsonl'
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      run.problem = f'unreadable summary.json ({type(e).__name__}: {e})'
+  return run
+
+
+def find_runs(root: str) -> List[Run]:
+  return [read_run(d) for d, _, files in sorted(os.walk(root)) if 'config.json' in files]
+
+
+def _group_key(run: Run) -> str:
+  return json.dumps({k: v for k, v in run.config.items() if k != 'seed'}, sort_keys=True)
+
+
+def study_row(run: Run) -> Optional[Row]:
+  """The study row a CIFAR-100 ResNet18 run reproduces, if any."""
+  if run.config.get('dataset') != 'cifar100' or run.config.get('model') != 'resnet18':
+    return None
+  for row in STUDY:
+    if (row.method, row.teacher) == (run.config.get('method'), run.teacher_name):
+      return row
+  return None
+
+
+def _mean_std(values: Sequence[float]) -> str:
+  if len(values) == 1:
+    return f'{values[0]:.2f}'
+  return f'{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}'
+
+
+def _format_duration(seconds: float) -> str:
+  return f'{seconds / 3600:.1f} h' if seconds >= 3600 else f'{seconds / 60:.1f} min'
+
+
+@dataclasses.dataclass
+class Line:
+  """One line of the table: a group of finished runs, or one unfinished run."""
+  method: str
+  teacher: str
+  seeds: str
+  best_top1: str
+  final_top1: str
+  best_top5: str
+  epochs: str
+  wall_time: str
+  images_per_sec: str
+  study: str
+  difference: str
+  mean_best_top1: Optional[float] = None  # not printed
+
+  def cells(self):
+    return [self.method, self.teacher, self.seeds, self.best_top1, self.final_top1,
+            self.best_top5, self.epochs, self.wall_time, self.images_per_sec, self.study,
+            self.difference]
+
+
+HEADER = ['method', 'teacher', 'seeds', 'best top-1 %', 'final top-1 %', 'best top-5 %',
+          'epochs', 'wall time / run', 'img/s', 'study top-1 %', 'best - study']
+
+
+def _finished_line(runs: List[Run]) -> Line:
+  first = runs[0]
+  best = [max(r['test_top1'] for r in run.records) for run in runs]
+  final = [run.records[-1]['test_top1'] for run in runs]
+  top5 = [max(r['test_top5'] for r in run.records) for run in runs]
+  wall = statistics.mean(sum(r['epoch_time_s'] for r in run.records) for run in runs)
+  speed = statistics.mean(statistics.mean(r['images_per_sec'] for r in run.records)
+                          for run in runs)
+  row = study_row(first)
+  mean_best = statistics.mean(best)
+  return Line(
+      method=first.config.get('method', '?'), teacher=first.teacher_name or '-',
+      seeds=str(len(runs)), best_top1=_mean_std(best), final_top1=_mean_std(final),
+      best_top5=_mean_std(top5), epochs=str(first.config['num_epochs']),
+      wall_time=_format_duration(wall), images_per_sec=f'{speed:.0f}',
+      study=f'{row.study_top1:.2f}' if row else '-',
+      difference=f'{mean_best - row.study_top1:+.2f}' if row else '-',
+      mean_best_top1=mean_best)
+
+
+def _unfinished_line(run: Run) -> Line:
+  planned = run.config.get('num_epochs', '?')
+  status = run.problem or f'unfinished: {len(run.records)}/{planned} epochs'
+  best = f'{max(r["test_top1"] for r in run.records):.2f} so far' if (
+      run.records and not run.problem) else '-'
+  row = study_row(run) if run.config else None
+  return Line(method=run.config.get('method', '?'), teacher=run.teacher_name or '-',
+              seeds=f'seed {run.config.get("seed", "?")}', best_top1=best, final_top1='-',
+              best_top5='-', epochs=status, wall_time='-', images_per_sec='-',
+              study=f'{row.study_top1:.2f}' if row else '-', difference='-')
+
+
+def table_lines(runs: List[Run]) -> List[Line]:
+  """Finished groups first (in the study's row order), then unfinished runs."""
+  groups: Dict[str, List[Run]] = {}
+  for run in runs:
+    if run.finished:
+      groups.setdefault(_group_key(run), []).append(run)
+  def position(group):
+    row = study_row(group[0])
+    return (STUDY.index(row) if row else len(STUDY), group[0].workdir)
+  finished = [_finished_line(g) for g in sorted(groups.values(), key=position)]
+  return finished + [_unfinished_line(r) for r in runs if not r.finished]
+
+
+def markdown(lines: List[Line]) -> str:
+  rows = [HEADER, ['---'] * len(HEADER)] + [l.cells() for l in lines]
+  return '\n'.join('| ' + ' | '.join(r) + ' |' for r in rows)
+
+
+def _label(run: Run, root: str) -> str:
+  return os.path.relpath(run.workdir, root)
+
+
+def plot_curves(runs: List[Run], root: str, path: str) -> None:
+  """Test top-1 and train loss per epoch, a line per run, on one figure."""
+  import matplotlib  # pylint: disable=g-import-not-at-top  (only plotting needs it)
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, (top1, loss) = plt.subplots(1, 2, figsize=(13, 5))
+  for run in runs:
+    if run.problem or not run.records:
+      continue
+    epochs = [r['epoch'] for r in run.records]
+    label = _label(run, root)
+    top1.plot(epochs, [r['test_top1'] for r in run.records], label=label)
+    loss.plot(epochs, [r['train_loss'] for r in run.records], label=label)
+  top1.set(xlabel='epoch', ylabel='test top-1 %', title='Test top-1')
+  loss.set(xlabel='epoch', ylabel='train loss', title='Train loss', yscale='log')
+  top1.legend(fontsize='small')
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def plot_heads(runs: List[Run], root: str, path: str) -> bool:
+  """Per-head, final and ensemble test top-1 of self-distillation runs; False if none."""
+  runs = [r for r in runs if not r.problem and r.records and 'test_head1_top1' in r.records[0]]
+  if not runs:
+    return False
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 5), squeeze=False)
+  for ax, run in zip(axes[0], runs):
+    epochs = [r['epoch'] for r in run.records]
+    keys = sorted(k for k in run.records[0] if k.startswith('test_head'))
+    for key in keys + ['test_top1', 'test_ensemble_top1']:
+      name = key[len('test_'):-len('_top1')] or 'final'  # test_top1 is the final classifier
+      ax.plot(epochs, [r[key] for r in run.records], label=name)
+    ax.set(xlabel='epoch', ylabel='test top-1 %', title=_label(run, root))
+    ax.legend(fontsize='small')
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return True
+
+
+def report(root: str) -> str:
+  """The markdown report of every run under `root`; writes its plots into `root`."""
+  runs = find_runs(root)
+  if not runs:
+    raise FileNotFoundError(f'No kdjax workdir (a folder with config.json) under {root!r}.')
+  lines = table_lines(runs)
+  curves = os.path.join(root, 'report_curves.png')
+  plot_curves(runs, root, curves)
+  plots = [curves]
+  heads = os.path.join(root, 'report_heads.png')
+  if plot_heads(runs, root, heads):
+    plots.append(heads)
+  return (markdown(lines) + '\n\nTop-1 is the mean ± std over seeds of each run\'s best '
+          'epoch (the headline, as the study reports) and of its final epoch. '
+          f'Plots: {", ".join(plots)}.')
+
+
+def main(argv):
+  if len(argv) != 2:
+    raise app.UsageError('Usage: python -m kdjax.report RUNS_DIR')
+  print(report(argv[1]))
+
+
+if __name__ == '__main__':
+  app.run(main)

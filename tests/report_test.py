@@ -1,0 +1,138 @@
+"""The report and the reproduce script, on workdirs the test fabricates."""
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+import matplotlib.image
+import pytest
+
+from configs import baseline
+from configs import self_kd
+from kdjax import report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def _write_run(workdir, config, top1s, heads=False, summary=True, num_epochs=None):
+  """A workdir as train_and_evaluate leaves it, with the given test top-1 per epoch."""
+  os.makedirs(workdir)
+  config = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
+  config['num_epochs'] = num_epochs or len(top1s)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    json.dump(config, f)
+  records = []
+  for epoch, top1 in enumerate(top1s, 1):
+    record = {'epoch': epoch, 'step': 390 * epoch, 'train_loss': 4.0 / epoch,
+              'test_top1': top1, 'test_top5': top1 + 15, 'images_per_sec': 1000.0 + epoch,
+              'epoch_time_s': 60.0}
+    if heads:
+      record.update({'test_head1_top1': top1 - 20, 'test_head2_top1': top1 - 10,
+                     'test_head3_top1': top1 - 5, 'test_ensemble_top1': top1 + 1})
+    records.append(record)
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in records)
+  if summary:
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+      json.dump({'final_top1': top1s[-1], 'best_top1': max(top1s)}, f)
+
+
+def _config(module, seed, **overrides):
+  config = module.get_config()
+  config.seed = seed
+  config.update(overrides)
+  return config
+
+
+@pytest.fixture
+def runs(tmp_path):
+  root = tmp_path / 'runs'
+  # Baseline: 3 seeds; best and final differ.
+  for seed, top1s in enumerate(([70.0, 74.0, 73.5], [71.0, 75.0, 74.0], [72.0, 76.5, 76.0])):
+    _write_run(root / 'baseline' / f'seed{seed}', _config(baseline, seed), top1s)
+  # Self-distillation: one seed, with heads.
+  _write_run(root / 'self_kd' / 'seed0', _config(self_kd, 0), [60.0, 78.0], heads=True)
+  # Unfinished: 2 of 5 epochs, no summary yet.
+  _write_run(root / 'self_kd' / 'seed1', _config(self_kd, 1), [50.0, 65.0], heads=True,
+             summary=False, num_epochs=5)
+  # Finished, but its summary.json is corrupt.
+  _write_run(root / 'baseline_bad' / 'seed7', _config(baseline, 7), [10.0, 20.0, 30.0])
+  (root / 'baseline_bad' / 'seed7' / 'summary.json').write_text('{"final_top1": 3')
+  return root
+
+
+def test_table_numbers_equal_the_inputs(runs):
+  lines = report.table_lines(report.find_runs(str(runs)))
+  by_label = {(l.method, l.seeds): l for l in lines}
+  base = by_label[('baseline', '3')]
+  best = [74.0, 75.0, 76.5]
+  final = [73.5, 74.0, 76.0]
+  assert base.best_top1 == f'{statistics.mean(best):.2f} ± {statistics.stdev(best):.2f}'
+  assert base.best_top1 == '75.17 ± 1.26'
+  assert base.final_top1 == f'{statistics.mean(final):.2f} ± {statistics.stdev(final):.2f}'
+  assert base.best_top5 == '90.17 ± 1.26'
+  assert (base.epochs, base.wall_time, base.images_per_sec) == ('3', '3.0 min', '1002')
+  assert (base.study, base.difference) == ('74.40', '+0.77')
+  self_line = by_label[('self', '1')]
+  assert (self_line.best_top1, self_line.final_top1, self_line.study,
+          self_line.difference) == ('78.00', '78.00', '77.89', '+0.11')
+  # Finished groups come in the study's row order, before anything unfinished.
+  assert [l.method for l in lines[:2]] == ['baseline', 'self']
+
+
+def test_unfinished_and_unreadable_runs_are_flagged_never_finished(runs):
+  lines = report.table_lines(report.find_runs(str(runs)))
+  unfinished = [l for l in lines if l.epochs.startswith('unfinished')]
+  assert [(l.method, l.seeds, l.epochs, l.best_top1) for l in unfinished] == [
+      ('self', 'seed 1', 'unfinished: 2/5 epochs', '65.00 so far')]
+  bad = [l for l in lines if 'summary.json' in l.epochs]
+  assert len(bad) == 1 and bad[0].seeds == 'seed 7'
+  assert bad[0].epochs.startswith('unreadable summary.json') and bad[0].best_top1 == '-'
+  # Neither counts among the finished seeds.
+  assert sum(int(l.seeds) for l in lines if l.seeds.isdigit()) == 4
+
+
+def test_command_line_prints_the_table_and_writes_valid_pngs(runs):
+  result = subprocess.run([sys.executable, '-m', 'kdjax.report', str(runs)], cwd=ROOT,
+                          text=True, capture_output=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert '| method | teacher | seeds | best top-1 % |' in result.stdout
+  assert '| baseline | - | 3 | 75.17 ± 1.26 | 74.50 ± 1.32 |' in result.stdout
+  assert 'headline' in result.stdout
+  for name in ('report_curves.png', 'report_heads.png'):
+    path = runs / name
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    height, width, _ = matplotlib.image.imread(path).shape
+    assert height > 100 and width > 100
+
+
+def test_report_of_a_folder_without_runs_is_a_clear_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match='No kdjax workdir'):
+    report.report(str(tmp_path))
+
+
+def test_reproduce_dry_run_lists_every_row_and_seed():
+  result = subprocess.run(['bash', 'scripts/reproduce.sh', '--dry_run', '--seeds=2',
+                           '--runs=out', '--', '--config.dtype=bfloat16'],
+                          cwd=ROOT, text=True, capture_output=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  commands = result.stdout.strip().splitlines()
+  assert len(commands) == 12
+  for row in report.STUDY:
+    for seed in (0, 1):
+      assert any(f'main.py --config={row.config} --workdir=out/{row.name}/seed{seed} '
+                 f'--config.seed={seed} --config.dtype=bfloat16' in c for c in commands)
+
+
+def test_reproduce_stops_before_training_when_a_teacher_is_missing(tmp_path):
+  if os.path.exists(os.path.join(ROOT, 'teachers', 'resnet50', 'model.json')):
+    pytest.skip('this checkout has the resnet50 teacher')
+  result = subprocess.run(['bash', 'scripts/reproduce.sh', '--rows=baseline,offline_kd_resnet50',
+                           f'--runs={tmp_path / "out"}'],
+                          cwd=ROOT, text=True, capture_output=True, timeout=300)
+  assert result.returncode == 1
+  assert 'Nothing was trained: teachers/resnet50 is missing' in result.stderr
+  assert 'python -m kdjax.convert --arch resnet50' in result.stderr
+  assert not (tmp_path / 'out').exists()
