@@ -37,7 +37,7 @@ def main(argv):
           f'on {result["count"]} {FLAGS.dataset} test images')
   study = teachers.STUDY_TEACHERS.get(os.path.basename(os.path.normpath(FLAGS.teacher)))
   if study and FLAGS.dataset == 'cifar100':
-    line += f' (the study reports {study[2]:.2f}%)'
+    line += f' (the study reports {study.top1:.2f}%)'
   print(line + '.')
 
 

@@ -8,7 +8,7 @@ teach another.
 import dataclasses
 import json
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, NamedTuple, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -18,15 +18,22 @@ from kdjax import checkpoint
 from kdjax import models
 
 MODEL_FILE = 'model.json'
-# The study's teachers: where their PyTorch weights come from, the file to
-# convert, and the CIFAR-100 test top-1 (%) the study reports for them.
+
+
+class StudyTeacher(NamedTuple):
+  source: str  # where its PyTorch weights come from
+  filename: str  # the file to convert
+  top1: float  # its CIFAR-100 test top-1 (%) as the study reports it
+
+
 STUDY_TEACHERS = {
-    'repvgg_a0': ('https://github.com/chenyaofo/pytorch-cifar-models/releases/download/'
-                  'repvgg/cifar100_repvgg_a0-2df1edd0.pt', 'cifar100_repvgg_a0-2df1edd0.pt',
-                  75.22),
-    'resnet50': ('http://shape2prog.csail.mit.edu/repo/ResNet50_vanilla/ckpt_epoch_240.pth '
-                 "(RepDistiller's scripts/fetch_pretrained_teachers.sh; mdistiller's "
-                 'cifar_teachers.tar holds the same file)', 'ckpt_epoch_240.pth', 79.00),
+    'repvgg_a0': StudyTeacher(
+        'https://github.com/chenyaofo/pytorch-cifar-models/releases/download/'
+        'repvgg/cifar100_repvgg_a0-2df1edd0.pt', 'cifar100_repvgg_a0-2df1edd0.pt', 75.22),
+    'resnet50': StudyTeacher(
+        'http://shape2prog.csail.mit.edu/repo/ResNet50_vanilla/ckpt_epoch_240.pth '
+        "(RepDistiller's scripts/fetch_pretrained_teachers.sh; mdistiller's "
+        'cifar_teachers.tar holds the same file)', 'ckpt_epoch_240.pth', 79.00),
 }
 
 
@@ -55,10 +62,10 @@ def write_model_file(directory: str, model: str, num_classes: int,
 
 def convert_instructions(name: str, path: str) -> str:
   """How to put the study's teacher `name` into directory `path`."""
-  source, filename, _ = STUDY_TEACHERS[name]
-  return (f'The study\'s {name} teacher is a PyTorch checkpoint: get {filename} from '
-          f'{source} on a connected machine, then run: python -m kdjax.convert --arch '
-          f'{name} --src {filename} --out {path}')
+  teacher = STUDY_TEACHERS[name]
+  return (f'The study\'s {name} teacher is a PyTorch checkpoint: get {teacher.filename} '
+          f'from {teacher.source} on a connected machine, then run: python -m kdjax.convert '
+          f'--arch {name} --src {teacher.filename} --out {path}')
 
 
 def is_teacher(path: str) -> bool:
