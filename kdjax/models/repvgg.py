@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kdjax.models import conv as conv_lib
 from kdjax.models import resnet
 
 EPSILON = 1e-5
@@ -53,7 +54,8 @@ class RepVGG(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                             kernel_init=resnet.torch_default_init)
+                             kernel_init=resnet.torch_default_init,
+                             conv_general_dilated=conv_lib.conv_general_dilated)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=EPSILON, dtype=self.dtype, use_fast_variance=False,
                              axis_name=self.axis_name)

@@ -10,6 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kdjax.models import conv as conv_lib
+
 # torch.nn.Conv2d / nn.Linear default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 torch_default_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
 
@@ -115,7 +117,8 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                             kernel_init=torch_default_init)
+                             kernel_init=torch_default_init,
+                             conv_general_dilated=conv_lib.conv_general_dilated)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=0.9, epsilon=1e-5, dtype=self.dtype,
                              use_fast_variance=False, axis_name=self.axis_name)
