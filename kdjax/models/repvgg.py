@@ -6,7 +6,6 @@ A training-time block sums a 3x3 conv + BN, a 1x1 conv + BN and (when the shape
 allows) a BN of the input; `fuse` folds the three into one 3x3 conv with bias
 that gives the same eval-mode outputs.
 """
-import functools
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
@@ -14,10 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kdjax.models import conv as conv_lib
 from kdjax.models import resnet
-
-EPSILON = 1e-5
 
 
 class RepVGGBlock(nn.Module):
@@ -53,22 +49,15 @@ class RepVGG(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                             kernel_init=resnet.torch_default_init,
-                             conv_general_dilated=conv_lib.conv_general_dilated)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=EPSILON, dtype=self.dtype, use_fast_variance=False,
-                             axis_name=self.axis_name)
+    conv, norm, dense = resnet.torch_layers(self.dtype, train, self.axis_name,
+                                            self.widths[-1])
     for i, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
       for j in range(num_blocks):
         strides = 2 if i >= 2 and j == 0 else 1  # CIFAR: stages 0 and 1 keep 32x32
         x = RepVGGBlock(width, strides, self.deploy, conv, norm,
                         name=f'stage{i}_block{j + 1}')(x)
     feature = jnp.mean(x, axis=(1, 2))
-    logits = nn.Dense(self.num_classes, dtype=self.dtype,
-                      kernel_init=resnet.torch_default_init,
-                      bias_init=resnet.torch_bias_init(feature.shape[-1]),
-                      name='classifier')(feature)
+    logits = dense(self.num_classes, name='classifier')(feature)
     return {'logits': jnp.asarray(logits, jnp.float32),
             'feature': jnp.asarray(feature, jnp.float32)}
 
@@ -78,7 +67,7 @@ RepVGGA0 = RepVGG
 
 def _fold_bn(kernel, bn_params, bn_stats):
   """kernel * gamma / std and beta - mean * gamma / std of a conv followed by BN."""
-  scale = bn_params['scale'] / np.sqrt(bn_stats['var'] + EPSILON)
+  scale = bn_params['scale'] / np.sqrt(bn_stats['var'] + resnet.BN_EPSILON)
   return kernel * scale, bn_params['bias'] - bn_stats['mean'] * scale
 
 

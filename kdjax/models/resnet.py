@@ -16,10 +16,28 @@ from kdjax.models import conv as conv_lib
 torch_default_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
 
 
+BN_EPSILON = 1e-5  # torch.nn.BatchNorm2d's
+
+
 def torch_bias_init(fan_in: int):
   bound = fan_in**-0.5
   return lambda key, shape, dtype=jnp.float32: nn.initializers.uniform(2 * bound)(
       key, shape, dtype) - bound
+
+
+def torch_layers(dtype, train: bool, axis_name: Optional[str], classifier_fan_in: int):
+  """Conv, BatchNorm and Dense constructors that match PyTorch's layers: its
+  default init, BN momentum 0.1 (0.9 in Flax's convention) and epsilon, and
+  kdjax's CPU-friendly convolution."""
+  conv = functools.partial(nn.Conv, use_bias=False, dtype=dtype,
+                           kernel_init=torch_default_init,
+                           conv_general_dilated=conv_lib.conv_general_dilated)
+  norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                           epsilon=BN_EPSILON, dtype=dtype, use_fast_variance=False,
+                           axis_name=axis_name)
+  dense = functools.partial(nn.Dense, dtype=dtype, kernel_init=torch_default_init,
+                            bias_init=torch_bias_init(classifier_fan_in))
+  return conv, norm, dense
 
 
 class BasicBlock(nn.Module):
@@ -116,17 +134,10 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                             kernel_init=torch_default_init,
-                             conv_general_dilated=conv_lib.conv_general_dilated)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=0.9, epsilon=1e-5, dtype=self.dtype,
-                             use_fast_variance=False, axis_name=self.axis_name)
     num_stages = len(self.stage_sizes)
     final_width = self.width * 2**(num_stages - 1) * self.block_cls.expansion
     # Every classifier (final and heads') reads a final_width feature.
-    dense = functools.partial(nn.Dense, dtype=self.dtype, kernel_init=torch_default_init,
-                              bias_init=torch_bias_init(final_width))
+    conv, norm, dense = torch_layers(self.dtype, train, self.axis_name, final_width)
     x = conv(self.width, (3, 3), padding=((1, 1), (1, 1)), name='stem_conv')(x)
     x = nn.relu(norm(name='stem_bn')(x))
     heads = []
