@@ -130,7 +130,6 @@ class Line:
   images_per_sec: str
   study: str
   difference: str
-  mean_best_top1: Optional[float] = None  # not printed
 
   def cells(self):
     return [self.method, self.teacher, self.seeds, self.best_top1, self.final_top1,
@@ -158,8 +157,7 @@ def _finished_line(runs: List[Run]) -> Line:
       best_top5=_mean_std(top5), epochs=str(first.config['num_epochs']),
       wall_time=_format_duration(wall), images_per_sec=f'{speed:.0f}',
       study=f'{row.study_top1:.2f}' if row else '-',
-      difference=f'{mean_best - row.study_top1:+.2f}' if row else '-',
-      mean_best_top1=mean_best)
+      difference=f'{mean_best - row.study_top1:+.2f}' if row else '-')
 
 
 def _unfinished_line(run: Run) -> Line:
