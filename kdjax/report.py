@@ -190,15 +190,20 @@ def markdown(lines: List[Line]) -> str:
   return '\n'.join('| ' + ' | '.join(r) + ' |' for r in rows)
 
 
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top  (only plotting needs it)
+  matplotlib.use('Agg')
+  from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
+  return pyplot
+
+
 def _label(run: Run, root: str) -> str:
   return os.path.relpath(run.workdir, root)
 
 
 def plot_curves(runs: List[Run], root: str, path: str) -> None:
   """Test top-1 and train loss per epoch, a line per run, on one figure."""
-  import matplotlib  # pylint: disable=g-import-not-at-top  (only plotting needs it)
-  matplotlib.use('Agg')
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = _pyplot()
   fig, (top1, loss) = plt.subplots(1, 2, figsize=(13, 5))
   for run in runs:
     if run.problem or not run.records:
@@ -220,9 +225,7 @@ def plot_heads(runs: List[Run], root: str, path: str) -> bool:
   runs = [r for r in runs if not r.problem and r.records and 'test_head1_top1' in r.records[0]]
   if not runs:
     return False
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = _pyplot()
   fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 5), squeeze=False)
   for ax, run in zip(axes[0], runs):
     epochs = [r['epoch'] for r in run.records]
