@@ -2,7 +2,6 @@
 
   python -m kdjax.evaluate --teacher=teachers/repvgg_a0
 """
-import os
 from typing import Dict
 
 from absl import app
@@ -21,10 +20,9 @@ def evaluate_teacher(path: str, dataset: str = 'cifar100', data_dir: str = '',
   teacher = teachers.load(path, num_classes=splits.num_classes, dataset=dataset)
   devices = jax.local_devices()
   batch_size = -(-batch_size // len(devices)) * len(devices)
-  apply = train.make_apply(teacher.model, teacher.mean, teacher.std)
   images, labels = train.replicate((splits.test_images, splits.test_labels), devices)
-  return train.evaluate(train.pmap_eval_step(apply), train.replicate(teacher.variables, devices),
-                        images, labels, len(splits.test_labels), batch_size, len(devices))
+  return train.evaluate_teacher(teacher, images, labels, len(splits.test_labels), batch_size,
+                                devices)[1]
 
 
 FLAGS = flags.FLAGS
@@ -35,7 +33,7 @@ def main(argv):
   result = evaluate_teacher(FLAGS.teacher, FLAGS.dataset, FLAGS.data_dir, FLAGS.manual_dir)
   line = (f'{FLAGS.teacher}: test top-1 {result["top1"]:.2f}%, top-5 {result["top5"]:.2f}% '
           f'on {result["count"]} {FLAGS.dataset} test images')
-  study = teachers.STUDY_TEACHERS.get(os.path.basename(os.path.normpath(FLAGS.teacher)))
+  study = teachers.STUDY_TEACHERS.get(teachers.directory_name(FLAGS.teacher))
   if study and FLAGS.dataset == 'cifar100':
     line += f' (the study reports {study.top1:.2f}%)'
   print(line + '.')

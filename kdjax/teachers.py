@@ -68,13 +68,18 @@ def convert_instructions(name: str, path: str) -> str:
           f'--arch {name} --src {teacher.filename} --out {path}')
 
 
+def directory_name(path: str) -> str:
+  """'teachers/resnet50/' -> 'resnet50': how a study teacher's directory is named."""
+  return os.path.basename(os.path.normpath(path))
+
+
 def is_teacher(path: str) -> bool:
   return os.path.exists(os.path.join(path, MODEL_FILE))
 
 
 def _read_model_file(path):
   model_file = os.path.join(path, MODEL_FILE)
-  study_teacher = os.path.basename(os.path.normpath(path))
+  study_teacher = directory_name(path)
   if not os.path.isdir(path) and study_teacher in STUDY_TEACHERS:
     raise TeacherError(f'No teacher at {path!r}. {convert_instructions(study_teacher, path)}')
   if not os.path.isdir(path):

@@ -182,6 +182,15 @@ def evaluate(p_eval_step, variables, images, labels, num_examples, global_batch,
   return {**result, 'count': int(count)}
 
 
+def evaluate_teacher(teacher, images, labels, num_examples, global_batch, devices):
+  """(the teacher's variables replicated on `devices`, its test metrics) for
+  test data already replicated there."""
+  variables = replicate(teacher.variables, devices)
+  apply = make_apply(teacher.model, teacher.mean, teacher.std)
+  return variables, evaluate(pmap_eval_step(apply, devices), variables, images, labels,
+                             num_examples, global_batch, len(devices))
+
+
 def _format_duration(seconds: float) -> str:
   minutes, seconds = divmod(int(seconds), 60)
   hours, minutes = divmod(minutes, 60)
@@ -324,12 +333,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
 
   teacher_apply, teacher_variables, teacher_top1 = None, {}, None
   if teacher:
-    teacher_eval_apply = make_apply(teacher.model, teacher.mean, teacher.std)
-    teacher_variables = replicate(teacher.variables, devices)
-    teacher_top1 = evaluate(pmap_eval_step(teacher_eval_apply), teacher_variables,
-                            test_images, test_labels, num_test,
-                            config.eval_batch_size, num_devices)['top1']
+    teacher_variables, teacher_test = evaluate_teacher(
+        teacher, test_images, test_labels, num_test, config.eval_batch_size, devices)
+    teacher_top1 = teacher_test['top1']
     logging.info('Teacher %s: test top-1 %.2f%%.', teacher.description, teacher_top1)
+    teacher_eval_apply = make_apply(teacher.model, teacher.mean, teacher.std)
     teacher_apply = lambda variables, pixels: teacher_eval_apply(
         variables['params'], variables['batch_stats'], pixels, train=False)[0]
   loss_fn = methods.get_loss_fn(config, functools.partial(apply, train=True),
