@@ -28,14 +28,17 @@ def get_config(arg=None):
 
   # Model.
   config.model = 'resnet18'  # a name in kdjax.models
-  config.width = 64  # channels of the first stage; later stages double it
+  config.width = 64  # ResNet: channels of the first stage, later ones double it; RepVGG: base width (A0 = 64)
   config.stage_sizes = ()  # blocks per stage; () = the architecture's own (2, 2, 2, 2) for resnet18
   config.dtype = 'float32'  # compute dtype, 'float32' or 'bfloat16'; params stay float32
 
   # Method. The study gives no distillation hyper-parameters; each default below
   # names its source.
-  config.method = 'baseline'  # 'baseline', 'offline', 'self' or 'offline_self' (kdjax.methods)
-  config.teacher = ''  # offline methods: a teacher directory (a kdjax workdir or converted weights)
+  # 'baseline', or terms of kdjax.methods.TERMS joined by '_': 'offline', 'feature',
+  # 'relation', 'online', 'self', 'offline_self', 'feature_self', 'online_self', ...
+  config.method = 'baseline'
+  # offline, feature, relation: a teacher directory (a kdjax workdir or converted weights)
+  config.teacher = 
   config.mixup_alpha = 0.0  # mixup with lam ~ Beta(alpha, alpha) on every batch; 0 = off
   # offline: (1 - w) * CE + w * T^2 KL(teacher || student); w = 0.9, T = 4 is the
   # KD recipe of RepDistiller (Tian et al., 2020).
@@ -48,6 +51,22 @@ def get_config(arg=None):
   # Its beta = 1e-6 multiplies an L2 summed over its batch of 128; kdjax's L2 is a
   # batch mean, so the same pull is 128 * 1e-6.
   config.self_feature_weight = 1.28e-4
+  # feature: CE + beta * MSE(regressor(student stage), teacher stage), FitNets as
+  # RepDistiller runs it (hint_layer 2 = the output of stage index 1, beta = 100).
+  # The teacher stage is the deepest one with the same grid.
+  config.hint_stage = 1  # the student stage (0 = first) whose output is regressed
+  config.hint_weight = 100.0
+  # relation: CE + w_d * RKD distance + w_a * RKD angle on the pooled features of
+  # the global batch; RepDistiller's RKDLoss weights.
+  config.rkd_distance_weight = 25.0
+  config.rkd_angle_weight = 50.0
+  # online: every student (config.model and each of config.peers) adds
+  # w * mean over the others of T^2 KL(other || itself); Deep Mutual Learning's
+  # w = 1, T = 1. Students share width and stage_sizes, each is checkpointed and
+  # evaluated, and config.model's accuracy is the run's headline.
+  config.peers = ()  # model names, e.g. ('repvgg_a0',)
+  config.online_weight = 1.0
+  config.online_temperature = 1.0
 
   # Optimization.
   config.batch_size = 128  # global batch, split evenly over all devices

@@ -43,3 +43,53 @@ def feature_l2(features: jax.Array, target_features: jax.Array) -> jax.Array:
   diff = features.astype(jnp.float32) - jax.lax.stop_gradient(target_features).astype(
       jnp.float32)
   return jnp.sum(diff**2, axis=-1).mean()
+
+
+@jax.jit
+def mean_squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
+  """Mean over every element of the squared difference to the (gradient-free)
+  targets, as torch.nn.MSELoss in FitNets' hint loss."""
+  return optax.squared_error(predictions.astype(jnp.float32),
+                             jax.lax.stop_gradient(targets).astype(jnp.float32)).mean()
+
+
+def _safe_norm(x, axis=-1):
+  # max(||x||, 1e-12) as torch's F.normalize clamps it, with a zero (not NaN)
+  # gradient at x = 0, which the i == j differences of the angle loss are.
+  return jnp.sqrt(jnp.maximum(jnp.sum(x**2, axis=axis), 1e-24))
+
+
+def _normalized_distances(embeddings):
+  """Pairwise Euclidean distances over their mean off the diagonal (RKD's mu)."""
+  squared = jnp.sum(embeddings**2, -1)
+  gram = embeddings @ embeddings.T
+  distances = jnp.sqrt(jnp.maximum(squared[:, None] + squared[None, :] - 2 * gram, 1e-12))
+  distances = jnp.where(jnp.eye(len(embeddings), dtype=bool), 0.0, distances)
+  positive = distances > 0
+  return distances / (jnp.sum(jnp.where(positive, distances, 0.0)) / jnp.sum(positive))
+
+
+@jax.jit
+def rkd_distance(features: jax.Array, target_features: jax.Array) -> jax.Array:
+  """Relational KD's distance loss (Park et al., 2019): Huber (delta 1) between
+  the batch's normalized pairwise distances in the student's and the teacher's
+  feature spaces, mean over all pairs. The feature sizes may differ."""
+  student = _normalized_distances(features.astype(jnp.float32))
+  teacher = _normalized_distances(jax.lax.stop_gradient(target_features).astype(jnp.float32))
+  return optax.huber_loss(student, teacher, delta=1.0).mean()
+
+
+def _angles(embeddings):
+  """cos of the angle at i between j and k, for every triple (i, j, k)."""
+  differences = embeddings[None, :, :] - embeddings[:, None, :]  # [i, j] = e_j - e_i
+  unit = differences / _safe_norm(differences)[..., None]
+  return jnp.einsum('ijd,ikd->ijk', unit, unit)
+
+
+@jax.jit
+def rkd_angle(features: jax.Array, target_features: jax.Array) -> jax.Array:
+  """Relational KD's angle loss: Huber (delta 1) between the cosines of the
+  angles every triple of examples forms, student against teacher, mean over triples."""
+  student = _angles(features.astype(jnp.float32))
+  teacher = _angles(jax.lax.stop_gradient(target_features).astype(jnp.float32))
+  return optax.huber_loss(student, teacher, delta=1.0).mean()

@@ -97,6 +97,15 @@ def _read_model_file(path):
     raise TeacherError(f'Cannot read {model_file}: {e}. Re-create the teacher.') from e
 
 
+def _tuples(tree):
+  """JSON's lists as the tuples model constructors take."""
+  if isinstance(tree, dict):
+    return {k: _tuples(v) for k, v in tree.items()}
+  if isinstance(tree, list):
+    return tuple(_tuples(v) for v in tree)
+  return tree
+
+
 def load(path: str, dtype=jnp.float32, num_classes: Optional[int] = None,
          dataset: str = '') -> Teacher:
   """The teacher in directory `path`, computing in `dtype`; with `num_classes`,
@@ -106,8 +115,8 @@ def load(path: str, dtype=jnp.float32, num_classes: Optional[int] = None,
     raise TeacherError(
         f'The teacher in {path} predicts {spec["num_classes"]} classes, but {dataset} has '
         f'{num_classes}; use a teacher trained on {dataset}.')
-  kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec['kwargs'].items()}
-  # A teacher only gives logits: its self-distillation heads, if any, stay unread.
+  kwargs = _tuples(spec['kwargs'])
+  # A teacher's self-distillation heads, if any, are never read.
   kwargs.pop('heads', None)
   name, classes = spec['model'], spec['num_classes']
   model = models.get_model(name, num_classes=classes, dtype=dtype, **kwargs)

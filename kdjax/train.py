@@ -4,7 +4,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Sequence, Tuple
 
 from flax import jax_utils
 from flax.training import train_state
@@ -29,22 +29,68 @@ class TrainState(train_state.TrainState):
   batch_stats: Any
 
 
-def model_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
-  """The model's constructor arguments from the config (also saved in model.json)."""
-  kwargs = {'width': config.width,
-            'heads': methods.get_method(config.method).uses_heads}
+def _student_kwargs(config, method, hint_channels):
+  kwargs = {'width': config.width}
+  if method.uses_heads:
+    kwargs['heads'] = True
   if config.stage_sizes:
     kwargs['stage_sizes'] = tuple(config.stage_sizes)
+  if hint_channels:
+    kwargs.update(hint_stage=config.hint_stage, hint_channels=hint_channels)
   return kwargs
 
 
-def create_model(config: ml_collections.ConfigDict, num_classes: int):
+def model_spec(config: ml_collections.ConfigDict,
+               hint_channels: Sequence[int] = ()) -> Tuple[str, Dict[str, Any]]:
+  """(name, constructor arguments) of the trained model, as model.json saves
+  them: config.model, or with config.peers a cohort of it and them. Every
+  student gets config.width and config.stage_sizes; `hint_channels` gives each
+  one's FitNets regressor width (see hint_channels)."""
+  method = methods.get_method(config.method)
+  names = (config.model, *config.peers)
+  hint_channels = tuple(hint_channels) or (0,) * len(names)
+  students = [(name, _student_kwargs(config, method, channels))
+              for name, channels in zip(names, hint_channels)]
+  if len(students) == 1:
+    return students[0]
+  return models.COHORT, {'members': students}
+
+
+def create_model(config: ml_collections.ConfigDict, num_classes: int,
+                 hint_channels: Sequence[int] = ()):
   if config.dtype not in DTYPES:
     raise ValueError(f'Unknown dtype {config.dtype!r}; set --config.dtype to one '
                      f'of {sorted(DTYPES)}.')
-  return models.get_model(config.model, num_classes=num_classes,
-                          dtype=DTYPES[config.dtype], axis_name=AXIS,
-                          **model_kwargs(config))
+  name, kwargs = model_spec(config, hint_channels)
+  return models.get_model(name, num_classes=num_classes, dtype=DTYPES[config.dtype],
+                          axis_name=AXIS, **kwargs)
+
+
+def _students(outputs):
+  """Every student's outputs: the model's own, then its peers' (a cohort's)."""
+  return (outputs, *outputs.get('peers', ()))
+
+
+def hint_channels(config, teacher, num_classes, image_shape) -> Tuple[int, ...]:
+  """Each student's FitNets regressor width: the channel count of the teacher
+  stage that its stage config.hint_stage matches (methods.hint_source)."""
+  pixels = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+  teacher_stages = jax.eval_shape(
+      functools.partial(teacher.model.apply, train=False), teacher.variables,
+      pixels)['stage_features']
+  shapes = [s.shape for s in teacher_stages]
+  plain = create_model(config, num_classes)
+  outputs = jax.eval_shape(lambda x: plain.init_with_output(
+      jax.random.PRNGKey(0), x, train=False)[0], pixels)
+  channels = []
+  for name, student in zip((config.model, *config.peers), _students(outputs)):
+    stages = student['stage_features']
+    if not 0 <= config.hint_stage < len(stages):
+      raise ValueError(f'config.hint_stage={config.hint_stage}, but {name} has stages '
+                       f'0 to {len(stages) - 1}; set --config.hint_stage to one of them.')
+    hint_hw = stages[config.hint_stage].shape[1:3]
+    channels.append(shapes[methods.hint_source(hint_hw, shapes)][-1])
+  return tuple(channels)
 
 
 def replicate(tree, devices):
@@ -118,7 +164,8 @@ def _correct_top1(logits, labels, mask):
 
 def eval_step(variables, batch: Dict[str, jax.Array], *, apply: Callable):
   """Sums over the real (mask=1) examples: correct top-1/top-5, loss and count,
-  and with heads, each head's and the ensemble's correct top-1."""
+  each peer's correct top-1 (a cohort), and with heads, each head's and the
+  ensemble's correct top-1."""
   outputs, _ = apply(variables['params'], variables['batch_stats'],
                      data.to_float(batch['image']), train=False)
   logits, labels, mask = outputs['logits'], batch['label'], batch['mask']
@@ -128,6 +175,8 @@ def eval_step(variables, batch: Dict[str, jax.Array], *, apply: Callable):
           'top5': jnp.sum(mask * jnp.any(top5 == labels[:, None], -1)),
           'loss': jnp.sum(mask * loss),
           'count': jnp.sum(mask)}
+  for i, peer in enumerate(outputs.get('peers', ())):
+    sums[f'peer{i + 1}_top1'] = _correct_top1(peer['logits'], labels, mask)
   head_logits = outputs.get('head_logits', ())
   for i, head in enumerate(head_logits):
     sums[f'head{i + 1}_top1'] = _correct_top1(head, labels, mask)
@@ -263,7 +312,14 @@ def summarize(records, config, teacher_top1=None) -> Dict[str, Any]:
   return summary
 
 
-def _check_teacher_config(config, method):
+def _check_method_config(config, method):
+  if method.uses_peers and not config.peers:
+    raise ValueError(f'Method {config.method!r} trains students together; set '
+                     '--config.peers to the models that learn alongside config.model '
+                     '(e.g. configs/online_kd.py:repvgg_a0).')
+  if config.peers and not method.uses_peers:
+    raise ValueError(f'config.peers is set but method {config.method!r} trains one '
+                     'student; clear it or add the online term to the method.')
   if method.uses_teacher and not config.teacher:
     raise ValueError(f'Method {config.method!r} learns from a teacher; set '
                      '--config.teacher to a teacher directory (a kdjax workdir or a '
@@ -280,7 +336,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   num_devices = len(devices)
   _check_batch_sizes(config, num_devices)
   method = methods.get_method(config.method)
-  _check_teacher_config(config, method)
+  _check_method_config(config, method)
   _check_workdir_config(config, workdir)
   load_start = time.time()
   dataset = data.load_dataset(config.dataset, config.data_dir, config.manual_dir)
@@ -297,12 +353,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     teacher = teachers.load(config.teacher, DTYPES[config.dtype], dataset.num_classes,
                             config.dataset)
 
-  model = create_model(config, dataset.num_classes)
+  image_shape = dataset.train_images.shape[1:]
+  channels = (hint_channels(config, teacher, dataset.num_classes, image_shape)
+              if method.uses_hint else ())
+  model = create_model(config, dataset.num_classes, channels)
   schedule = optim.create_schedule(config.learning_rate, steps_per_epoch,
                                    config.num_epochs, config.warmup_epochs)
   tx = optim.create_optimizer(schedule, config.momentum, config.weight_decay)
   init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
-  state = create_train_state(init_key, model, tx, dataset.train_images.shape[1:])
+  state = create_train_state(init_key, model, tx, image_shape)
 
   is_writer = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
@@ -318,8 +377,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     _write_records(metrics_path, records)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json(indent=2))
-    teachers.write_model_file(workdir, config.model, dataset.num_classes,
-                              model_kwargs(config), dataset.mean, dataset.std)
+    name, kwargs = model_spec(config, channels)
+    teachers.write_model_file(workdir, name, dataset.num_classes, kwargs, dataset.mean,
+                              dataset.std)
   # Imported here: tensorboardX imports torch whenever torch is installed.
   import tensorboardX  # pylint: disable=g-import-not-at-top
   writer = tensorboardX.SummaryWriter(workdir) if is_writer else None
@@ -341,7 +401,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     teacher_apply = lambda variables, pixels: teacher_eval_apply(
         variables['params'], variables['batch_stats'], pixels, train=False)[0]
   loss_fn = methods.get_loss_fn(config, functools.partial(apply, train=True),
-                                teacher_apply)
+                                teacher_apply, AXIS)
   p_train_step = pmap_train_step(loss_fn, augment=config.augment,
                                  mixup_alpha=config.mixup_alpha,
                                  num_classes=dataset.num_classes)
@@ -395,13 +455,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       writer.flush()
     eta = (total_steps - step) / steps_per_epoch * epoch_time
     heads = sorted(k for k in test if k.startswith('head'))
+    peers = sorted(k for k in test if k.startswith('peer'))
     logging.info(
         'epoch %d/%d  loss %.4f  lr %.5f  train top-1 %.2f%%  test top-1 %.2f%%  '
-        'top-5 %.2f%%%s  %.0f img/s  epoch %.1fs  ETA %s', epoch + 1, config.num_epochs,
+        'top-5 %.2f%%%s%s  %.0f img/s  epoch %.1fs  ETA %s', epoch + 1, config.num_epochs,
         record['train_loss'], record['lr'], record['train_top1'], record['test_top1'],
         record['test_top5'],
         f'  heads {"/".join(f"{test[k]:.2f}" for k in heads)}%  ensemble '
         f'{test["ensemble_top1"]:.2f}%' if heads else '',
+        f'  peers {"/".join(f"{test[k]:.2f}" for k in peers)}%' if peers else '',
         record['images_per_sec'], epoch_time, _format_duration(eta))
 
   manager.wait_until_finished()

@@ -108,3 +108,73 @@ def test_feature_l2_and_its_gradient_match_a_direct_computation():
   np.testing.assert_allclose(float(value), t_value, rtol=1e-6)
   np.testing.assert_allclose(np.asarray(grads[0]), t_grad, rtol=1e-6)
   assert not np.asarray(grads[1]).any()
+
+
+def test_mean_squared_error_and_its_gradient_match_torch_mse():
+  rng = np.random.default_rng(5)
+  hint = rng.normal(size=(4, 8, 8, 6)).astype(np.float32)
+  target = rng.normal(size=(4, 8, 8, 6)).astype(np.float32)
+  value, (grad, target_grad) = jax.value_and_grad(losses.mean_squared_error, (0, 1))(
+      hint, target)
+  t_value, t_grad = _torch_value_and_grad(torch.nn.functional.mse_loss, hint, target)
+  np.testing.assert_allclose(float(value), t_value, rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(grad), t_grad, rtol=1e-5, atol=1e-9)
+  assert not np.asarray(target_grad).any()
+
+
+# Relational KD as RepDistiller's distiller_zoo/RKD.py computes it (the paper's
+# authors' formulation), written out in torch.
+def _torch_pdist(e, eps=1e-12):
+  square = e.pow(2).sum(dim=1)
+  distances = (square.unsqueeze(1) + square.unsqueeze(0) - 2 * e @ e.t()).clamp(min=eps).sqrt()
+  distances = distances.clone()
+  distances[range(len(e)), range(len(e))] = 0
+  return distances
+
+
+def _torch_rkd_distance(student, teacher):
+  with torch.no_grad():
+    t_d = _torch_pdist(teacher)
+    t_d = t_d / t_d[t_d > 0].mean()
+  d = _torch_pdist(student)
+  d = d / d[d > 0].mean()
+  return torch.nn.functional.smooth_l1_loss(d, t_d)
+
+
+def _torch_angles(e):
+  differences = e.unsqueeze(0) - e.unsqueeze(1)
+  unit = torch.nn.functional.normalize(differences, p=2, dim=2)
+  return torch.bmm(unit, unit.transpose(1, 2)).view(-1)
+
+
+def _torch_rkd_angle(student, teacher):
+  with torch.no_grad():
+    t_angle = _torch_angles(teacher)
+  return torch.nn.functional.smooth_l1_loss(_torch_angles(student), t_angle)
+
+
+@pytest.mark.parametrize('loss,reference', [(losses.rkd_distance, _torch_rkd_distance),
+                                            (losses.rkd_angle, _torch_rkd_angle)])
+@pytest.mark.parametrize('scale', [0.1, 3.0])
+def test_rkd_losses_and_their_gradients_match_torch(loss, reference, scale):
+  # Student and teacher features of different sizes, as ResNet18 (512) and ResNet50 (2048).
+  rng = np.random.default_rng(6)
+  student = (scale * rng.normal(size=(12, 16))).astype(np.float32)
+  teacher = rng.normal(size=(12, 40)).astype(np.float32)
+  value, (grad, teacher_grad) = jax.value_and_grad(loss, (0, 1))(student, teacher)
+  t_value, t_grad = _torch_value_and_grad(reference, student, teacher)
+  assert t_value > 1e-3  # not vacuous: the two relation structures differ
+  np.testing.assert_allclose(float(value), t_value, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(grad), t_grad, rtol=1e-4, atol=1e-7)
+  assert np.isfinite(np.asarray(grad)).all() and np.abs(np.asarray(grad)).max() > 0
+  assert not np.asarray(teacher_grad).any()
+
+
+def test_rkd_losses_vanish_when_the_student_is_a_scaled_rotation_of_the_teacher():
+  # Distances normalized by their mean and angles are invariant to rotation and scale.
+  rng = np.random.default_rng(7)
+  teacher = rng.normal(size=(10, 8)).astype(np.float32)
+  rotation, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+  student = (2.5 * teacher @ rotation).astype(np.float32)
+  assert float(losses.rkd_distance(student, teacher)) < 1e-10
+  assert float(losses.rkd_angle(student, teacher)) < 1e-10

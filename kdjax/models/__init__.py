@@ -4,6 +4,7 @@ from typing import Any, Dict, Tuple
 
 import flax.linen as nn
 
+from kdjax.models import cohort
 from kdjax.models import repvgg
 from kdjax.models import resnet
 
@@ -15,8 +16,20 @@ _MODELS = {
 }
 
 
+# get_model(COHORT, members=[(name, kwargs), ...]) builds a cohort.Cohort.
+COHORT = 'cohort'
+
+
 def get_model(name: str, num_classes: int = 100, **kwargs) -> nn.Module:
-  """Builds a registered model; kwargs override its fields (width, stage_sizes, dtype, ...)."""
+  """Builds a registered model; kwargs override its fields (width, stage_sizes, dtype, ...).
+
+  COHORT takes `members`, a sequence of (name, kwargs); the remaining kwargs
+  (dtype, axis_name) go to every member.
+  """
+  if name == COHORT:
+    members = kwargs.pop('members')
+    return cohort.Cohort(tuple(get_model(member, num_classes, **kwargs, **member_kwargs)
+                               for member, member_kwargs in members))
   if name not in _MODELS:
     raise ValueError(f'Unknown model {name!r}. Known models: {sorted(_MODELS)}. '
                      'Set --config.model to one of them.')

@@ -1,7 +1,8 @@
 """RepVGG (Ding et al., 2021) for CIFAR in Flax linen, and its fusion to deploy form.
 
 Layout of chenyaofo/pytorch-cifar-models' cifar100_repvgg_a0: stages of
-1/2/4/14/1 blocks and widths 48/48/96/192/1280, the first two stages at stride 1.
+1/2/4/14/1 blocks and widths 48/48/96/192/1280 (the paper's A0 multipliers
+a = 0.75, b = 2.5 on a base width of 64), the first two stages at stride 1.
 A training-time block sums a 3x3 conv + BN, a 1x1 conv + BN and (when the shape
 allows) a BN of the input; `fuse` folds the three into one 3x3 conv with bias
 that gives the same eval-mode outputs.
@@ -38,28 +39,42 @@ class RepVGGBlock(nn.Module):
     return nn.relu(y)
 
 
+# RepVGG-A0's stage widths as multiples of the base width.
+A0_WIDTH_MULTIPLIERS = (0.75, 0.75, 1.5, 3, 20)
+
+
 class RepVGG(nn.Module):
-  """Returns {'logits', 'feature'}; `deploy` selects the fused form."""
+  """Returns {'logits', 'feature', 'stage_features'} like ResNet (and `hint`
+  with `hint_channels`); `deploy` selects the fused form."""
   num_classes: int
   stage_sizes: Sequence[int] = (1, 2, 4, 14, 1)
-  widths: Sequence[int] = (48, 48, 96, 192, 1280)
+  width: int = 64  # base width; stage widths are A0_WIDTH_MULTIPLIERS times it
+  hint_stage: int = 1
+  hint_channels: int = 0
   deploy: bool = False
   dtype: Any = jnp.float32
   axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv, norm, dense = resnet.torch_layers(self.dtype, train, self.axis_name,
-                                            self.widths[-1])
-    for i, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
+    if len(self.stage_sizes) != len(A0_WIDTH_MULTIPLIERS):
+      raise ValueError(f'RepVGG has {len(A0_WIDTH_MULTIPLIERS)} stages, but stage_sizes '
+                       f'{tuple(self.stage_sizes)} gives {len(self.stage_sizes)}; give '
+                       f'{len(A0_WIDTH_MULTIPLIERS)} block counts, or () for its own.')
+    widths = [max(1, round(m * self.width)) for m in A0_WIDTH_MULTIPLIERS]
+    conv, norm, dense = resnet.torch_layers(self.dtype, train, self.axis_name, widths[-1])
+    stages = []
+    for i, (num_blocks, width) in enumerate(zip(self.stage_sizes, widths)):
       for j in range(num_blocks):
         strides = 2 if i >= 2 and j == 0 else 1  # CIFAR: stages 0 and 1 keep 32x32
         x = RepVGGBlock(width, strides, self.deploy, conv, norm,
                         name=f'stage{i}_block{j + 1}')(x)
+      stages.append(x)
     feature = jnp.mean(x, axis=(1, 2))
-    logits = dense(self.num_classes, name='classifier')(feature)
-    return {'logits': jnp.asarray(logits, jnp.float32),
-            'feature': jnp.asarray(feature, jnp.float32)}
+    outputs = {'logits': dense(self.num_classes, name='classifier')(feature),
+               'feature': feature, 'stage_features': tuple(stages)}
+    outputs = resnet.add_hint(outputs, self.hint_stage, self.hint_channels, conv, norm)
+    return jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), outputs)
 
 
 RepVGGA0 = RepVGG
@@ -89,9 +104,11 @@ def _fuse_block(params, stats):
 
 def fuse(variables):
   """Deploy-form variables (one 3x3 conv with bias per block, no BatchNorm
-  statistics) equal in eval mode to the training-form `variables`."""
+  statistics in the blocks) equal in eval mode to the training-form `variables`."""
   variables = jax.tree.map(np.asarray, variables)
   params, stats = variables['params'], variables['batch_stats']
   fused = {name: (_fuse_block(p, stats[name]) if name.startswith('stage') else p)
            for name, p in params.items()}
-  return {'params': fused, 'batch_stats': {}}
+  # A FitNets-trained student's hint regressor keeps its BatchNorm.
+  return {'params': fused,
+          'batch_stats': {k: v for k, v in stats.items() if not k.startswith('stage')}}

@@ -117,17 +117,43 @@ class IntermediateHead(nn.Module):
     return feature, self.dense(self.num_classes, name='classifier')(feature)
 
 
+class HintRegressor(nn.Module):
+  """FitNets' regressor (Romero et al., 2015): a 1x1 conv + BN from a student
+  stage to the channel count of the teacher's hint."""
+  features: int
+  conv: Callable[..., nn.Module]
+  norm: Callable[..., nn.Module]
+
+  @nn.compact
+  def __call__(self, x):
+    return self.norm(name='bn')(self.conv(self.features, (1, 1), padding='VALID',
+                                          name='conv')(x))
+
+
+def add_hint(outputs, hint_stage: int, hint_channels: int, conv, norm):
+  """With `hint_channels`, adds `hint`: stage `hint_stage`'s output through a
+  HintRegressor (created in the calling module's scope)."""
+  if hint_channels:
+    outputs['hint'] = HintRegressor(hint_channels, conv, norm, name='hint_regressor')(
+        outputs['stage_features'][hint_stage])
+  return outputs
+
+
 class ResNet(nn.Module):
-  """CIFAR ResNet returning {'logits', 'feature'} as DESIGN.md specifies.
+  """CIFAR ResNet returning {'logits', 'feature', 'stage_features'}, as DESIGN.md
+  specifies; `stage_features` are the stages' outputs, shallow -> deep.
 
   With `heads`, every stage but the last also feeds an IntermediateHead, and the
-  output adds `head_logits` and `head_features` (tuples, shallow -> deep).
+  output adds `head_logits` and `head_features` (tuples, shallow -> deep). With
+  `hint_channels`, it adds FitNets' `hint` (see add_hint).
   """
   stage_sizes: Sequence[int]
   block_cls: Any
   num_classes: int
   width: int = 64
   heads: bool = False
+  hint_stage: int = 1
+  hint_channels: int = 0
   dtype: Any = jnp.float32
   # Set under pmap so BatchNorm statistics cover the global batch.
   axis_name: Optional[str] = None
@@ -140,12 +166,13 @@ class ResNet(nn.Module):
     conv, norm, dense = torch_layers(self.dtype, train, self.axis_name, final_width)
     x = conv(self.width, (3, 3), padding=((1, 1), (1, 1)), name='stem_conv')(x)
     x = nn.relu(norm(name='stem_bn')(x))
-    heads = []
+    heads, stages = [], []
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
         x = self.block_cls(self.width * 2**i, strides, conv, norm,
                            name=f'stage{i + 1}_block{j + 1}')(x)
+      stages.append(x)
       if self.heads and i < num_stages - 1:
         # Stage i's grid is 2**(num_stages - 1 - i) times the final one.
         heads.append(IntermediateHead(final_width, 2**(num_stages - 1 - i),
@@ -153,10 +180,11 @@ class ResNet(nn.Module):
                                       name=f'head{i + 1}')(x))
     feature = jnp.mean(x, axis=(1, 2))
     outputs = {'logits': dense(self.num_classes, name='classifier')(feature),
-               'feature': feature}
+               'feature': feature, 'stage_features': tuple(stages)}
     if self.heads:
       outputs['head_features'] = tuple(f for f, _ in heads)
       outputs['head_logits'] = tuple(l for _, l in heads)
+    outputs = add_hint(outputs, self.hint_stage, self.hint_channels, conv, norm)
     return jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), outputs)
 
 
