@@ -38,7 +38,7 @@ def get_config(arg=None):
   # 'relation', 'online', 'self', 'offline_self', 'feature_self', 'online_self', ...
   config.method = 'baseline'
   # offline, feature, relation: a teacher directory (a kdjax workdir or converted weights)
-  config.teacher = 
+  config.teacher = ''
   config.mixup_alpha = 0.0  # mixup with lam ~ Beta(alpha, alpha) on every batch; 0 = off
   # offline: (1 - w) * CE + w * T^2 KL(teacher || student); w = 0.9, T = 4 is the
   # KD recipe of RepDistiller (Tian et al., 2020).

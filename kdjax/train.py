@@ -120,6 +120,14 @@ def make_apply(model, mean, std):
   return apply
 
 
+def make_teacher_apply(teacher):
+  """`apply(variables, pixels) -> outputs`: the frozen teacher in eval mode with
+  its own normalization, as methods.get_loss_fn takes it."""
+  apply = make_apply(teacher.model, teacher.mean, teacher.std)
+  return lambda variables, pixels: apply(variables['params'], variables['batch_stats'],
+                                         pixels, train=False)[0]
+
+
 def _reversed_global_batch(tree):
   """This device's share of the global batch reversed: device i gets device
   n-1-i's examples in reverse order, so pairs span devices as on one device."""
@@ -397,9 +405,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         teacher, test_images, test_labels, num_test, config.eval_batch_size, devices)
     teacher_top1 = teacher_test['top1']
     logging.info('Teacher %s: test top-1 %.2f%%.', teacher.description, teacher_top1)
-    teacher_eval_apply = make_apply(teacher.model, teacher.mean, teacher.std)
-    teacher_apply = lambda variables, pixels: teacher_eval_apply(
-        variables['params'], variables['batch_stats'], pixels, train=False)[0]
+    teacher_apply = make_teacher_apply(teacher)
   loss_fn = methods.get_loss_fn(config, functools.partial(apply, train=True),
                                 teacher_apply, AXIS)
   p_train_step = pmap_train_step(loss_fn, augment=config.augment,

@@ -10,40 +10,51 @@ from kdjax import models
 from kdjax import optim
 from kdjax import train
 from tiny import first
+from tiny import random_teacher
 from tiny import tiny_config
 
 NUM_CLASSES = 10
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.25, 0.3)
 
 
+# Every single term, and each combined with the self-distillation heads.
+EVERY_METHOD = ['baseline', 'offline', 'feature', 'relation', 'online', 'self',
+                'offline_self', 'feature_self', 'relation_self', 'online_self']
+TEACHER_METHODS = ['offline', 'feature', 'relation', 'offline_self']
+
+
+def _config(method, **overrides):
+  online = methods.get_method(method).uses_peers
+  return tiny_config(method=method, peers=('resnet18',) if online else (), **overrides)
+
+
 def _student(config):
-  return _student_with(heads=methods.get_method(config.method).uses_heads)
+  return _student_for(config.method)
 
 
 @functools.cache
-def _student_with(heads):
+def _student_for(method):
+  """The tiny student (a cohort for online methods) every test of `method` trains."""
+  config = _config(method)
+  channels = (train.hint_channels(config, random_teacher(NUM_CLASSES), NUM_CLASSES,
+                                  (32, 32, 3)) if methods.get_method(method).uses_hint else ())
   # No BN axis name, so the loss can also be called outside a pmap.
-  model = models.get_model('resnet18', NUM_CLASSES, width=4, stage_sizes=(1, 1, 1, 1),
-                           heads=heads)
+  name, kwargs = train.model_spec(config, channels)
+  model = models.get_model(name, NUM_CLASSES, **kwargs)
   tx = optim.create_optimizer(optim.create_schedule(0.1, 4, 2, 1.0), 0.9, 5e-4)
   state = train.create_train_state(jax.random.PRNGKey(0), model, tx, (32, 32, 3))
   return state, train.make_apply(model, MEAN, STD)
 
 
-@functools.cache
 def _teacher():
-  """A tiny ResNet with random weights and its own normalization."""
-  model = models.get_model('resnet18', num_classes=NUM_CLASSES, width=4,
-                           stage_sizes=(1, 1, 1, 1))
-  variables = jax.jit(functools.partial(model.init, train=False))(
-      jax.random.PRNGKey(7), np.zeros((1, 32, 32, 3)))
-  apply = train.make_apply(model, (0.4, 0.4, 0.4), (0.2, 0.3, 0.2))
-  return variables, lambda v, pixels: apply(v['params'], v['batch_stats'], pixels,
-                                            train=False)[0]
+  teacher = random_teacher(NUM_CLASSES)
+  return teacher.variables, train.make_teacher_apply(teacher)
 
 
 def _loss_fn(config, apply, teacher_apply):
-  return methods.get_loss_fn(config, lambda *a: apply(*a, train=True), teacher_apply)
+  uses_teacher = methods.get_method(config.method).uses_teacher
+  return methods.get_loss_fn(config, lambda *a: apply(*a, train=True),
+                             teacher_apply if uses_teacher else None)
 
 
 def _batch(seed=0, n=16):
@@ -70,13 +81,12 @@ def _run_steps(config, state, loss_fn, teacher_variables, num_steps=2):
   return first(st), first(tv), losses
 
 
-@pytest.mark.parametrize('method', sorted(methods.METHODS))
+@pytest.mark.parametrize('method', EVERY_METHOD)
 def test_loss_is_finite_and_only_the_student_learns(method):
-  config = tiny_config(method=method, mixup_alpha=1.0)
+  config = _config(method, mixup_alpha=1.0)
   state, apply = _student(config)
   teacher_variables, teacher_apply = _teacher()
-  uses_teacher = methods.get_method(method).uses_teacher
-  loss_fn = _loss_fn(config, apply, teacher_apply if uses_teacher else None)
+  loss_fn = _loss_fn(config, apply, teacher_apply)
   end, teacher_after, losses = _run_steps(config, state, loss_fn, teacher_variables)
   assert np.isfinite(losses).all()
   jax.tree.map(np.testing.assert_array_equal, teacher_after, teacher_variables)
@@ -85,9 +95,9 @@ def test_loss_is_finite_and_only_the_student_learns(method):
   assert int(end.step) == 2
 
 
-@pytest.mark.parametrize('method', ['offline', 'offline_self'])
+@pytest.mark.parametrize('method', TEACHER_METHODS)
 def test_no_gradient_reaches_the_teacher(method):
-  config = tiny_config(method=method)
+  config = _config(method)
   state, apply = _student(config)
   teacher_variables, teacher_apply = _teacher()
   loss_fn = _loss_fn(config, apply, teacher_apply)
@@ -97,9 +107,9 @@ def test_no_gradient_reaches_the_teacher(method):
   assert not any(np.abs(g).sum() for g in jax.tree.leaves(grads))
 
 
-@pytest.mark.parametrize('method', ['offline', 'offline_self'])
+@pytest.mark.parametrize('method', TEACHER_METHODS)
 def test_the_teacher_changes_the_loss_of_offline_methods(method):
-  config = tiny_config(method=method)
+  config = _config(method)
   state, apply = _student(config)
   teacher_variables, teacher_apply = _teacher()
   loss_fn = jax.jit(_loss_fn(config, apply, teacher_apply))
@@ -116,7 +126,7 @@ def test_offline_with_kd_weight_0_and_no_mixup_equals_the_baseline_step_for_step
   for method in ('baseline', 'offline'):
     config = tiny_config(method=method, kd_weight=0.0, mixup_alpha=0.0)
     state, apply = _student(config)
-    loss_fn = _loss_fn(config, apply, teacher_apply if method == 'offline' else None)
+    loss_fn = _loss_fn(config, apply, teacher_apply)
     results.append(_run_steps(config, state, loss_fn, teacher_variables, num_steps=3))
   (baseline, _, baseline_losses), (offline, _, offline_losses) = results
   np.testing.assert_allclose(offline_losses, baseline_losses, rtol=1e-6)
@@ -163,6 +173,127 @@ def test_self_and_offline_self_losses_match_the_reference_formulas():
     np.testing.assert_allclose(float(value), expected, rtol=1e-5)
 
 
+def _outputs(config, pixels):
+  state, apply = _student(config)
+  return state, jax.tree.map(np.asarray, jax.jit(apply, static_argnames='train')(
+      state.params, state.batch_stats, pixels, train=True)[0])
+
+
+def _loss_value(config, state, pixels, targets):
+  teacher_variables, teacher_apply = _teacher()
+  loss_fn = jax.jit(_loss_fn(config, _student(config)[1], teacher_apply))
+  return float(loss_fn(state.params, state.batch_stats, pixels, targets, teacher_variables)[0])
+
+
+def test_feature_loss_matches_fitnets_formula():
+  config = _config('feature', hint_weight=3.0)
+  pixels, targets = _batch(4)
+  state, out = _outputs(config, pixels)
+  teacher_variables, teacher_apply = _teacher()
+  teacher_stages = jax.jit(teacher_apply)(teacher_variables, pixels)['stage_features']
+  # The tiny student's stage 1 (16x16x8) is regressed to the teacher's 16x16 stage.
+  assert out['hint'].shape == teacher_stages[1].shape == (16, 16, 16, 8)
+  expected = _ce(out['logits'], targets) + 3.0 * np.mean(
+      (out['hint'] - np.asarray(teacher_stages[1]))**2)
+  np.testing.assert_allclose(_loss_value(config, state, pixels, targets), expected, rtol=1e-5)
+
+
+def _huber(x):
+  return np.mean(np.where(np.abs(x) < 1, 0.5 * x**2, np.abs(x) - 0.5))
+
+
+def _rkd_distances(e):
+  d = np.sqrt(np.maximum(((e[:, None] - e[None]) ** 2).sum(-1), 1e-12))
+  np.fill_diagonal(d, 0)
+  return d / d[d > 0].mean()
+
+
+def _rkd_angles(e):
+  diff = e[None] - e[:, None]
+  unit = diff / np.maximum(np.linalg.norm(diff, axis=-1, keepdims=True), 1e-12)
+  return np.einsum('ijd,ikd->ijk', unit, unit)
+
+
+def test_relation_loss_matches_rkd_formula():
+  config = _config('relation', rkd_distance_weight=2.0, rkd_angle_weight=5.0)
+  pixels, targets = _batch(5)
+  state, out = _outputs(config, pixels)
+  teacher_variables, teacher_apply = _teacher()
+  t = np.asarray(jax.jit(teacher_apply)(teacher_variables, pixels)['feature'], np.float64)
+  s = out['feature'].astype(np.float64)
+  expected = (_ce(out['logits'], targets)
+              + 2.0 * _huber(_rkd_distances(s) - _rkd_distances(t))
+              + 5.0 * _huber(_rkd_angles(s) - _rkd_angles(t)))
+  np.testing.assert_allclose(_loss_value(config, state, pixels, targets), expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize('method', ['online', 'online_self'])
+def test_online_loss_matches_deep_mutual_learning_formula(method):
+  config = _config(method, online_weight=0.5, online_temperature=2.0, self_kd_weight=0.2,
+                   self_kd_temperature=2.0, self_feature_weight=0.01)
+  pixels, targets = _batch(6)
+  state, out = _outputs(config, pixels)
+  students = [out, out['peers'][0]]
+  expected = 0.0
+  for me, other in (students, students[::-1]):
+    # Each student: CE + w * KL(other || me); with heads, BYOT's terms and its (1 - w) on CE.
+    label_weight = 0.8 if method == 'online_self' else 1.0
+    expected += (label_weight * _ce(me['logits'], targets)
+                 + 0.5 * _kd(me['logits'], other['logits'], 2.0))
+    if method == 'online_self':
+      expected += sum(0.8 * _ce(l, targets) + 0.2 * _kd(l, me['logits'], 2.0)
+                      + 0.01 * np.mean(np.sum((f - me['feature'])**2, -1))
+                      for l, f in zip(me['head_logits'], me['head_features']))
+  assert abs(_kd(out['logits'], out['peers'][0]['logits'], 2.0)) > 1e-4  # peers differ
+  np.testing.assert_allclose(_loss_value(config, state, pixels, targets), expected, rtol=1e-5)
+
+
+def _leaves_of(member, tree):
+  """{path with `member` replaced by '*': leaf} for the leaves under `member`."""
+  paths = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(p).replace(member, '*'): x for p, x in paths
+          if member in jax.tree_util.keystr(p)}
+
+
+def test_mutual_learning_of_identical_students_stays_symmetric():
+  # Two ResNet18s started from the same weights see the same batches: every step
+  # must keep them equal, since each one's loss is the other's mirror image.
+  config = _config('online', mixup_alpha=1.0)
+  state, apply = _student(config)
+  params = dict(state.params, members_1=state.params['members_0'])
+  stats = dict(state.batch_stats, members_1=state.batch_stats['members_0'])
+  state = state.replace(params=params, batch_stats=stats, opt_state=state.tx.init(params))
+  teacher_variables, teacher_apply = _teacher()
+  end, _, losses = _run_steps(config, state, _loss_fn(config, apply, teacher_apply),
+                              teacher_variables, num_steps=3)
+  assert np.isfinite(losses).all()
+  first_student, second_student = (
+      _leaves_of(member, (end.params, end.batch_stats, end.opt_state))
+      for member in ('members_0', 'members_1'))
+  assert len(first_student) > 40 and first_student.keys() == second_student.keys()
+  for path, value in first_student.items():
+    np.testing.assert_array_equal(value, second_student[path], err_msg=path)
+  assert not np.allclose(end.params['members_0']['classifier']['kernel'],
+                         state.params['members_0']['classifier']['kernel'])
+
+
 def test_unknown_method_is_a_clear_error():
   with pytest.raises(ValueError, match="Unknown method 'ofline'.*'offline'"):
     methods.get_method('ofline')
+
+
+@pytest.mark.parametrize('name,message', [
+    ('self_offline', "Write method 'self_offline' as 'offline_self'"),
+    ('offline_offline', "Unknown method 'offline_offline'"),
+    ('feature_hint', "Unknown method 'feature_hint'.*'relation', 'online', 'self'"),
+])
+def test_each_method_has_one_name(name, message):
+  with pytest.raises(ValueError, match=message):
+    methods.get_method(name)
+
+
+def test_a_hint_stage_the_teacher_has_no_grid_for_is_a_clear_error():
+  teacher_shapes = [(8, 32, 32, 256), (8, 16, 16, 512), (8, 8, 8, 1024)]
+  assert methods.hint_source((16, 16), teacher_shapes) == 1
+  with pytest.raises(ValueError, match=r'No teacher stage has the 4x4 grid.*hint_stage'):
+    methods.hint_source((4, 4), teacher_shapes)

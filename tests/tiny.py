@@ -1,9 +1,13 @@
-"""Tiny configs and runs shared by the tests (a helper module, not a test file)."""
+"""Tiny configs, runs and teachers shared by the tests (a helper module, not a test file)."""
+import functools
+
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
 from configs import default
+from kdjax import models
+from kdjax import teachers
 from kdjax import train
 
 
@@ -24,3 +28,15 @@ def train_on_mock_cifar(config, workdir, num_examples=64):
 def first(tree):
   """Device 0's copy (flax's unreplicate mis-handles a pmap over 1 of 4 devices)."""
   return jax.tree.map(lambda x: np.asarray(x)[0], tree)
+
+
+@functools.cache
+def random_teacher(num_classes=10):
+  """A tiny ResNet18 with random weights and its own normalization."""
+  model = models.get_model('resnet18', num_classes=num_classes, width=4,
+                           stage_sizes=(1, 1, 1, 1))
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      jax.random.PRNGKey(7), np.zeros((1, 32, 32, 3)))
+  return teachers.Teacher(model, variables, mean=(0.4, 0.4, 0.4), std=(0.2, 0.3, 0.2),
+                          num_classes=num_classes, description='random tiny ResNet18')
+
