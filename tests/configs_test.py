@@ -12,7 +12,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(f for f in os.listdir(os.path.join(ROOT, 'configs'))
                  if f.endswith('.py') and f != '__init__.py')
 # Configs that take an argument (configs/<file>:<arg>), with every argument they accept.
-ARGS = {'offline_kd.py': sorted(default.TEACHERS), 'offline_self_kd.py': sorted(default.TEACHERS)}
+TEACHER_CONFIGS = ('offline_kd.py', 'offline_self_kd.py', 'feature_kd.py', 'relation_kd.py')
+ARGS = {**{name: sorted(default.TEACHERS) for name in TEACHER_CONFIGS},
+        'online_kd.py': ['resnet18', 'repvgg_a0', 'resnet18,resnet18']}
 
 
 def _get_config(name, arg):
@@ -26,12 +28,15 @@ def _get_config(name, arg):
 def test_every_config_has_exactly_the_default_fields(name, arg):
   config = _get_config(name, arg)
   assert set(config.keys()) == set(default.get_config().keys())
-  if arg:
+  if name in TEACHER_CONFIGS:
     assert config.teacher == default.TEACHERS[arg]
+  if name == 'online_kd.py':
+    assert config.peers == tuple(arg.split(','))
 
 
 @pytest.mark.parametrize('name', CONFIGS)
 def test_every_config_runs_a_step_of_a_tiny_variant(name, cifar_teacher, tmp_path):
+  # Online configs run with their first argument, a ResNet18 peer of the same tiny shape.
   config = _get_config(name, ARGS.get(name, [None])[0])
   if config.teacher:
     config.teacher = cifar_teacher

@@ -33,9 +33,13 @@ def test_tiny_resnet_output_shapes(train):
     assert all(jax.tree.leaves(changed))
   else:
     out = model.apply(variables, x, train=False)
-  assert set(out) == {'logits', 'feature'}
+  assert set(out) == {'logits', 'feature', 'stage_features'}
   assert out['logits'].shape == (3, 100) and out['logits'].dtype == jnp.float32
   assert out['feature'].shape == (3, 4 * 8)
+  assert [s.shape for s in out['stage_features']] == [
+      (3, 32, 32, 4), (3, 16, 16, 8), (3, 8, 8, 16), (3, 4, 4, 32)]
+  np.testing.assert_allclose(out['feature'], out['stage_features'][-1].mean((1, 2)),
+                             rtol=1e-6)
   assert np.isfinite(np.asarray(out['logits'])).all()
 
 
@@ -75,7 +79,7 @@ def test_self_distillation_heads_reach_the_final_feature_size():
   variables = model.init(jax.random.PRNGKey(0), x, train=False)
   out, state = model.apply(variables, x, train=False, capture_intermediates=True,
                            mutable=['intermediates'])
-  assert set(out) == {'logits', 'feature', 'head_logits', 'head_features'}
+  assert set(out) == {'logits', 'feature', 'stage_features', 'head_logits', 'head_features'}
   assert [f.shape for f in out['head_features']] == [(2, 32)] * 3 == [out['feature'].shape] * 3
   assert [l.shape for l in out['head_logits']] == [(2, 100)] * 3
   # Stage i's k x k stride-k conv (k = 8, 4, 2) brings its grid to the final 4x4,
@@ -101,3 +105,64 @@ def test_resnet18_with_heads_has_the_reference_parameter_count():
                  + 3 * 2 * (128 + 128 + 512)               # their BN scales and biases
                  + 3 * (512 * 100 + 100))                  # their classifiers
   assert _num_params(models.get_model('resnet18', heads=True)) == 11_220_132 + head_params
+
+
+def _init_apply(model, x):
+  variables = model.init(jax.random.PRNGKey(0), x, train=False)
+  return variables, model.apply(variables, x, train=False)
+
+
+def test_repvgg_stages_keep_32x32_twice_then_halve_and_check_their_count():
+  x = jnp.zeros((2, 32, 32, 3))
+  model = models.get_model('repvgg_a0', 10, width=8, stage_sizes=(1, 1, 1, 1, 1))
+  _, out = _init_apply(model, x)
+  # A0's widths (48, 48, 96, 192, 1280 at width 64) scaled to width 8.
+  assert [s.shape for s in out['stage_features']] == [
+      (2, 32, 32, 6), (2, 32, 32, 6), (2, 16, 16, 12), (2, 8, 8, 24), (2, 4, 4, 160)]
+  with pytest.raises(ValueError, match=r'RepVGG has 5 stages, but stage_sizes \(1, 1, 1, 1\)'):
+    _init_apply(models.get_model('repvgg_a0', 10, stage_sizes=(1, 1, 1, 1)), x)
+
+
+@pytest.mark.parametrize('name,stage_sizes,channels', [('resnet18', (1, 1, 1, 1), 16),
+                                                       ('repvgg_a0', (1, 1, 1, 1, 1), 6)])
+def test_hint_regressor_maps_a_stage_to_the_teachers_channels_and_changes_nothing_else(
+    name, stage_sizes, channels):
+  x = jax.random.uniform(jax.random.PRNGKey(1), (2, 32, 32, 3))
+  plain = models.get_model(name, 10, width=4, stage_sizes=stage_sizes)
+  hinted = models.get_model(name, 10, width=4, stage_sizes=stage_sizes, hint_stage=2,
+                            hint_channels=24)
+  variables, out = _init_apply(hinted, x)
+  stage = out['stage_features'][2]
+  assert stage.shape[-1] == channels and out['hint'].shape == (*stage.shape[:3], 24)
+  # A 1x1 conv (no bias: BN follows) and a BN: FitNets' regressor.
+  regressor = variables['params']['hint_regressor']
+  assert jax.tree.map(jnp.shape, regressor) == {
+      'conv': {'kernel': (1, 1, channels, 24)}, 'bn': {'scale': (24,), 'bias': (24,)}}
+  backbone = {c: {k: v for k, v in variables[c].items() if k != 'hint_regressor'}
+              for c in variables}
+  np.testing.assert_array_equal(plain.apply(backbone, x, train=False)['logits'], out['logits'])
+
+
+def test_fused_repvgg_keeps_its_hint_regressor():
+  x = jax.random.uniform(jax.random.PRNGKey(1), (2, 32, 32, 3))
+  kwargs = dict(width=4, stage_sizes=(1, 1, 1, 1, 1), hint_channels=5)
+  variables, out = _init_apply(models.get_model('repvgg_a0', 10, **kwargs), x)
+  fused_kwargs, fused = models.inference_form('repvgg_a0', kwargs, variables)
+  fused_out = models.get_model('repvgg_a0', 10, **fused_kwargs).apply(fused, x, train=False)
+  np.testing.assert_allclose(fused_out['hint'], out['hint'], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(fused_out['logits'], out['logits'], rtol=1e-4, atol=1e-5)
+
+
+def test_a_cohort_runs_each_member_as_it_would_run_alone():
+  x = jax.random.uniform(jax.random.PRNGKey(1), (2, 32, 32, 3))
+  members = [('resnet18', {'width': 4, 'stage_sizes': (1, 1, 1, 1)}),
+             ('repvgg_a0', {'width': 4, 'stage_sizes': (1, 1, 1, 1, 1)})]
+  variables, out = _init_apply(models.get_model(models.COHORT, 10, members=members), x)
+  assert set(variables['params']) == {'members_0', 'members_1'}
+  assert len(out['peers']) == 1
+  for i, (name, kwargs) in enumerate(members):
+    alone = models.get_model(name, 10, **kwargs).apply(
+        {c: variables[c][f'members_{i}'] for c in variables}, x, train=False)
+    got = out if i == 0 else out['peers'][i - 1]
+    np.testing.assert_array_equal(got['logits'], alone['logits'])
+  assert not np.allclose(out['logits'], out['peers'][0]['logits'])

@@ -12,6 +12,7 @@ import tensorflow_datasets as tfds
 
 from kdjax import data
 from kdjax import evaluate
+from kdjax import models
 from kdjax import teachers
 from kdjax import train
 from tiny import tiny_config
@@ -59,8 +60,35 @@ def test_a_self_distillation_run_teaches_with_its_final_classifier(tmp_path):
   got = train.make_apply(teacher.model, teacher.mean, teacher.std)(
       teacher.variables['params'], teacher.variables['batch_stats'], pixels,
       train=False)[0]
-  assert set(got) == {'logits', 'feature'}
+  assert 'head_logits' not in got
   np.testing.assert_allclose(got['logits'], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_resnet18_and_repvgg_learn_together_and_the_cohort_teaches_with_resnet18(tmp_path):
+  # Deep Mutual Learning across architectures: one pmapped step trains both,
+  # one checkpoint holds both, evaluation reports both.
+  workdir = tmp_path / 'online'
+  # Students share stage_sizes; RepVGG has five stages, so the tiny ResNet gets five too.
+  config = tiny_config(method='online', peers=('repvgg_a0',), stage_sizes=(1, 1, 1, 1, 1),
+                       mixup_alpha=1.0, num_epochs=1, warmup_epochs=0.5)
+  summary = train_on_mock_cifar(config, workdir)
+  assert 0 <= summary['final_top1'] <= 100 and 0 <= summary['final_peer1_top1'] <= 100
+  saved = _full_state(str(workdir), 4)
+  assert set(saved['params']) == {'members_0', 'members_1'}
+  assert 'stage5_block1' in saved['params']['members_0']  # ResNet names stages from 1
+  assert 'rbr_dense_conv' in saved['params']['members_1']['stage4_block1']  # RepVGG from 0
+  with open(workdir / teachers.MODEL_FILE) as f:
+    spec = json.load(f)
+  assert [name for name, _ in spec['kwargs']['members']] == ['resnet18', 'repvgg_a0']
+
+  teacher = teachers.load(str(workdir))
+  pixels = np.random.default_rng(0).uniform(size=(5, 32, 32, 3)).astype(np.float32)
+  resnet = models.get_model('resnet18', 100, width=4, stage_sizes=(1, 1, 1, 1, 1))
+  expected = train.make_apply(resnet, teacher.mean, teacher.std)(
+      saved['params']['members_0'], saved['batch_stats']['members_0'], pixels,
+      train=False)[0]['logits']
+  got = train.make_teacher_apply(teacher)(teacher.variables, pixels)['logits']
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_missing_or_incomplete_teachers_are_clear_errors(tmp_path):

@@ -10,6 +10,7 @@ from kdjax import methods
 from kdjax import optim
 from kdjax import train
 from tiny import first
+from tiny import random_teacher
 from tiny import tiny_config
 from tiny import train_on_mock_cifar
 
@@ -26,15 +27,22 @@ def _setup(config, num_classes=10):
   return state, apply
 
 
-@pytest.mark.parametrize('method,mixup_alpha', [('baseline', 0.0), ('self', 1.0)])
+@pytest.mark.parametrize('method,mixup_alpha', [('baseline', 0.0), ('self', 1.0),
+                                               ('relation', 1.0), ('online', 0.0)])
 def test_one_step_on_4_devices_equals_the_same_global_batch_on_1_device(method, mixup_alpha):
-  # Mixup pairs examples across devices and BN uses global statistics, so the
-  # step is the same however the batch is split.
-  config = tiny_config(method=method, mixup_alpha=mixup_alpha)
+  # Mixup pairs examples across devices, BN uses global statistics and RKD's
+  # relations span the global batch, so the step is the same however the batch
+  # is split.
+  config = tiny_config(method=method, mixup_alpha=mixup_alpha,
+                       peers=('resnet18',) if method == 'online' else ())
   state, apply = _setup(config)
   # Two steps so that updated BN statistics and momentum feed the second one.
   state = state.replace(step=7)
-  loss_fn = methods.get_loss_fn(config, lambda *a: apply(*a, train=True))
+  teacher = random_teacher()
+  teacher_apply = (train.make_teacher_apply(teacher)
+                   if methods.get_method(method).uses_teacher else None)
+  loss_fn = methods.get_loss_fn(config, lambda *a: apply(*a, train=True), teacher_apply,
+                                train.AXIS)
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
   labels = rng.integers(0, 10, 32).astype(np.int32)
@@ -43,11 +51,11 @@ def test_one_step_on_4_devices_equals_the_same_global_batch_on_1_device(method, 
     n = len(devices)
     p_step = train.pmap_train_step(loss_fn, augment=True, mixup_alpha=mixup_alpha,
                                    num_classes=10, devices=devices)
-    st, imgs, lbls, key = train.replicate(
-        (state, images, labels, jax.random.PRNGKey(3)), devices)
+    st, imgs, lbls, key, tv = train.replicate(
+        (state, images, labels, jax.random.PRNGKey(3), teacher.variables), devices)
     losses = []
     for indices in (np.arange(16), np.arange(16, 32)):
-      st, metrics = p_step(st, imgs, lbls, indices.reshape(n, 16 // n), key, {})
+      st, metrics = p_step(st, imgs, lbls, indices.reshape(n, 16 // n), key, tv)
       losses.append(float(first(metrics)['loss']))
     results.append((first(st), losses))
   (one, one_losses), (four, four_losses) = results
@@ -55,13 +63,13 @@ def test_one_step_on_4_devices_equals_the_same_global_batch_on_1_device(method, 
   for a, b in ((one.params, four.params), (one.batch_stats, four.batch_stats)):
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-5, atol=2e-6), a, b)
   assert int(one.step) == int(four.step) == 9
-  assert not np.allclose(one.params['classifier']['kernel'],
-                         state.params['classifier']['kernel'])
+  changed = jax.tree.map(lambda a, b: not np.allclose(a, b), one.params, state.params)
+  assert all(jax.tree.leaves(changed))
 
 
-@pytest.mark.parametrize('method', ['baseline', 'self'])
+@pytest.mark.parametrize('method', ['baseline', 'self', 'online'])
 def test_evaluate_counts_every_test_example_exactly_once(method):
-  config = tiny_config(method=method)
+  config = tiny_config(method=method, peers=('resnet18',) if method == 'online' else ())
   state, apply = _setup(config)
   rng = np.random.default_rng(1)
   images = rng.integers(0, 256, (37, 32, 32, 3), dtype=np.uint8)
@@ -84,6 +92,12 @@ def test_evaluate_counts_every_test_example_exactly_once(method):
                              rtol=1e-5)
   if method == 'baseline':
     assert set(result) == {'top1', 'top5', 'loss', 'count'}
+    return
+  if method == 'online':  # the peer is counted too
+    peer = np.asarray(outputs['peers'][0]['logits'])
+    assert set(result) == {'top1', 'top5', 'loss', 'count', 'peer1_top1'}
+    np.testing.assert_allclose(result['peer1_top1'], 100 * np.mean(peer.argmax(1) == labels))
+    assert not np.array_equal(peer.argmax(1), ranked[:, 0])  # a different model's answers
     return
   heads = [np.asarray(h) for h in outputs['head_logits']]
   for i, head in enumerate(heads, 1):
