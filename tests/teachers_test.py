@@ -127,14 +127,25 @@ def test_a_teacher_for_another_class_count_is_refused_before_writing(cifar_teach
   assert not os.listdir(tmp_path)
 
 
-@pytest.mark.parametrize('method,teacher,message', [
-    ('offline', '', "'offline' learns from a teacher; set --config.teacher"),
-    ('baseline', 'runs/x', "config.teacher is set but method 'baseline' uses no teacher"),
+@pytest.mark.parametrize('method,teacher,peers,message', [
+    ('offline', '', (), "'offline' learns from a teacher; set --config.teacher"),
+    ('relation_self', '', (), "'relation_self' learns from a teacher; set --config.teacher"),
+    ('baseline', 'runs/x', (), "config.teacher is set but method 'baseline' uses no teacher"),
+    ('online', '', (), "'online' trains students together; set --config.peers"),
+    ('self', '', ('resnet18',), "config.peers is set but method 'self' trains one student"),
 ])
-def test_a_teacher_setting_that_does_not_fit_the_method_is_refused(method, teacher, message,
-                                                                  tmp_path):
+def test_a_teacher_or_peer_setting_that_does_not_fit_the_method_is_refused(
+    method, teacher, peers, message, tmp_path):
   with pytest.raises(ValueError, match=message):
-    train.train_and_evaluate(tiny_config(method=method, teacher=teacher), str(tmp_path))
+    train.train_and_evaluate(tiny_config(method=method, teacher=teacher, peers=peers),
+                             str(tmp_path))
+  assert not os.listdir(tmp_path)
+
+
+def test_a_hint_stage_the_student_lacks_is_refused_before_writing(cifar_teacher, tmp_path):
+  config = tiny_config(method='feature', teacher=cifar_teacher, hint_stage=4)
+  with pytest.raises(ValueError, match=r'config.hint_stage=4, but resnet18 has stages 0 to 3'):
+    train_on_mock_cifar(config, tmp_path)
   assert not os.listdir(tmp_path)
 
 
