@@ -79,6 +79,11 @@ def hint_source(hint_hw: Tuple[int, int], teacher_stage_shapes: Sequence[Tuple[i
   return matching[-1]
 
 
+def students(outputs):
+  """Every student's outputs: the model's own, then its peers' (a cohort's)."""
+  return (outputs, *outputs.get('peers', ()))
+
+
 def _heads_term(outputs, targets, config):
   """Be Your Own Teacher on the intermediate heads: each learns from the labels,
   from the final logits (KL) and from the final feature (L2); the final outputs
@@ -154,11 +159,11 @@ def get_loss_fn(config, student_apply: Callable, teacher_apply: Optional[Callabl
       teacher = jax.lax.stop_gradient(teacher_apply(teacher_variables, pixels))
     # Every student's loss counts; peers' logits are gradient-free targets
     # (kl_divergence stops them), so each student's gradient is its own loss's.
-    students = (outputs, *outputs.get('peers', ()))
-    all_logits = [s['logits'] for s in students]
+    every = students(outputs)
+    all_logits = [s['logits'] for s in every]
     loss = sum(_student_loss(s, all_logits[:i] + all_logits[i + 1:], targets, teacher,
                              config, method.terms, gather)
-               for i, s in enumerate(students))
+               for i, s in enumerate(every))
     accuracy = jnp.mean(jnp.argmax(outputs['logits'], -1) == jnp.argmax(targets, -1))
     return loss, (new_batch_stats, {'loss': loss, 'accuracy': accuracy})
   return loss_fn

@@ -66,11 +66,6 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int,
                           axis_name=AXIS, **kwargs)
 
 
-def _students(outputs):
-  """Every student's outputs: the model's own, then its peers' (a cohort's)."""
-  return (outputs, *outputs.get('peers', ()))
-
-
 def hint_channels(config, teacher, num_classes, image_shape) -> Tuple[int, ...]:
   """Each student's FitNets regressor width: the channel count of the teacher
   stage that its stage config.hint_stage matches (methods.hint_source)."""
@@ -83,7 +78,7 @@ def hint_channels(config, teacher, num_classes, image_shape) -> Tuple[int, ...]:
   outputs = jax.eval_shape(lambda x: plain.init_with_output(
       jax.random.PRNGKey(0), x, train=False)[0], pixels)
   channels = []
-  for name, student in zip((config.model, *config.peers), _students(outputs)):
+  for name, student in zip((config.model, *config.peers), methods.students(outputs)):
     stages = student['stage_features']
     if not 0 <= config.hint_stage < len(stages):
       raise ValueError(f'config.hint_stage={config.hint_stage}, but {name} has stages '

@@ -45,6 +45,7 @@ def test_every_config_runs_a_step_of_a_tiny_variant(name, cifar_teacher, tmp_pat
                  'warmup_epochs': 0.0})
   summary = train_on_mock_cifar(config, tmp_path, num_examples=16)
   assert summary['epochs_completed'] == 1 and np.isfinite(summary['final_top1'])
+  assert ('teacher_top1' in summary) == bool(config.teacher)
   assert os.listdir(tmp_path / 'checkpoints') == ['1']  # one step was trained
 
 

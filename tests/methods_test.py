@@ -17,9 +17,9 @@ NUM_CLASSES = 10
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.25, 0.3)
 
 
-# Every term, each of the new ones (feature, relation, online) with the heads of self.
-EVERY_METHOD = ['baseline', 'offline', 'self', 'offline_self', 'feature_self',
-                'relation_self', 'online_self']
+# Each teacher term with the heads of self (plain self and baseline train in
+# train_test, online in the symmetry test below).
+TRAINED_METHODS = ['offline_self', 'feature_self', 'relation_self']
 TEACHER_METHODS = ['offline', 'feature', 'relation', 'offline_self']
 
 
@@ -81,7 +81,7 @@ def _run_steps(config, state, loss_fn, teacher_variables, num_steps=2):
   return first(st), first(tv), losses
 
 
-@pytest.mark.parametrize('method', EVERY_METHOD)
+@pytest.mark.parametrize('method', TRAINED_METHODS)
 def test_loss_is_finite_and_only_the_student_learns(method):
   config = _config(method, mixup_alpha=1.0)
   state, apply = _student(config)
@@ -273,8 +273,8 @@ def test_mutual_learning_of_identical_students_stays_symmetric():
   assert len(first_student) > 40 and first_student.keys() == second_student.keys()
   for path, value in first_student.items():
     np.testing.assert_array_equal(value, second_student[path], err_msg=path)
-  assert not np.allclose(end.params['members_0']['classifier']['kernel'],
-                         state.params['members_0']['classifier']['kernel'])
+  changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), end.params, state.params)
+  assert all(jax.tree.leaves(changed))
 
 
 def test_unknown_method_is_a_clear_error():
