@@ -1,5 +1,6 @@
 """Trains and evaluates a kdjax config: python main.py --config=configs/baseline.py --workdir=runs/baseline"""
 import logging as std_logging
+import signal
 import sys
 
 from absl import app
@@ -14,6 +15,8 @@ flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and sum
                     'rerunning with the same workdir resumes.')
 config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. '
                                 'configs/baseline.py.', lock_config=True)
+flags.DEFINE_bool('fresh', False, 'Start over in --workdir: a run already there (of any '
+                  'config) is moved to <workdir>.previous-<time> first.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -35,7 +38,11 @@ def main(argv):
   logging.get_absl_logger().addFilter(
       lambda record: record.levelno >= std_logging.WARNING
       or 'orbax' not in record.pathname)
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir, fresh=FLAGS.fresh)
+  except train.Preempted as e:
+    logging.warning('%s', e)
+    sys.exit(128 + signal.SIGTERM)  # the shell's status for a SIGTERM-ed process
 
 
 if __name__ == '__main__':

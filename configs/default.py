@@ -80,6 +80,9 @@ def get_config(arg=None):
 
   # Output.
   config.log_every_steps = 100  # a progress line every N steps within an epoch; 0 = off
-  config.keep_checkpoints = 2  # the last N epochs' checkpoints are kept, plus the best
+  config.keep_checkpoints = 2  # the last N checkpoints are kept, plus the best epoch's
+  # Also checkpoint every N steps within an epoch (0 = at epoch ends only), so a
+  # preempted run loses at most N steps; SIGTERM always saves the current step.
+  config.checkpoint_every_steps = 0
 
   return config

@@ -1,6 +1,13 @@
-"""Orbax checkpoints in the workdir: the last few steps plus the best by test top-1."""
+"""Orbax checkpoints in the workdir: the last few steps plus the best by test top-1.
+
+Orbax writes each checkpoint to a temporary directory and renames it when it is
+complete, so a process killed mid-save leaves nothing that passes for a
+checkpoint.
+"""
+import logging
 import os
-from typing import Any, Tuple
+import shutil
+from typing import Any, Optional, Tuple
 
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
@@ -18,7 +25,8 @@ def create_manager(workdir: str, keep_last: int) -> ocp.CheckpointManager:
   """A manager under workdir/checkpoints keeping the last `keep_last` and the best."""
   policy = checkpoint_managers.AnyPreservationPolicy([
       checkpoint_managers.LatestN(n=keep_last),
-      checkpoint_managers.BestN(get_metric_fn=_top1, n=1),
+      checkpoint_managers.BestN(get_metric_fn=_top1, n=1,
+                                keep_checkpoints_without_metrics=False),
   ])
   return ocp.CheckpointManager(
       _directory(workdir),
@@ -26,18 +34,59 @@ def create_manager(workdir: str, keep_last: int) -> ocp.CheckpointManager:
           preservation_policy=policy, best_fn=_top1, best_mode='max', create=True))
 
 
-def restore_latest(manager: ocp.CheckpointManager, state):
-  """The latest complete checkpoint restored into `state`'s structure, or `state`."""
+CORRUPT = 'corrupt_checkpoints'  # where unreadable checkpoints are moved, under the workdir
+
+
+def _open_and_restore(workdir, keep_last, state):
+  manager = create_manager(workdir, keep_last)
   step = manager.latest_step()
-  if step is None:
-    return state
-  return manager.restore(step, args=ocp.args.StandardRestore(state))
+  if step is not None:
+    state = manager.restore(step, args=ocp.args.StandardRestore(state))
+  return manager, state
 
 
-def save(manager: ocp.CheckpointManager, state, top1: float) -> None:
-  """Saves host-side `state` (asynchronously) with its test top-1 for best tracking."""
-  manager.save(int(state.step), args=ocp.args.StandardSave(state),
-               metrics={'top1': float(top1)})
+def resume(workdir: str, keep_last: int, state) -> Tuple[ocp.CheckpointManager, Any]:
+  """(manager, the latest checkpoint restored into `state`'s structure, or
+  `state` itself if there is none).
+
+  If the latest checkpoint cannot be read, it is moved to
+  workdir/corrupt_checkpoints (so that training can save that step again) and
+  the one before it is restored, saying so. If that fails too, or there is no
+  other, everything is put back and the error says what to do.
+  """
+  try:
+    return _open_and_restore(workdir, keep_last, state)
+  except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
+    problem = f'{type(e).__name__}: {e}'
+    steps = sorted(int(d) for d in os.listdir(_directory(workdir)) if d.isdigit())
+    if len(steps) < 2:
+      raise ValueError(
+          f'The only checkpoint in {_directory(workdir)} cannot be read ({problem}). '
+          'Move it away to train from scratch, or use a new --workdir.') from e
+  latest = os.path.join(_directory(workdir), str(steps[-1]))
+  moved = os.path.join(workdir, CORRUPT, str(steps[-1]))
+  os.makedirs(os.path.dirname(moved), exist_ok=True)
+  shutil.move(latest, moved)
+  try:
+    manager, state = _open_and_restore(workdir, keep_last, state)
+  except Exception as e:  # pylint: disable=broad-except
+    shutil.move(moved, latest)
+    raise ValueError(
+        f'Neither of the last two checkpoints in {_directory(workdir)} (steps '
+        f'{steps[-1]} and {steps[-2]}) can be read, which points to a changed model or '
+        f'code rather than a damaged file ({type(e).__name__}: {e}). Resume with the '
+        'code and config that wrote them, or use a new --workdir.') from e
+  logging.warning('The latest checkpoint (step %d) cannot be read (%s); resuming from '
+                  'step %d instead. The unreadable one was moved to %s.', steps[-1],
+                  problem, int(state.step), moved)
+  return manager, state
+
+
+def save(manager: ocp.CheckpointManager, state, top1: Optional[float] = None) -> None:
+  """Saves host-side `state` (asynchronously), with its test top-1 for best
+  tracking at epoch ends; mid-epoch saves have none and are kept only as latest."""
+  metrics = None if top1 is None else {'top1': float(top1)}
+  manager.save(int(state.step), args=ocp.args.StandardSave(state), metrics=metrics)
 
 
 def restore_best_variables(workdir: str, abstract_variables) -> Tuple[int, Any]:

@@ -3,6 +3,8 @@ import functools
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from typing import Any, Callable, Dict, Sequence, Tuple
 
@@ -20,6 +22,7 @@ from kdjax import methods
 from kdjax import models
 from kdjax import optim
 from kdjax import teachers
+from kdjax import workdir as workdir_lib
 
 AXIS = 'batch'  # the device axis that pmap (or shard_map) maps the steps over
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -258,29 +261,6 @@ def _check_batch_sizes(config, num_devices):
           f'{num_devices}.')
 
 
-def _config_as_json(config) -> Dict[str, Any]:
-  """The config as plain JSON values (tuples become lists), as config.json holds it."""
-  return json.loads(config.to_json())
-
-
-def _check_workdir_config(config, workdir):
-  """Refuses a workdir whose saved config differs, before anything is written."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    saved = json.load(f)
-  current = _config_as_json(config)
-  differing = sorted(k for k in saved.keys() | current.keys()
-                     if saved.get(k) != current.get(k))
-  if differing:
-    changes = ', '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in differing)
-    raise ValueError(
-        f'{workdir} holds a run of a different config ({changes}). Resuming it '
-        'would mix two experiments. Pass the same config to resume, or use a new '
-        '--workdir (or delete this one) to start fresh.')
-
-
 def _read_records(path, up_to_step):
   """metrics.jsonl records up to `up_to_step` (later ones belong to no checkpoint)."""
   if not os.path.exists(path):
@@ -308,7 +288,7 @@ def summarize(records, config, teacher_top1=None) -> Dict[str, Any]:
   summary.update({
       'epochs_completed': final['epoch'], 'num_epochs': config.num_epochs,
       'wall_time_s': sum(r['epoch_time_s'] for r in records),
-      'config': _config_as_json(config),
+      'config': workdir_lib.config_as_json(config),
   })
   if teacher_top1 is not None:
     summary['teacher_top1'] = teacher_top1
@@ -333,14 +313,70 @@ def _check_method_config(config, method):
                      'does.')
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
-  """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the summary."""
+class Preempted(Exception):
+  """SIGTERM arrived; the current step was checkpointed and training stopped."""
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or infinite; no checkpoint of it was saved."""
+
+
+class _SigtermNotice:
+  """Within the `with` block, SIGTERM (a preemption notice) only sets `received`,
+  so the loop can save the current step before it exits."""
+
+  def __enter__(self):
+    self.received = False
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning('SIGTERM: saving a checkpoint after this step, then stopping.')
+    self.received = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_finite(step_metrics, last_step, steps_per_epoch, manager):
+  """Raises NonFiniteLossError, naming the first bad step, if any loss of the
+  steps ending at `last_step` is not finite (one host sync per checkpoint)."""
+  step_losses = np.asarray(jax.device_get([m['loss'][0] for m in step_metrics]))
+  bad = np.flatnonzero(~np.isfinite(step_losses))
+  if not len(bad):
+    return
+  step = last_step - len(step_losses) + 1 + int(bad[0])
+  manager.wait_until_finished()
+  kept = manager.latest_step()
+  raise NonFiniteLossError(
+      f'The loss became {step_losses[bad[0]]} at step {step} (epoch '
+      f'{(step - 1) // steps_per_epoch + 1}); training stopped without saving it. '
+      + (f'The last good checkpoint (step {kept}) is kept. ' if kept is not None else '')
+      + 'Lower --config.learning_rate (or raise warmup_epochs, or use float32) in a new '
+      '--workdir; rerunning this command would resume from that checkpoint with the '
+      'same settings.')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       fresh: bool = False) -> Dict[str, Any]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns
+  the summary. With `fresh`, an existing run there is first moved to
+  <workdir>.previous-<time>. Raises Preempted after saving on SIGTERM."""
   devices = jax.local_devices()
   num_devices = len(devices)
   _check_batch_sizes(config, num_devices)
   method = methods.get_method(config.method)
   _check_method_config(config, method)
-  _check_workdir_config(config, workdir)
+  if fresh:
+    moved = workdir_lib.move_aside(workdir)
+    if moved:
+      logging.info('Moved the previous run in %s to %s.', workdir, moved)
+  workdir_lib.check_config(config, workdir)
+  workdir_lib.check_writable(workdir)
   load_start = time.time()
   dataset = data.load_dataset(config.dataset, config.data_dir, config.manual_dir)
   num_train = len(dataset.train_labels)
@@ -367,9 +403,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   state = create_train_state(init_key, model, tx, image_shape)
 
   is_writer = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
-  manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
-  state = checkpoint.restore_latest(manager, jax.device_get(state))
+  state = jax.device_get(state)
+  # The last keep_checkpoints, the best, and one being written.
+  workdir_lib.check_free_space(workdir, sum(np.asarray(x).nbytes for x in jax.tree.leaves(state)),
+                               config.keep_checkpoints + 2)
+  manager, state = checkpoint.resume(workdir, config.keep_checkpoints, state)
   start_step = int(state.step)
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   records = _read_records(metrics_path, start_step)
@@ -378,7 +416,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                  start_step // steps_per_epoch)
   if is_writer:
     _write_records(metrics_path, records)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    with open(os.path.join(workdir, workdir_lib.CONFIG_FILE), 'w') as f:
       f.write(config.to_json(indent=2))
     name, kwargs = model_spec(config, channels)
     teachers.write_model_file(workdir, name, dataset.num_classes, kwargs, dataset.mean,
@@ -414,58 +452,82 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                config.dataset, num_train, steps_per_epoch, config.num_epochs,
                config.batch_size, num_devices)
 
+  def save_or_stop(step, step_metrics, top1=None):
+    """Checkpoints the state after `step` unless a loss since the last one is
+    not finite; after SIGTERM, waits for the save and stops."""
+    _check_finite(step_metrics, step, steps_per_epoch, manager)
+    checkpoint.save(manager, jax.device_get(jax_utils.unreplicate(state)), top1)
+    if sigterm.received:
+      manager.wait_until_finished()
+      raise Preempted(f'Stopped by SIGTERM after saving step {step} in {workdir}; '
+                      'rerun the same command to resume from it.')
+
   step = start_step
-  while step < total_steps:
-    epoch, first = divmod(step, steps_per_epoch)
-    order = data.epoch_permutation(config.seed, epoch, num_train)
-    order = order[:steps_per_epoch * config.batch_size].astype(np.int32).reshape(
-        steps_per_epoch, num_devices, per_device)
-    epoch_start = time.time()
-    step_metrics = []
-    for i in range(first, steps_per_epoch):
-      state, metrics = p_train_step(state, train_images, train_labels, order[i], rng,
-                                    teacher_variables)
+  with _SigtermNotice() as sigterm:
+    while step < total_steps:
+      epoch, first = divmod(step, steps_per_epoch)
+      order = data.epoch_permutation(config.seed, epoch, num_train)
+      order = order[:steps_per_epoch * config.batch_size].astype(np.int32).reshape(
+          steps_per_epoch, num_devices, per_device)
+      epoch_start = time.time()
+      step_metrics, unsaved = [], []
+      for i in range(first, steps_per_epoch - 1):
+        state, metrics = p_train_step(state, train_images, train_labels, order[i], rng,
+                                      teacher_variables)
+        step_metrics.append(metrics)
+        unsaved.append(metrics)
+        step += 1
+        if config.log_every_steps and step % config.log_every_steps == 0:
+          m = jax.device_get(jax_utils.unreplicate(metrics))
+          logging.info('step %d/%d  loss %.4f  lr %.5f', step, total_steps,
+                       m['loss'], schedule(step - 1))
+        if sigterm.received or (config.checkpoint_every_steps
+                                and step % config.checkpoint_every_steps == 0):
+          save_or_stop(step, unsaved)
+          unsaved = []
+      # The epoch's last step, saved with the epoch's test accuracy below.
+      state, metrics = p_train_step(state, train_images, train_labels,
+                                    order[steps_per_epoch - 1], rng, teacher_variables)
       step_metrics.append(metrics)
+      unsaved.append(metrics)
       step += 1
-      if config.log_every_steps and step % config.log_every_steps == 0:
-        m = jax.device_get(jax_utils.unreplicate(metrics))
-        logging.info('step %d/%d  loss %.4f  lr %.5f', step, total_steps,
-                     m['loss'], schedule(step - 1))
-    train = jax.device_get([jax_utils.unreplicate(m) for m in step_metrics])
-    train_time = time.time() - epoch_start
-    test = evaluate(p_eval_step, {'params': state.params, 'batch_stats': state.batch_stats},
-                    test_images, test_labels, num_test, config.eval_batch_size,
-                    num_devices)
-    epoch_time = time.time() - epoch_start
-    record = {
-        'epoch': epoch + 1, 'step': step, 'lr': float(schedule(step - 1)),
-        'train_loss': float(np.mean([m['loss'] for m in train])),
-        'train_top1': 100 * float(np.mean([m['accuracy'] for m in train])),
-        **{f'test_{k}': v for k, v in test.items() if k != 'count'},
-        'images_per_sec': len(train) * config.batch_size / train_time,
-        'epoch_time_s': epoch_time,
-    }
-    records.append(record)
-    host_state = jax.device_get(jax_utils.unreplicate(state))
-    checkpoint.save(manager, host_state, test['top1'])
-    if is_writer:
-      with open(metrics_path, 'a') as f:
-        f.write(json.dumps(record) + '\n')
-      for key, value in record.items():
-        writer.add_scalar(key, value, step)
-      writer.flush()
-    eta = (total_steps - step) / steps_per_epoch * epoch_time
-    heads = sorted(k for k in test if k.startswith('head'))
-    peers = sorted(k for k in test if k.startswith('peer'))
-    logging.info(
-        'epoch %d/%d  loss %.4f  lr %.5f  train top-1 %.2f%%  test top-1 %.2f%%  '
-        'top-5 %.2f%%%s%s  %.0f img/s  epoch %.1fs  ETA %s', epoch + 1, config.num_epochs,
-        record['train_loss'], record['lr'], record['train_top1'], record['test_top1'],
-        record['test_top5'],
-        f'  heads {"/".join(f"{test[k]:.2f}" for k in heads)}%  ensemble '
-        f'{test["ensemble_top1"]:.2f}%' if heads else '',
-        f'  peers {"/".join(f"{test[k]:.2f}" for k in peers)}%' if peers else '',
-        record['images_per_sec'], epoch_time, _format_duration(eta))
+      _check_finite(unsaved, step, steps_per_epoch, manager)
+      train = jax.device_get([jax_utils.unreplicate(m) for m in step_metrics])
+      train_time = time.time() - epoch_start
+      test = evaluate(p_eval_step, {'params': state.params, 'batch_stats': state.batch_stats},
+                      test_images, test_labels, num_test, config.eval_batch_size,
+                      num_devices)
+      epoch_time = time.time() - epoch_start
+      record = {
+          'epoch': epoch + 1, 'step': step, 'lr': float(schedule(step - 1)),
+          'train_loss': float(np.mean([m['loss'] for m in train])),
+          'train_top1': 100 * float(np.mean([m['accuracy'] for m in train])),
+          **{f'test_{k}': v for k, v in test.items() if k != 'count'},
+          'images_per_sec': len(train) * config.batch_size / train_time,
+          'epoch_time_s': epoch_time,
+      }
+      # The record goes to disk first: a kill between the two leaves a record
+      # newer than the checkpoints, which the resumed run drops (_read_records).
+      records.append(record)
+      if is_writer:
+        with open(metrics_path, 'a') as f:
+          f.write(json.dumps(record) + '\n')
+        for key, value in record.items():
+          writer.add_scalar(key, value, step)
+        writer.flush()
+      eta = (total_steps - step) / steps_per_epoch * epoch_time
+      heads = sorted(k for k in test if k.startswith('head'))
+      peers = sorted(k for k in test if k.startswith('peer'))
+      logging.info(
+          'epoch %d/%d  loss %.4f  lr %.5f  train top-1 %.2f%%  test top-1 %.2f%%  '
+          'top-5 %.2f%%%s%s  %.0f img/s  epoch %.1fs  ETA %s', epoch + 1, config.num_epochs,
+          record['train_loss'], record['lr'], record['train_top1'], record['test_top1'],
+          record['test_top5'],
+          f'  heads {"/".join(f"{test[k]:.2f}" for k in heads)}%  ensemble '
+          f'{test["ensemble_top1"]:.2f}%' if heads else '',
+          f'  peers {"/".join(f"{test[k]:.2f}" for k in peers)}%' if peers else '',
+          record['images_per_sec'], epoch_time, _format_duration(eta))
+      save_or_stop(step, unsaved, test['top1'])
 
   manager.wait_until_finished()
   if not records:

@@ -1,6 +1,7 @@
 import os
 
 import numpy as np
+import pytest
 
 from kdjax import checkpoint
 from kdjax import train
@@ -22,17 +23,54 @@ def test_keeps_the_last_two_and_the_best_and_restores_the_latest(tmp_path):
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2', '4', '5']
 
   # A new manager (a restarted process) finds and restores the latest.
-  restored = checkpoint.restore_latest(checkpoint.create_manager(str(tmp_path), 2),
-                                       _state(0, 0))
+  _, restored = checkpoint.resume(str(tmp_path), 2, _state(0, 0))
   assert int(restored.step) == 5
   np.testing.assert_array_equal(restored.params['w'], np.full((3,), 5, np.float32))
   np.testing.assert_array_equal(restored.batch_stats['mean'], np.full((2,), -5, np.float32))
 
 
-def test_restore_latest_without_checkpoints_returns_the_given_state(tmp_path):
+def test_resume_without_checkpoints_returns_the_given_state(tmp_path):
   state = _state(0, 1)
-  assert checkpoint.restore_latest(checkpoint.create_manager(str(tmp_path), 2),
-                                   state) is state
+  assert checkpoint.resume(str(tmp_path), 2, state)[1] is state
+
+
+def test_mid_epoch_saves_are_kept_only_while_among_the_latest(tmp_path):
+  manager = checkpoint.create_manager(str(tmp_path), keep_last=2)
+  for step, top1 in ((1, None), (2, 80.0), (3, None), (4, None), (5, 60.0), (6, None)):
+    checkpoint.save(manager, _state(step, step), top1)
+  manager.wait_until_finished()
+  assert sorted(manager.all_steps()) == [2, 5, 6] and manager.best_step() == 2
+
+
+def _damage(directory):
+  for folder, _, files in os.walk(directory):
+    for name in files:
+      with open(os.path.join(folder, name), 'wb') as f:
+        f.write(b'\0garbage')
+
+
+def test_when_the_two_latest_checkpoints_are_unreadable_nothing_is_moved(tmp_path):
+  manager = checkpoint.create_manager(str(tmp_path), keep_last=3)
+  for step in (1, 2, 3):
+    checkpoint.save(manager, _state(step, step), 50.0)
+  manager.wait_until_finished()
+  _damage(tmp_path / 'checkpoints' / '2')
+  _damage(tmp_path / 'checkpoints' / '3')
+  with pytest.raises(ValueError, match=r'Neither of the last two checkpoints .* \(steps 3 '
+                     r'and 2\) can be read, which points to a changed model'):
+    checkpoint.resume(str(tmp_path), 3, _state(0, 0))
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['1', '2', '3']
+  assert not os.listdir(tmp_path / checkpoint.CORRUPT)
+
+
+def test_an_only_checkpoint_that_is_unreadable_is_a_clear_error(tmp_path):
+  manager = checkpoint.create_manager(str(tmp_path), keep_last=2)
+  checkpoint.save(manager, _state(1, 1), 50.0)
+  manager.wait_until_finished()
+  _damage(tmp_path / 'checkpoints' / '1')
+  with pytest.raises(ValueError, match='The only checkpoint in .* cannot be read'):
+    checkpoint.resume(str(tmp_path), 2, _state(0, 0))
+  assert os.listdir(tmp_path / 'checkpoints') == ['1']
 
 
 def test_restore_best_variables_reads_only_the_requested_collections(tmp_path):

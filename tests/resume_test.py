@@ -1,0 +1,172 @@
+"""Preemption and damage: killed, SIGTERM-ed and corrupted runs resume exactly."""
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import tensorflow_datasets as tfds
+
+from kdjax import checkpoint
+from kdjax import train
+from kdjax import workdir as workdir_lib
+from tiny import tiny_config
+from tiny import train_on_mock_cifar
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# digits: 1437 training images / 64 = 22 steps per epoch, 44 in all.
+RUN = ('--config=configs/digits.py', '--config.width=4', '--config.num_epochs=2',
+       '--config.log_every_steps=1', '--config.checkpoint_every_steps=5')
+TOTAL_STEPS = 44
+
+
+def _start(workdir):
+  return subprocess.Popen([sys.executable, 'main.py', *RUN, f'--workdir={workdir}'],
+                          cwd=ROOT, text=True, stderr=subprocess.PIPE)
+
+
+def _signal_after(process, step, signum):
+  """Sends `signum` once the run logs `step`; returns everything it logged."""
+  lines = []
+  for line in process.stderr:
+    lines.append(line)
+    if f' step {step}/{TOTAL_STEPS} ' in line:
+      process.send_signal(signum)
+      break
+  lines.extend(process.stderr)
+  process.wait(timeout=300)
+  return ''.join(lines)
+
+
+def _run_to_end(workdir):
+  process = _start(workdir)
+  log = process.stderr.read()
+  assert process.wait(timeout=300) == 0, log[-3000:]
+  return log
+
+
+def _steps(workdir):
+  return sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
+
+
+def _final_state(workdir):
+  return ocp.PyTreeCheckpointer().restore(
+      os.path.join(workdir, 'checkpoints', str(TOTAL_STEPS), 'default'))
+
+
+def _test_metrics(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [{k: v for k, v in json.loads(line).items() if k.startswith(('test_', 'step'))}
+            for line in f]
+
+
+def _flat(tree):
+  return {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def test_killed_and_preempted_runs_end_bit_identical_to_an_uninterrupted_one(tmp_path):
+  reference = str(tmp_path / 'reference')
+  _run_to_end(reference)
+  # Every 5 steps within an epoch plus each epoch's end; the last 2 and the best stay.
+  assert _steps(reference)[-2:] == [40, 44]
+
+  run = str(tmp_path / 'run')
+  # SIGKILL mid-epoch: only complete checkpoints remain (step 10's may still have
+  # been in flight, as saves are asynchronous).
+  _signal_after(_start(run), 12, signal.SIGKILL)
+  killed_at = max(_steps(run))
+  assert killed_at in (5, 10)
+  # A save cut short leaves only orbax's temporary directory, which is no checkpoint.
+  partial = os.path.join(run, 'checkpoints', f'{killed_at + 5}.orbax-checkpoint-tmp-1')
+  shutil.copytree(os.path.join(run, 'checkpoints', str(killed_at)), partial)
+  os.remove(os.path.join(partial, 'default', '_METADATA'))
+  # SIGTERM (the preemption notice) in the second epoch: the current step is saved.
+  process = _start(run)
+  log = _signal_after(process, 33, signal.SIGTERM)
+  assert f'Resuming from the checkpoint at step {killed_at} ' in log, log[-3000:]
+  assert process.returncode == 128 + signal.SIGTERM, log[-3000:]
+  saved = max(_steps(run))
+  assert saved >= 33 and f'Stopped by SIGTERM after saving step {saved} ' in log
+  log = _run_to_end(run)
+  assert f'Resuming from the checkpoint at step {saved} ' in log
+
+  expected, got = _flat(_final_state(reference)), _flat(_final_state(run))
+  assert got.keys() == expected.keys() and len(got) > 40
+  for path, value in expected.items():  # params, BN statistics, momentum, step
+    np.testing.assert_array_equal(got[path], value, err_msg=path)
+  assert _test_metrics(run) == _test_metrics(reference)
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+  config = tiny_config()
+  workdir = str(tmp_path / 'run')
+  summary = train_on_mock_cifar(config, workdir)
+  final = _flat(ocp.PyTreeCheckpointer().restore(
+      os.path.join(workdir, 'checkpoints', '8', 'default')))
+  # Damage every file of the last checkpoint (a disk fault, a truncated copy).
+  for folder, _, files in os.walk(os.path.join(workdir, 'checkpoints', '8')):
+    for name in files:
+      with open(os.path.join(folder, name), 'wb') as f:
+        f.write(b'\0garbage')
+  with caplog.at_level(logging.WARNING):
+    resumed = train_on_mock_cifar(config, workdir)
+  assert ('The latest checkpoint (step 8) cannot be read' in caplog.text
+          and 'resuming from step 4 instead' in caplog.text)
+  assert os.path.isdir(os.path.join(workdir, checkpoint.CORRUPT, '8'))  # kept, moved aside
+  # Epoch 2 was trained again from step 4 and ends where it ended before.
+  again = _flat(ocp.PyTreeCheckpointer().restore(
+      os.path.join(workdir, 'checkpoints', '8', 'default')))
+  for path, value in final.items():
+    np.testing.assert_array_equal(again[path], value, err_msg=path)
+  assert resumed['final_top1'] == summary['final_top1']
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+  # No warm-up and a huge learning rate: the first update blows the weights up.
+  config = tiny_config(learning_rate=1e20, warmup_epochs=0.0, checkpoint_every_steps=1)
+  with pytest.raises(train.NonFiniteLossError,
+                     match=r'The loss became (nan|inf) at step 2 \(epoch 1\); training stopped '
+                     r'without saving it. The last good checkpoint \(step 1\) is kept'):
+    train_on_mock_cifar(config, tmp_path)
+  assert _steps(str(tmp_path)) == [1]
+  assert not os.path.exists(tmp_path / 'metrics.jsonl') or not (
+      tmp_path / 'metrics.jsonl').read_text().strip()
+
+
+def test_an_unwritable_workdir_is_refused_at_start(tmp_path):
+  (tmp_path / 'file').write_text('not a directory')
+  with pytest.raises(ValueError, match=r'Cannot write to --workdir=.*file/run \(.*\); '
+                     'choose a directory you can write to'):
+    train.train_and_evaluate(tiny_config(), str(tmp_path / 'file' / 'run'))
+
+
+def test_a_disk_without_room_for_the_checkpoints_is_refused_before_writing(tmp_path,
+                                                                          monkeypatch):
+  # A full disk cannot be made here; the check reads what shutil reports.
+  monkeypatch.setattr(workdir_lib.shutil, 'disk_usage',
+                      lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 2**16, 2**16))
+  with pytest.raises(ValueError, match=r'has 0.1 MiB free, but this run keeps up to 4 '
+                     r'checkpoints of .* MiB. Free some space, lower --config.keep_checkpoints'):
+    train_on_mock_cifar(tiny_config(), tmp_path)
+  assert not os.listdir(tmp_path)
+
+
+def test_fresh_moves_a_run_of_another_config_aside_and_starts_over(tmp_path):
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (workdir / 'config.json').write_text(tiny_config(num_epochs=5).to_json())
+  (workdir / 'metrics.jsonl').write_text('{"epoch": 1, "step": 4}\n')
+  with pytest.raises(ValueError, match='pass --fresh to move the old run aside'):
+    train_on_mock_cifar(tiny_config(), workdir)
+  with tfds.testing.mock_data(num_examples=64):
+    summary = train.train_and_evaluate(tiny_config(), str(workdir), fresh=True)
+  assert summary['epochs_completed'] == 2
+  (previous,) = [p for p in tmp_path.iterdir() if p.name.startswith('run.previous-')]
+  assert sorted(os.listdir(previous)) == ['config.json', 'metrics.jsonl']
+  assert (previous / 'metrics.jsonl').read_text() == '{"epoch": 1, "step": 4}\n'
