@@ -6,6 +6,7 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from kdjax import train
@@ -17,6 +18,12 @@ config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. '
                                 'configs/baseline.py.', lock_config=True)
 flags.DEFINE_bool('fresh', False, 'Start over in --workdir: a run already there (of any '
                   'config) is moved to <workdir>.previous-<time> first.')
+flags.DEFINE_bool('distributed', False, 'Train on several processes (hosts): call '
+                  'jax.distributed.initialize(), which finds its peers itself on TPU pods '
+                  'and under SLURM; elsewhere also give the three flags below.')
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, for --distributed.')
+flags.DEFINE_integer('num_processes', None, 'How many processes train, for --distributed.')
+flags.DEFINE_integer('process_id', None, "This process's index, for --distributed.")
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -34,10 +41,19 @@ def parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  # Orbax logs every save step at INFO; keep the terminal to kdjax's progress.
+  if FLAGS.distributed:
+    # CPU processes exchange collectives over gloo; accelerators ignore this.
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                               FLAGS.process_id)
+  if jax.process_index() > 0:  # process 0 reports for all
+    logging.set_verbosity(logging.WARNING)
+  # Orbax logs every save at INFO, and warns that mid-epoch saves (by design)
+  # carry no test accuracy; keep the terminal to kdjax's progress.
   logging.get_absl_logger().addFilter(
-      lambda record: record.levelno >= std_logging.WARNING
-      or 'orbax' not in record.pathname)
+      lambda record: 'orbax' not in record.pathname or (
+          record.levelno >= std_logging.WARNING
+          and 'did not provide metrics' not in record.getMessage()))
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir, fresh=FLAGS.fresh)
   except train.Preempted as e:

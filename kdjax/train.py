@@ -12,6 +12,7 @@ from flax import jax_utils
 from flax.training import train_state
 import jax
 from jax import lax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -218,16 +219,25 @@ def pmap_eval_step(apply: Callable, devices=None):
   return jax.pmap(gathered, axis_name=AXIS, devices=devices)
 
 
+def this_process(devices):
+  """Positions, among the `devices` a pmap maps over (all processes' devices),
+  of those this process feeds: its slice of every global batch."""
+  return np.array([i for i, d in enumerate(devices) if d.process_index == jax.process_index()])
+
+
 def evaluate(p_eval_step, variables, images, labels, num_examples, global_batch,
-             num_devices) -> Dict[str, float]:
+             devices) -> Dict[str, float]:
   """Top-1/top-5 (%, and each head's top-1) and loss on all `num_examples` for
-  replicated `variables`; the last batch is padded and masked."""
+  replicated `variables`, evaluated by a pmap over `devices` (with several
+  processes, each feeds its own devices); the last batch is padded and masked,
+  so every example counts exactly once."""
   num_batches = -(-num_examples // global_batch)
   indices = np.zeros(num_batches * global_batch, np.int32)
   indices[:num_examples] = np.arange(num_examples)
   mask = (np.arange(len(indices)) < num_examples).astype(np.float32)
-  shape = (num_batches, num_devices, global_batch // num_devices)
-  sums = [p_eval_step(variables, images, labels, i, m)
+  shape = (num_batches, len(devices), global_batch // len(devices))
+  local = this_process(devices)
+  sums = [p_eval_step(variables, images, labels, i[local], m[local])
           for i, m in zip(indices.reshape(shape), mask.reshape(shape))]
   totals = jax.tree.map(lambda *x: float(np.sum(x)), *jax.device_get(
       [jax_utils.unreplicate(s) for s in sums]))
@@ -238,12 +248,12 @@ def evaluate(p_eval_step, variables, images, labels, num_examples, global_batch,
 
 
 def evaluate_teacher(teacher, images, labels, num_examples, global_batch, devices):
-  """(the teacher's variables replicated on `devices`, its test metrics) for
-  test data already replicated there."""
-  variables = replicate(teacher.variables, devices)
+  """(the teacher's variables replicated on this process's `devices`, its test
+  metrics) for test data already replicated there; `devices` as for evaluate."""
+  variables = replicate(teacher.variables, [devices[i] for i in this_process(devices)])
   apply = make_apply(teacher.model, teacher.mean, teacher.std)
   return variables, evaluate(pmap_eval_step(apply, devices), variables, images, labels,
-                             num_examples, global_batch, len(devices))
+                             num_examples, global_batch, devices)
 
 
 def _format_duration(seconds: float) -> str:
@@ -366,15 +376,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Trains `config` in `workdir`, resuming from its latest checkpoint; returns
   the summary. With `fresh`, an existing run there is first moved to
   <workdir>.previous-<time>. Raises Preempted after saving on SIGTERM."""
-  devices = jax.local_devices()
+  # Every process's devices, in the order the steps map over them; this
+  # process feeds the `local` ones its slice of each global batch.
+  devices = jax.devices()
+  local = this_process(devices)
+  local_devices = [devices[i] for i in local]
   num_devices = len(devices)
   _check_batch_sizes(config, num_devices)
   method = methods.get_method(config.method)
   _check_method_config(config, method)
-  if fresh:
+  is_writer = jax.process_index() == 0
+  if fresh and is_writer:
     moved = workdir_lib.move_aside(workdir)
     if moved:
       logging.info('Moved the previous run in %s to %s.', workdir, moved)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('kdjax: workdir ready')
   workdir_lib.check_config(config, workdir)
   workdir_lib.check_writable(workdir)
   load_start = time.time()
@@ -402,7 +419,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
   state = create_train_state(init_key, model, tx, image_shape)
 
-  is_writer = jax.process_index() == 0
   state = jax.device_get(state)
   # The last keep_checkpoints, the best, and one being written.
   workdir_lib.check_free_space(workdir, sum(np.asarray(x).nbytes for x in jax.tree.leaves(state)),
@@ -429,7 +445,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # Each device keeps both splits (CIFAR: 184 MB as uint8) for index gathers.
   train_images, train_labels, test_images, test_labels = replicate((
       dataset.train_images, dataset.train_labels,
-      dataset.test_images, dataset.test_labels), devices)
+      dataset.test_images, dataset.test_labels), local_devices)
   num_test = len(dataset.test_labels)
 
   teacher_apply, teacher_variables, teacher_top1 = None, {}, None
@@ -443,14 +459,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                 teacher_apply, AXIS)
   p_train_step = pmap_train_step(loss_fn, augment=config.augment,
                                  mixup_alpha=config.mixup_alpha,
-                                 num_classes=dataset.num_classes)
-  p_eval_step = pmap_eval_step(apply)
-  state, rng = replicate((state, train_key), devices)
+                                 num_classes=dataset.num_classes, devices=devices)
+  p_eval_step = pmap_eval_step(apply, devices)
+  state, rng = replicate((state, train_key), local_devices)
   per_device = config.batch_size // num_devices
   logging.info('Training %s (%s) on %s: %d examples, %d steps/epoch x %d epochs, '
-               'batch %d over %d devices.', config.model, config.method,
+               'batch %d over %d devices in %d process(es).', config.model, config.method,
                config.dataset, num_train, steps_per_epoch, config.num_epochs,
-               config.batch_size, num_devices)
+               config.batch_size, num_devices, jax.process_count())
 
   def save_or_stop(step, step_metrics, top1=None):
     """Checkpoints the state after `step` unless a loss since the last one is
@@ -468,7 +484,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       epoch, first = divmod(step, steps_per_epoch)
       order = data.epoch_permutation(config.seed, epoch, num_train)
       order = order[:steps_per_epoch * config.batch_size].astype(np.int32).reshape(
-          steps_per_epoch, num_devices, per_device)
+          steps_per_epoch, num_devices, per_device)[:, local]
       epoch_start = time.time()
       step_metrics, unsaved = [], []
       for i in range(first, steps_per_epoch - 1):
@@ -496,7 +512,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       train_time = time.time() - epoch_start
       test = evaluate(p_eval_step, {'params': state.params, 'batch_stats': state.batch_stats},
                       test_images, test_labels, num_test, config.eval_batch_size,
-                      num_devices)
+                      devices)
       epoch_time = time.time() - epoch_start
       record = {
           'epoch': epoch + 1, 'step': step, 'lr': float(schedule(step - 1)),

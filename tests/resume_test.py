@@ -13,6 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 
+from configs import digits
 from kdjax import checkpoint
 from kdjax import train
 from kdjax import workdir as workdir_lib
@@ -21,8 +22,8 @@ from tiny import train_on_mock_cifar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # digits: 1437 training images / 64 = 22 steps per epoch, 44 in all.
-RUN = ('--config=configs/digits.py', '--config.width=4', '--config.num_epochs=2',
-       '--config.log_every_steps=1', '--config.checkpoint_every_steps=5')
+OVERRIDES = {'width': 4, 'num_epochs': 2, 'log_every_steps': 1, 'checkpoint_every_steps': 5}
+RUN = ('--config=configs/digits.py', *(f'--config.{k}={v}' for k, v in OVERRIDES.items()))
 TOTAL_STEPS = 44
 
 
@@ -72,7 +73,9 @@ def _flat(tree):
 
 def test_killed_and_preempted_runs_end_bit_identical_to_an_uninterrupted_one(tmp_path):
   reference = str(tmp_path / 'reference')
-  _run_to_end(reference)
+  config = digits.get_config()
+  config.update(OVERRIDES)
+  train.train_and_evaluate(config, reference)
   # Every 5 steps within an epoch plus each epoch's end; the last 2 and the best stay.
   assert _steps(reference)[-2:] == [40, 44]
 

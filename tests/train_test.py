@@ -78,7 +78,7 @@ def test_evaluate_counts_every_test_example_exactly_once(method):
                           train.replicate({'params': state.params,
                                            'batch_stats': state.batch_stats}, devices),
                           *train.replicate((images, labels), devices),
-                          num_examples=37, global_batch=8, num_devices=4)
+                          num_examples=37, global_batch=8, devices=devices)
   outputs, _ = apply(state.params, state.batch_stats, images.astype(np.float32) / 255, train=False)
   logits = np.asarray(outputs['logits'])
   ranked = np.argsort(-logits, axis=1)
