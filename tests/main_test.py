@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 
 from configs import baseline
 
@@ -15,11 +16,18 @@ def _main(*args):
                         capture_output=True, timeout=600)
 
 
-def test_digits_quick_start_reaches_90_percent(tmp_path):
-  result = _main('--config=configs/digits.py', f'--workdir={tmp_path}',
-                 '--config.num_epochs=10')
+@pytest.fixture(scope='module')
+def digits_run(tmp_path_factory):
+  """The README's digits quick start (10 epochs): (workdir, main.py's result)."""
+  workdir = tmp_path_factory.mktemp('digits')
+  return workdir, _main('--config=configs/digits.py', f'--workdir={workdir}',
+                        '--config.num_epochs=10')
+
+
+def test_digits_quick_start_reaches_90_percent(digits_run):
+  workdir, result = digits_run
   assert result.returncode == 0, result.stderr[-3000:]
-  with open(tmp_path / 'summary.json') as f:
+  with open(workdir / 'summary.json') as f:
     summary = json.load(f)
   assert summary['epochs_completed'] == 10
   assert summary['final_top1'] >= 90.0, summary
@@ -53,10 +61,8 @@ def _summary(workdir):
     return json.load(f)
 
 
-def test_offline_self_config_runs_through_main_with_a_trained_teacher(tmp_path):
-  teacher = str(tmp_path / 'teacher')
-  result = _main('--config=configs/baseline.py', f'--workdir={teacher}', *TINY_DIGITS)
-  assert result.returncode == 0, result.stderr[-3000:]
+def test_offline_self_config_runs_through_main_with_a_trained_teacher(digits_run, tmp_path):
+  teacher = str(digits_run[0])  # the quick start's baseline teaches
   teacher_best = _summary(teacher)['best_top1']
 
   # (configs_test runs every config, self_kd.py included, on mock CIFAR-100.)

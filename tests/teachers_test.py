@@ -1,6 +1,8 @@
 """Teachers: any kdjax workdir teaches, its own way; unusable ones fail clearly."""
 import json
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -89,6 +91,21 @@ def test_resnet18_and_repvgg_learn_together_and_the_cohort_teaches_with_resnet18
       train=False)[0]['logits']
   got = train.make_teacher_apply(teacher)(teacher.variables, pixels)['logits']
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_corrupt_teacher_files_are_clear_errors(cifar_teacher, tmp_path):
+  broken_spec = tmp_path / 'spec'
+  broken_spec.mkdir()
+  (broken_spec / teachers.MODEL_FILE).write_text('{"model": "resnet18", ')
+  with pytest.raises(teachers.TeacherError, match=r'Cannot read .*model.json: .* Re-create'):
+    teachers.load(str(broken_spec))
+  broken_weights = tmp_path / 'weights'
+  shutil.copytree(cifar_teacher, broken_weights)
+  for folder, _, files in os.walk(broken_weights / 'checkpoints'):
+    for name in files:
+      (pathlib.Path(folder) / name).write_bytes(b'\0garbage')
+  with pytest.raises(teachers.TeacherError, match=r"Cannot restore the teacher in '.*weights'"):
+    teachers.load(str(broken_weights))
 
 
 def test_missing_or_incomplete_teachers_are_clear_errors(tmp_path):
