@@ -28,7 +28,8 @@ def get_config(arg=None):
 
   # Model.
   config.model = 'resnet18'  # a name in kdjax.models
-  config.width = 64  # ResNet: channels of the first stage, later ones double it; RepVGG: base width (A0 = 64)
+  # ResNet: channels of the first stage, later ones double it; RepVGG: base width (A0: 64).
+  config.width = 64
   config.stage_sizes = ()  # blocks per stage; () = the architecture's own (2, 2, 2, 2) for resnet18
   config.dtype = 'float32'  # compute dtype, 'float32' or 'bfloat16'; params stay float32
 

@@ -420,9 +420,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   state = create_train_state(init_key, model, tx, image_shape)
 
   state = jax.device_get(state)
-  # The last keep_checkpoints, the best, and one being written.
-  workdir_lib.check_free_space(workdir, sum(np.asarray(x).nbytes for x in jax.tree.leaves(state)),
-                               config.keep_checkpoints + 2)
+  # Room for the last keep_checkpoints, the best, and one being written.
+  state_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(state))
+  workdir_lib.check_free_space(workdir, state_bytes, config.keep_checkpoints + 2)
   manager, state = checkpoint.resume(workdir, config.keep_checkpoints, state)
   start_step = int(state.step)
   metrics_path = os.path.join(workdir, 'metrics.jsonl')

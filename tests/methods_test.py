@@ -10,6 +10,7 @@ from kdjax import models
 from kdjax import optim
 from kdjax import train
 from tiny import first
+from tiny import flat_leaves
 from tiny import random_teacher
 from tiny import tiny_config
 
@@ -250,9 +251,8 @@ def test_online_loss_matches_deep_mutual_learning_formula(method):
 
 def _leaves_of(member, tree):
   """{path with `member` replaced by '*': leaf} for the leaves under `member`."""
-  paths = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {jax.tree_util.keystr(p).replace(member, '*'): x for p, x in paths
-          if member in jax.tree_util.keystr(p)}
+  return {path.replace(member, '*'): x for path, x in flat_leaves(tree).items()
+          if member in path}
 
 
 def test_mutual_learning_of_identical_students_stays_symmetric():

@@ -5,12 +5,12 @@ import socket
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from configs import digits
 from kdjax import train
+from tiny import flat_leaves
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One step per epoch (1437 digits, batch 1432), 3 epochs; mixup pairs examples
@@ -23,10 +23,6 @@ def _free_port():
   with socket.socket() as s:
     s.bind(('localhost', 0))
     return s.getsockname()[1]
-
-
-def _flat(tree):
-  return {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def test_two_processes_of_two_devices_train_like_one_process_of_four(tmp_path):
@@ -67,7 +63,7 @@ def test_two_processes_of_two_devices_train_like_one_process_of_four(tmp_path):
   # noise with a margin; feeding a wrong slice of the batch misses them 40- to
   # 2000-fold (measured: BN statistics 6e-2, params median 4e-3).
   def relative(collection):
-    a, b = _flat(got[collection]), _flat(want[collection])
+    a, b = flat_leaves(got[collection]), flat_leaves(want[collection])
     assert a.keys() == b.keys()
     return np.array([np.linalg.norm(a[k] - b[k]) / np.linalg.norm(b[k]) for k in b])
   assert relative('batch_stats').max() < 1e-3

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -17,6 +16,7 @@ from configs import digits
 from kdjax import checkpoint
 from kdjax import train
 from kdjax import workdir as workdir_lib
+from tiny import flat_leaves
 from tiny import tiny_config
 from tiny import train_on_mock_cifar
 
@@ -67,10 +67,6 @@ def _test_metrics(workdir):
             for line in f]
 
 
-def _flat(tree):
-  return {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
 def test_killed_and_preempted_runs_end_bit_identical_to_an_uninterrupted_one(tmp_path):
   reference = str(tmp_path / 'reference')
   config = digits.get_config()
@@ -99,7 +95,7 @@ def test_killed_and_preempted_runs_end_bit_identical_to_an_uninterrupted_one(tmp
   log = _run_to_end(run)
   assert f'Resuming from the checkpoint at step {saved} ' in log
 
-  expected, got = _flat(_final_state(reference)), _flat(_final_state(run))
+  expected, got = flat_leaves(_final_state(reference)), flat_leaves(_final_state(run))
   assert got.keys() == expected.keys() and len(got) > 40
   for path, value in expected.items():  # params, BN statistics, momentum, step
     np.testing.assert_array_equal(got[path], value, err_msg=path)
@@ -110,7 +106,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
   config = tiny_config()
   workdir = str(tmp_path / 'run')
   summary = train_on_mock_cifar(config, workdir)
-  final = _flat(ocp.PyTreeCheckpointer().restore(
+  final = flat_leaves(ocp.PyTreeCheckpointer().restore(
       os.path.join(workdir, 'checkpoints', '8', 'default')))
   # Damage every file of the last checkpoint (a disk fault, a truncated copy).
   for folder, _, files in os.walk(os.path.join(workdir, 'checkpoints', '8')):
@@ -123,7 +119,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
           and 'resuming from step 4 instead' in caplog.text)
   assert os.path.isdir(os.path.join(workdir, checkpoint.CORRUPT, '8'))  # kept, moved aside
   # Epoch 2 was trained again from step 4 and ends where it ended before.
-  again = _flat(ocp.PyTreeCheckpointer().restore(
+  again = flat_leaves(ocp.PyTreeCheckpointer().restore(
       os.path.join(workdir, 'checkpoints', '8', 'default')))
   for path, value in final.items():
     np.testing.assert_array_equal(again[path], value, err_msg=path)

@@ -40,3 +40,8 @@ def random_teacher(num_classes=10):
   return teachers.Teacher(model, variables, mean=(0.4, 0.4, 0.4), std=(0.2, 0.3, 0.2),
                           num_classes=num_classes, description='random tiny ResNet18')
 
+
+
+def flat_leaves(tree):
+  """{'[\'params\'][\'conv\'][\'kernel\']': leaf, ...} for comparing trees leaf by leaf."""
+  return {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
