@@ -468,10 +468,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                config.dataset, num_train, steps_per_epoch, config.num_epochs,
                config.batch_size, num_devices, jax.process_count())
 
-  def save_or_stop(step, step_metrics, top1=None):
-    """Checkpoints the state after `step` unless a loss since the last one is
-    not finite; after SIGTERM, waits for the save and stops."""
-    _check_finite(step_metrics, step, steps_per_epoch, manager)
+  def save_or_stop(step, top1=None):
+    """Checkpoints the state after `step` (its losses already checked); after
+    SIGTERM, waits for the save and stops."""
     checkpoint.save(manager, jax.device_get(jax_utils.unreplicate(state)), top1)
     if sigterm.received:
       manager.wait_until_finished()
@@ -486,28 +485,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       order = order[:steps_per_epoch * config.batch_size].astype(np.int32).reshape(
           steps_per_epoch, num_devices, per_device)[:, local]
       epoch_start = time.time()
-      step_metrics, unsaved = [], []
-      for i in range(first, steps_per_epoch - 1):
+      step_metrics, unchecked = [], []  # this epoch's; those since the last finite check
+      for i in range(first, steps_per_epoch):
         state, metrics = p_train_step(state, train_images, train_labels, order[i], rng,
                                       teacher_variables)
         step_metrics.append(metrics)
-        unsaved.append(metrics)
+        unchecked.append(metrics)
         step += 1
         if config.log_every_steps and step % config.log_every_steps == 0:
           m = jax.device_get(jax_utils.unreplicate(metrics))
           logging.info('step %d/%d  loss %.4f  lr %.5f', step, total_steps,
                        m['loss'], schedule(step - 1))
-        if sigterm.received or (config.checkpoint_every_steps
-                                and step % config.checkpoint_every_steps == 0):
-          save_or_stop(step, unsaved)
-          unsaved = []
-      # The epoch's last step, saved with the epoch's test accuracy below.
-      state, metrics = p_train_step(state, train_images, train_labels,
-                                    order[steps_per_epoch - 1], rng, teacher_variables)
-      step_metrics.append(metrics)
-      unsaved.append(metrics)
-      step += 1
-      _check_finite(unsaved, step, steps_per_epoch, manager)
+        # The epoch's last step is saved below, with the epoch's test accuracy.
+        if i < steps_per_epoch - 1 and (sigterm.received or (
+            config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0)):
+          _check_finite(unchecked, step, steps_per_epoch, manager)
+          unchecked = []
+          save_or_stop(step)
+      _check_finite(unchecked, step, steps_per_epoch, manager)
       train = jax.device_get([jax_utils.unreplicate(m) for m in step_metrics])
       train_time = time.time() - epoch_start
       test = evaluate(p_eval_step, {'params': state.params, 'batch_stats': state.batch_stats},
@@ -543,7 +538,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           f'{test["ensemble_top1"]:.2f}%' if heads else '',
           f'  peers {"/".join(f"{test[k]:.2f}" for k in peers)}%' if peers else '',
           record['images_per_sec'], epoch_time, _format_duration(eta))
-      save_or_stop(step, unsaved, test['top1'])
+      save_or_stop(step, test['top1'])
 
   manager.wait_until_finished()
   if not records:
