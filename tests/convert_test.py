@@ -18,7 +18,7 @@ from tiny import tiny_config
 from tiny import train_on_mock_cifar
 
 torch = pytest.importorskip('torch')
-import torch_models  # pylint: disable=g-import-not-at-top  (needs torch)
+from kdjax import torch_models  # pylint: disable=g-import-not-at-top  (needs torch)
 
 CASES = [('repvgg_a0', 'chenyaofo'), ('resnet18', 'repdistiller'), ('resnet18', 'timm'),
          ('resnet50', 'repdistiller'), ('resnet50', 'timm')]

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from kdjax import models
+from kdjax.models import resnet
 
 
 def _num_params(model):
@@ -166,3 +167,24 @@ def test_a_cohort_runs_each_member_as_it_would_run_alone():
     got = out if i == 0 else out['peers'][i - 1]
     np.testing.assert_array_equal(got['logits'], alone['logits'])
   assert not np.allclose(out['logits'], out['peers'][0]['logits'])
+
+
+@pytest.mark.parametrize('k', [2, 8])
+def test_patch_conv_equals_lax_convolution(k):
+  rng = np.random.default_rng(k)
+  x = jnp.asarray(rng.normal(size=(3, 16, 16, 5)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(k, k, 5, 7)), jnp.float32)
+  numbers = jax.lax.conv_dimension_numbers(x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC'))
+
+  def loss(conv):
+    return jax.value_and_grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w))), argnums=(0, 1))
+
+  patch = loss(lambda x, w: resnet.patch_conv(
+      x, w, (k, k), 'VALID', lhs_dilation=None, rhs_dilation=None,
+      dimension_numbers=numbers, feature_group_count=1, precision=None))
+  reference = loss(lambda x, w: jax.lax.conv_general_dilated(
+      x, w, (k, k), 'VALID', dimension_numbers=numbers))
+  (value, grads), (ref_value, ref_grads) = jax.jit(patch)(x, w), jax.jit(reference)(x, w)
+  np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+  for got, want in zip(grads, ref_grads):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))

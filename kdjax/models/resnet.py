@@ -10,7 +10,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from kdjax.models import conv as conv_lib
 
 # torch.nn.Conv2d / nn.Linear default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 torch_default_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
@@ -27,11 +26,9 @@ def torch_bias_init(fan_in: int):
 
 def torch_layers(dtype, train: bool, axis_name: Optional[str], classifier_fan_in: int):
   """Conv, BatchNorm and Dense constructors that match PyTorch's layers: its
-  default init, BN momentum 0.1 (0.9 in Flax's convention) and epsilon, and
-  kdjax's CPU-friendly convolution."""
+  default init, and BN momentum 0.1 (0.9 in Flax's convention) and epsilon."""
   conv = functools.partial(nn.Conv, use_bias=False, dtype=dtype,
-                           kernel_init=torch_default_init,
-                           conv_general_dilated=conv_lib.conv_general_dilated)
+                           kernel_init=torch_default_init)
   norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                            epsilon=BN_EPSILON, dtype=dtype, use_fast_variance=False,
                            axis_name=axis_name)
@@ -87,6 +84,25 @@ class Bottleneck(nn.Module):
     return nn.relu(x + y)
 
 
+def patch_conv(lhs, rhs, window_strides, padding, *, lhs_dilation, rhs_dilation,
+               dimension_numbers, feature_group_count, precision):
+  """nn.Conv's convolution for a kernel k x k, stride k, VALID: each output pixel
+  reads its own patch, so on the CPU it is one matmul over the patches. XLA:CPU's
+  gradient of a head's 8x8 stride-8 convolution (128 channels, 32x32 input,
+  batch 128) took 1.67 s, the matmul's 0.19 s, with the same output. GPUs and
+  TPUs run lax.conv_general_dilated itself."""
+  del lhs_dilation, rhs_dilation, feature_group_count  # nn.Conv's defaults: none
+  if jax.default_backend() != 'cpu':
+    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding,
+                                        dimension_numbers=dimension_numbers,
+                                        precision=precision)
+  n, h, w, c = lhs.shape
+  k = rhs.shape[0]
+  patches = lhs.reshape(n, h // k, k, w // k, k, c).transpose(0, 1, 3, 2, 4, 5)
+  return jnp.matmul(patches.reshape(n, h // k, w // k, k * k * c),
+                    rhs.reshape(k * k * c, -1), precision=precision)
+
+
 class IntermediateHead(nn.Module):
   """A Be Your Own Teacher bottleneck: a stage's output -> a feature the size of
   the final one (and its logits).
@@ -110,7 +126,7 @@ class IntermediateHead(nn.Module):
         self.conv(middle, (1, 1), padding='VALID', name='conv1')(x)))
     x = nn.relu(self.norm(name='bn2')(
         self.conv(middle, (self.stride, self.stride), (self.stride, self.stride),
-                  padding='VALID', name='conv2')(x)))
+                  padding='VALID', conv_general_dilated=patch_conv, name='conv2')(x)))
     x = nn.relu(self.norm(name='bn3')(
         self.conv(self.features, (1, 1), padding='VALID', name='conv3')(x)))
     feature = jnp.mean(x, axis=(1, 2))

@@ -1,8 +1,9 @@
 """PyTorch reference models with the public projects' module (and so key) names.
 
-Written for the tests from the architectures of chenyaofo/pytorch-cifar-models
-(RepVGG), RepDistiller / mdistiller (CIFAR ResNets with `shortcut` and `linear`)
-and timm-style CIFAR ResNets (`downsample` and `fc`). A helper module, not a test file.
+Written from the architectures of chenyaofo/pytorch-cifar-models (RepVGG),
+RepDistiller / mdistiller (CIFAR ResNets with `shortcut` and `linear`) and
+timm-style CIFAR ResNets (`downsample` and `fc`). The converter's tests and
+kdjax.bench's PyTorch reference use them; training never imports torch.
 """
 import torch
 from torch import nn
@@ -104,20 +105,40 @@ def _projection(cin, cout, stride):
   return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
 
+class IntermediateHead(nn.Module):
+  """kdjax.models.resnet.IntermediateHead: Be Your Own Teacher's bottleneck head."""
+
+  def __init__(self, cin, features, stride, num_classes):
+    super().__init__()
+    middle = features // 4
+    self.body = nn.Sequential(
+        nn.Conv2d(cin, middle, 1, bias=False), nn.BatchNorm2d(middle), nn.ReLU(),
+        nn.Conv2d(middle, middle, stride, stride, bias=False), nn.BatchNorm2d(middle),
+        nn.ReLU(), nn.Conv2d(middle, features, 1, bias=False), nn.BatchNorm2d(features),
+        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    self.classifier = nn.Linear(features, num_classes)
+
+  def forward(self, x):
+    feature = self.body(x)
+    return feature, self.classifier(feature)
+
+
 class ResNet(nn.Module):
   """CIFAR ResNet: 3x3 stride-1 stem, no max-pool. layout 'repdistiller' names
   the shortcut `shortcut` and the classifier `linear`; 'timm' names them
-  `downsample` and `fc`."""
+  `downsample` and `fc`. With `heads`, forward_with_heads also returns every
+  stage but the last's IntermediateHead (feature, logits)."""
 
-  def __init__(self, block, num_blocks, num_classes=100, layout='repdistiller'):
+  def __init__(self, block, num_blocks, num_classes=100, layout='repdistiller',
+               heads=False, width=64):
     super().__init__()
     shortcut, classifier = (('shortcut', 'linear') if layout == 'repdistiller'
                             else ('downsample', 'fc'))
-    self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-    self.bn1 = nn.BatchNorm2d(64)
-    cin = 64
+    self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(width)
+    cin = width
     for i, n in enumerate(num_blocks):
-      planes = 64 * 2**i
+      planes = width * 2**i
       blocks = []
       for j in range(n):
         blocks.append(block(cin, planes, 2 if i > 0 and j == 0 else 1, shortcut))
@@ -126,6 +147,10 @@ class ResNet(nn.Module):
     self.avgpool = nn.AdaptiveAvgPool2d(1)
     self.classifier_name = classifier
     setattr(self, classifier, nn.Linear(cin, num_classes))
+    last = len(num_blocks) - 1
+    self.heads = nn.ModuleList([
+        IntermediateHead(width * 2**i * block.expansion, cin, 2**(last - i), num_classes)
+        for i in range(last)] if heads else [])
     for m in self.modules():  # the reference projects' init
       if isinstance(m, nn.Conv2d):
         nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
@@ -139,13 +164,25 @@ class ResNet(nn.Module):
   def forward(self, x):
     return getattr(self, self.classifier_name)(self.features(x))
 
+  def forward_with_heads(self, x):
+    """(final feature, final logits, [(head feature, head logits), ...])."""
+    x = F.relu(self.bn1(self.conv1(x)))
+    heads = []
+    for i in range(1, 5):
+      x = getattr(self, f'layer{i}')(x)
+      if i <= len(self.heads):
+        heads.append(self.heads[i - 1](x))
+    feature = self.avgpool(x).flatten(1)
+    return feature, getattr(self, self.classifier_name)(feature), heads
 
-def build(arch, layout, num_classes=100):
+
+def build(arch, layout='repdistiller', num_classes=100, heads=False, width=64):
+  """`width` as kdjax's models take it: a ResNet's first stage, RepVGG-A0's base (64)."""
   if arch == 'repvgg_a0':
-    return RepVGG(num_classes)
+    return RepVGG(num_classes, widths=tuple(int(m * width) for m in (0.75, 0.75, 1.5, 3, 20)))
   block, sizes = {'resnet18': (BasicBlock, (2, 2, 2, 2)),
                   'resnet50': (Bottleneck, (3, 4, 6, 3))}[arch]
-  return ResNet(block, sizes, num_classes, layout)
+  return ResNet(block, sizes, num_classes, layout, heads, width)
 
 
 def randomize_batchnorm(model, seed=0):

@@ -1,0 +1,121 @@
+"""kdjax.bench's PyTorch reference: each method's train step in eager PyTorch.
+
+The same ResNet18 (with Be Your Own Teacher heads for self-distillation), batch,
+losses, mixup and SGD step as kdjax's, on a batch already in device memory.
+kdjax's step also crops and flips the batch; a PyTorch pipeline does that in
+its DataLoader workers, so the reference leaves it out. A RepVGG teacher runs
+fused, as kdjax's does.
+"""
+import statistics
+import time
+
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from kdjax import torch_models
+
+
+def _fused_conv(branch):
+  """(kernel, bias) of a conv -> BN branch in eval mode."""
+  conv, bn = branch.conv, branch.bn
+  scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+  return conv.weight * scale[:, None, None, None], bn.bias - bn.running_mean * scale
+
+
+def fuse_repvgg(model: torch_models.RepVGG) -> nn.Module:
+  """RepVGG in inference form: each block's three branches as one 3x3 conv."""
+  for stage in range(5):
+    blocks = getattr(model, f'stage{stage}')
+    for index, block in (enumerate(blocks) if stage else [(None, blocks)]):
+      kernel, bias = _fused_conv(block.rbr_dense)
+      kernel_1x1, bias_1x1 = _fused_conv(block.rbr_1x1)
+      kernel = kernel + F.pad(kernel_1x1, (1, 1, 1, 1))
+      bias = bias + bias_1x1
+      if block.rbr_identity is not None:
+        bn = block.rbr_identity
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        identity = torch.zeros_like(kernel)
+        identity[range(len(scale)), range(len(scale)), 1, 1] = scale
+        kernel, bias = kernel + identity, bias + bn.bias - bn.running_mean * scale
+      conv = block.rbr_dense.conv
+      fused = nn.Conv2d(conv.in_channels, conv.out_channels, 3, conv.stride, 1)
+      with torch.no_grad():
+        fused.weight.copy_(kernel)
+        fused.bias.copy_(bias)
+      fused = nn.Sequential(fused, nn.ReLU())
+      if index is None:
+        setattr(model, f'stage{stage}', fused)
+      else:
+        blocks[index] = fused
+  return model
+
+
+def _kl(student, teacher, temperature):
+  return temperature**2 * F.kl_div(F.log_softmax(student / temperature, -1),
+                                   F.log_softmax(teacher / temperature, -1),
+                                   log_target=True, reduction='batchmean')
+
+
+def make_step(config, terms, teacher_name, batch_size, device, channels_last, dtype):
+  """(a function running one train step of `config`'s method (its `terms`), the
+  student it trains)."""
+  student = torch_models.build('resnet18', heads='self' in terms,
+                               width=config.width).to(device).train()
+  teacher = None
+  if teacher_name:
+    teacher = torch_models.build(teacher_name, width=config.width).eval()
+    if teacher_name == 'repvgg_a0':
+      teacher = fuse_repvgg(teacher)
+    teacher = teacher.to(device)
+  generator = torch.Generator().manual_seed(0)
+  images = torch.rand(batch_size, 3, 32, 32, generator=generator).to(device)
+  labels = torch.randint(0, 100, (batch_size,), generator=generator).to(device)
+  if channels_last:
+    student = student.to(memory_format=torch.channels_last)
+    teacher = teacher and teacher.to(memory_format=torch.channels_last)
+    images = images.to(memory_format=torch.channels_last)
+  optimizer = torch.optim.SGD(student.parameters(), lr=0.1, momentum=config.momentum,
+                              weight_decay=config.weight_decay)
+  rng = np.random.default_rng(0)
+  autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                            enabled=dtype == 'bfloat16')
+  w, w_self = config.kd_weight, config.self_kd_weight
+
+  def step():
+    lam = rng.beta(config.mixup_alpha, config.mixup_alpha) if config.mixup_alpha else 1.0
+    pixels = lam * images + (1 - lam) * images.flip(0)
+    with autocast:
+      feature, logits, heads = student.forward_with_heads(pixels)
+      ce = lam * F.cross_entropy(logits, labels) + (1 - lam) * F.cross_entropy(
+          logits, labels.flip(0))
+      loss = (1 - w if 'offline' in terms else 1 - w_self if 'self' in terms else 1) * ce
+      if teacher is not None:
+        with torch.no_grad():
+          teacher_logits = teacher(pixels)
+        loss = loss + w * _kl(logits, teacher_logits, config.kd_temperature)
+      for head_feature, head_logits in heads:
+        loss = loss + (
+            (1 - w_self) * (lam * F.cross_entropy(head_logits, labels)
+                            + (1 - lam) * F.cross_entropy(head_logits, labels.flip(0)))
+            + w_self * _kl(head_logits, logits.detach(), config.self_kd_temperature)
+            + config.self_feature_weight
+            * (head_feature - feature.detach()).pow(2).sum(-1).mean())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+  return step, student
+
+
+def time_step(step, device, warmup: int, steps: int) -> float:
+  """Median seconds of `steps` calls of `step` after `warmup` more."""
+  def synced():
+    start = time.perf_counter()
+    step()
+    if device.type == 'cuda':
+      torch.cuda.synchronize()
+    return time.perf_counter() - start
+  for _ in range(warmup):
+    synced()
+  return statistics.median(synced() for _ in range(steps))

@@ -1,0 +1,120 @@
+"""kdjax.bench on tiny models; its PyTorch reference steps; the XLA:CPU option kdjax sets."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kdjax import bench
+from kdjax import models
+from kdjax import train
+
+torch = pytest.importorskip('torch')
+from kdjax import torch_bench  # pylint: disable=g-import-not-at-top  (needs torch)
+from kdjax import torch_models  # pylint: disable=g-import-not-at-top
+
+
+# The PyTorch parts run at the real width: PyTorch 2.13's oneDNN at times never
+# returned from a channels-last 1x1 convolution's weight gradient at width 4.
+TORCH_OPTIONS = bench.Options(batch_size=2, steps=1, warmup_steps=0, width=64)
+
+
+def test_run_reports_every_figure():
+  options = bench.Options(batch_size=8, steps=1, warmup_steps=0, width=4)
+  report = bench.run(['baseline', 'offline_kd:repvgg_a0'], options, with_torch=False,
+                     with_host_boundness=False)
+  baseline, offline = report['methods']['baseline'], report['methods']['offline_kd:repvgg_a0']
+  for result in (baseline, offline):
+    assert result['compile_s'] > 0 and result['step_s'] > 0
+    assert result['train_images_per_s'] == pytest.approx(8 / result['step_s'])
+    assert result['train_images_per_s_per_device'] == pytest.approx(
+        result['train_images_per_s'] / len(jax.local_devices()))
+    assert result['eval_images_per_s'] > 0
+  # XLA's count for the offline step exceeds the baseline's by about the fused
+  # teacher's forward pass (mixup and the KL term add little).
+  teacher = bench._teacher(bench.load_config('offline_kd:repvgg_a0'), width=4)
+  forward = jax.jit(train.make_teacher_apply(teacher)).lower(
+      teacher.variables, jnp.zeros((2, 32, 32, 3))).compile().cost_analysis()['flops'] / 2
+  assert offline['flops_per_image'] - baseline['flops_per_image'] == pytest.approx(
+      forward, rel=0.1)
+  assert baseline['flops_per_image'] > 2 * forward  # a tiny ResNet18's train step vs a tiny A0
+  ratios = report['overhead_ratios']
+  assert set(ratios) == {'step_over_bare_forward_backward',
+                         'offline_kd:repvgg_a0_over_baseline_plus_teacher_forward'}
+  assert all(r > 0 for r in ratios.values())
+
+  reference = bench.torch_reference(['baseline', 'offline_kd:repvgg_a0'], TORCH_OPTIONS)
+  bench.add_torch_reference(report, reference)
+  for spec in report['methods']:
+    for layout in ('eager', 'channels_last'):
+      assert report['methods'][spec][f'time_over_torch_{layout}'] == pytest.approx(
+          report['methods'][spec]['step_s'] / reference[f'{spec}/{layout}_step_s'])
+  json.dumps(report)  # the JSON file's content
+  table = bench.format_table(report)
+  assert 'baseline' in table and 'offline_kd:repvgg_a0' in table
+
+
+def test_host_boundness_runs_the_full_loop_and_a_bare_one():
+  result = bench.host_boundness(epochs=2)
+  assert result['loop_steps_per_s'] > 0 and result['bare_steps_per_s'] > 0
+  assert result['ratio'] == result['loop_steps_per_s'] / result['bare_steps_per_s']
+
+
+def test_unknown_config_and_peaks():
+  with pytest.raises(ValueError, match='No config file configs/offline.py'):
+    bench.load_config('offline:resnet50')
+  assert bench.bf16_peak_flops('NVIDIA H100 PCIe') == 756e12
+  assert bench.bf16_peak_flops('NVIDIA H100 80GB HBM3') == 989e12
+  assert bench.bf16_peak_flops('TPU v5 lite') == 197e12
+  assert bench.bf16_peak_flops('cpu') is None
+
+
+def test_torch_fused_repvgg_equals_its_branches():
+  torch.manual_seed(0)
+  model = torch_models.randomize_batchnorm(torch_models.build('repvgg_a0', width=16))
+  images = torch.rand(2, 3, 32, 32)
+  with torch.no_grad():
+    expected = model(images)
+    fused = torch_bench.fuse_repvgg(model)(images)
+  assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+  np.testing.assert_allclose(fused.numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('spec', ['self_kd', 'offline_self_kd:resnet50'])
+def test_torch_reference_step_reaches_every_student_parameter(spec):
+  config = bench.load_config(spec)
+  terms = bench.methods.get_method(config.method).terms
+  device = torch.device('cpu')
+  step, student = torch_bench.make_step(
+      config, terms, 'resnet50' if 'offline' in terms else None, TORCH_OPTIONS.batch_size,
+      device, channels_last=True, dtype='float32')
+  assert torch_bench.time_step(step, device, warmup=0, steps=1) > 0
+  grads = {name: p.grad for name, p in student.named_parameters()}
+  assert any(name.startswith('heads.2.') for name in grads)
+  assert all(g is not None and g.abs().sum() > 0 for g in grads.values())
+
+
+def _compiled_conv_hlo(env):
+  code = ('import kdjax, jax, jax.numpy as jnp, os; from jax import lax\n'
+          'x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4))\n'
+          'print(os.environ["XLA_FLAGS"])\n'
+          'print(jax.jit(lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME", '
+          'dimension_numbers=("NHWC", "HWIO", "NHWC"))).lower(x, w).compile().as_text())')
+  return subprocess.run([sys.executable, '-c', code], env=env, check=True,
+                        capture_output=True, text=True).stdout
+
+
+def test_importing_kdjax_keeps_convolutions_off_ynnpack_unless_told():
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env['PYTHONPATH'] = os.path.dirname(os.path.dirname(os.path.abspath(models.__file__)))
+  flags_set, hlo = _compiled_conv_hlo(env).split('\n', 1)
+  assert flags_set == '--xla_cpu_experimental_ynn_fusion_type='
+  assert 'ynn_fusion' not in hlo and 'convolution(' in hlo
+  # A user's own choice is kept: here XLA:CPU's default, which hands convolutions over.
+  own = ('--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,'
+         'LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION')
+  assert 'ynn_fusion' in _compiled_conv_hlo({**env, 'XLA_FLAGS': own})
