@@ -149,7 +149,8 @@ def bench_method(spec: str, options: Options, devices) -> Dict[str, Any]:
       'train_images_per_s': options.batch_size / step_s,
       'train_images_per_s_per_device': options.batch_size / step_s / len(devices),
       'eval_images_per_s': options.batch_size / eval_s,
-      'peak_memory_bytes': (devices[0].memory_stats() or {}).get('peak_bytes_in_use'),
+      # The backend's high-water mark never resets: the largest of the methods so far.
+      'peak_memory_bytes_so_far': (devices[0].memory_stats() or {}).get('peak_bytes_in_use'),
       'flops_per_image': flops / per_device if flops else None,
       'flops_per_s_per_device': flops / step_s if flops else None,
   }

@@ -59,7 +59,8 @@ def test_two_processes_of_two_devices_train_like_one_process_of_four(tmp_path):
       os.path.join(workdir, 'checkpoints', '3', 'default')) for workdir in (multi, single))
   # XLA:CPU sums a conv's weight gradient in an order that depends on how many
   # devices share a process's threads, so 2 x 2 cannot be bit-identical to 1 x 4
-  # (1 process x 2 devices differs from 1 x 4 as much). These bounds hold that
+  # (1 process x 2 devices differed from 1 x 4 as much, measured with kdjax's
+  # former per-tap gradient of convolutions). These bounds hold that
   # noise with a margin; feeding a wrong slice of the batch exceeds each of them
   # 37- to 60-fold (measured: BN statistics 6e-2, params median 3.7e-3, max 1.0).
   def relative(collection):
