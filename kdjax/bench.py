@@ -97,6 +97,23 @@ class Options:
   width: int = 64  # ResNet18's (and the teachers') width; 64 is the real size
 
 
+def _train_step(config, num_classes, image_shape, mean, std, devices, teacher=None,
+                hint_channels=()):
+  """(initial state, apply, pmapped train step) of `config`, built as
+  train_and_evaluate builds them; the schedule's values do not change the speed."""
+  model = train.create_model(config, num_classes, hint_channels)
+  tx = optim.create_optimizer(optim.create_schedule(config.learning_rate, 100, 2, 1),
+                              config.momentum, config.weight_decay)
+  state = train.create_train_state(jax.random.PRNGKey(0), model, tx, image_shape)
+  apply = train.make_apply(model, mean, std)
+  teacher_apply = train.make_teacher_apply(teacher) if teacher else None
+  loss_fn = methods.get_loss_fn(config, functools.partial(apply, train=True),
+                                teacher_apply, train.AXIS)
+  return state, apply, train.pmap_train_step(
+      loss_fn, augment=config.augment, mixup_alpha=config.mixup_alpha,
+      num_classes=num_classes, devices=devices)
+
+
 def bench_method(spec: str, options: Options, devices) -> Dict[str, Any]:
   """Compile time, train and eval speed, memory and FLOPs of one method's step."""
   config = load_config(spec)
@@ -106,17 +123,8 @@ def bench_method(spec: str, options: Options, devices) -> Dict[str, Any]:
   teacher = _teacher(config, options.width) if method.uses_teacher else None
   channels = (train.hint_channels(config, teacher, NUM_CLASSES, IMAGE_SHAPE)
               if method.uses_hint else ())
-  model = train.create_model(config, NUM_CLASSES, channels)
-  tx = optim.create_optimizer(optim.create_schedule(config.learning_rate, 100, 2, 1),
-                              config.momentum, config.weight_decay)
-  state = train.create_train_state(jax.random.PRNGKey(0), model, tx, IMAGE_SHAPE)
-  apply = train.make_apply(model, (0.5,) * 3, (0.25,) * 3)
-  teacher_apply = train.make_teacher_apply(teacher) if teacher else None
-  loss_fn = methods.get_loss_fn(config, functools.partial(apply, train=True),
-                                teacher_apply, train.AXIS)
-  p_train_step = train.pmap_train_step(loss_fn, augment=config.augment,
-                                       mixup_alpha=config.mixup_alpha,
-                                       num_classes=NUM_CLASSES, devices=devices)
+  state, apply, p_train_step = _train_step(config, NUM_CLASSES, IMAGE_SHAPE, (0.5,) * 3,
+                                           (0.25,) * 3, devices, teacher, channels)
   rng = np.random.default_rng(0)
   num_images = 2 * options.batch_size
   images, labels, state, key, teacher_variables = train.replicate((
@@ -200,15 +208,9 @@ def host_boundness(epochs: int = 3) -> Dict[str, float]:
 
   devices = jax.local_devices()
   dataset = data.load_dataset('digits')
-  model = train.create_model(config, dataset.num_classes)
-  tx = optim.create_optimizer(optim.create_schedule(0.05, 100, 2, 0), 0.9, 5e-4)
-  state = train.create_train_state(jax.random.PRNGKey(0), model, tx,
-                                   dataset.train_images.shape[1:])
-  apply = train.make_apply(model, dataset.mean, dataset.std)
-  p_train_step = train.pmap_train_step(
-      methods.get_loss_fn(config, functools.partial(apply, train=True), None, train.AXIS),
-      augment=config.augment, mixup_alpha=config.mixup_alpha,
-      num_classes=dataset.num_classes, devices=devices)
+  state, _, p_train_step = _train_step(config, dataset.num_classes,
+                                       dataset.train_images.shape[1:], dataset.mean,
+                                       dataset.std, devices)
   images, labels, state, key = train.replicate(
       (dataset.train_images, dataset.train_labels, state, jax.random.PRNGKey(0)), devices)
   steps = len(dataset.train_labels) // config.batch_size
