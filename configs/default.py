@@ -2,79 +2,99 @@
 import ml_collections
 
 
-# The study's teachers, as configs/offline_kd.py:<name> names them, and the
-# directories their converted weights are read from.
-TEACHERS = {'repvgg_a0': 'teachers/repvgg_a0', 'resnet50': 'teachers/resnet50'}
-
-
-def teacher_dir(name):
-  if name not in TEACHERS:
-    problem = 'No teacher named' if name is None else f'Unknown teacher {name!r}'
-    raise ValueError(f'{problem}: name one of {sorted(TEACHERS)} after the '
-                     'config file (e.g. configs/offline_kd.py:resnet50), or set '
-                     '--config.teacher to any teacher directory.')
-  return TEACHERS[name]
-
-
 def get_config(arg=None):
   del arg
   config = ml_collections.ConfigDict()
+  # Defaults are the study's recipe (github nhandsome-new/resnet_kd); each names
+  # the file of the study's code it comes from. The README's "The study's
+  # recipe" table lists them beside kdjax's and every remaining difference.
 
   # Data.
   config.dataset = 'cifar100'  # 'cifar100' (tensorflow-datasets) or 'digits' (scikit-learn, offline)
   config.data_dir = ''  # TFDS data_dir; '' = TFDS's default (~/tensorflow_datasets)
   config.manual_dir = ''  # folder holding a pre-downloaded cifar-100-binary.tar.gz
-  config.augment = True  # zero-pad 4 + random crop + horizontal flip on training images
+  # Zero-pad 4 + random 32x32 crop + horizontal flip on training images
+  # (src/data.py: RandomCrop(32, 4), RandomHorizontalFlip).
+  config.augment = True
+  # Then a rotation by an angle uniform in [-d, d] degrees, nearest, zero fill
+  # (src/data.py: RandomRotation(15) on PIL images); 0 = off.
+  config.rotation_degrees = 15.0
 
   # Model.
-  config.model = 'resnet18'  # a name in kdjax.models
+  config.model = 'resnet18'  # a name in kdjax.models (src/cifar_resnet.py: resnet18)
   # ResNet: channels of the first stage, later ones double it; RepVGG: base width (A0: 64).
   config.width = 64
   config.stage_sizes = ()  # blocks per stage; () = the architecture's own (2, 2, 2, 2) for resnet18
   config.dtype = 'float32'  # compute dtype, 'float32' or 'bfloat16'; params stay float32
 
-  # Method. The study gives no distillation hyper-parameters; each default below
-  # names its source.
+  # Method.
   # 'baseline', or terms of kdjax.methods.TERMS joined by '_': 'offline', 'feature',
   # 'relation', 'online', 'self', 'offline_self', 'feature_self', 'online_self', ...
   config.method = 'baseline'
   # offline, feature, relation: a teacher directory (a kdjax workdir or converted weights)
   config.teacher = ''
-  config.mixup_alpha = 0.0  # mixup with lam ~ Beta(alpha, alpha) on every batch; 0 = off
-  # offline: (1 - w) * CE + w * T^2 KL(teacher || student); w = 0.9, T = 4 is the
-  # KD recipe of RepDistiller (Tian et al., 2020).
-  config.kd_weight = 0.9
-  config.kd_temperature = 4.0
-  # self: Be Your Own Teacher's reference code (train.py defaults): each head gets
-  # (1 - w) * CE + w * T^2 KL from the final logits + beta * L2 to the final feature.
-  config.self_kd_weight = 0.1  # its alpha
-  config.self_kd_temperature = 3.0  # its temperature
-  # Its beta = 1e-6 multiplies an L2 summed over its batch of 128; kdjax's L2 is a
-  # batch mean, so the same pull is 128 * 1e-6.
-  config.self_feature_weight = 1.28e-4
+  # Mixup with one lam ~ Beta(alpha, alpha) per batch; 0 = off. The study mixes
+  # every distillation row with alpha 0.4 (configs/modules/*_kd.yaml:
+  # criterion_conf.mixup_alpha) and not the baseline (resnet18.yaml).
+  config.mixup_alpha = 0.0
+  # offline: (1 - w) * CE + w * T^2 KL(teacher || student)
+  # (configs/modules/resnet18_with_kd.yaml: teacher_lambda 0.6, temperature 10;
+  # src/module.py KDResNetModule).
+  config.kd_weight = 0.6
+  config.kd_temperature = 10.0
+  # The KL's reduction, a kdjax.methods.KD_REDUCTIONS: 'mean' over batch and
+  # classes, torch's nn.KLDivLoss() default that src/module.py uses, or
+  # 'batchmean' (a soft cross-entropy's, as offline + self uses).
+  config.kd_reduction = 'mean'
+  # self: each head gets (1 - a) * CE + a * T^2 KL from the final logits +
+  # b * squared L2 to the final feature, and the final classifier's CE gets
+  # (1 - a) (configs/modules/resnet18_self_kd.yaml: self_alpha 0.1,
+  # temperature 3, self_beta 1e-6; src/module.py SelfKDResNetModule, the
+  # Be Your Own Teacher reference code's terms).
+  config.self_kd_weight = 0.1  # a
+  config.self_kd_temperature = 3.0  # T
+  config.self_feature_weight = 1e-6  # b
+  # b multiplies a sum over the global batch and the features ('sum', the
+  # study's src/utils/support_utils.py feature_loss_function) or a batch mean
+  # of the per-example sums ('mean').
+  config.self_feature_reduction = 'sum'
+  # The heads' CE target: 'own' (each example's label before mixing, as the
+  # study's code does) or 'mixed' (the final classifier's mixed target).
+  config.head_labels = 'own'
   # feature: CE + beta * MSE(regressor(student stage), teacher stage), FitNets as
   # RepDistiller runs it (hint_layer 2 = the output of stage index 1, beta = 100).
-  # The teacher stage is the deepest one with the same grid.
+  # The teacher stage is the deepest one with the same grid. Not a row of the study.
   config.hint_stage = 1  # the student stage (0 = first) whose output is regressed
   config.hint_weight = 100.0
   # relation: CE + w_d * RKD distance + w_a * RKD angle on the pooled features of
-  # the global batch; RepDistiller's RKDLoss weights.
+  # the global batch; RepDistiller's RKDLoss weights. Not a row of the study.
   config.rkd_distance_weight = 25.0
   config.rkd_angle_weight = 50.0
   # online: every student (config.model and each of config.peers) adds
   # w * mean over the others of T^2 KL(other || itself); Deep Mutual Learning's
   # w = 1, T = 1. Students share width and stage_sizes, each is checkpointed and
-  # evaluated, and config.model's accuracy is the run's headline.
+  # evaluated, and config.model's accuracy is the run's headline. Not a row of
+  # the study.
   config.peers = ()  # model names, e.g. ('repvgg_a0',)
   config.online_weight = 1.0
   config.online_temperature = 1.0
 
-  # Optimization.
-  config.batch_size = 128  # global batch, split evenly over all devices
+  # Optimization: SGD with momentum 0.9 and weight decay 5e-4 on every
+  # parameter (configs/modules/resnet18*.yaml: optimizer_conf).
+  config.batch_size = 128  # global, split evenly over all devices (configs/datamodules/cifar100.yaml)
   config.eval_batch_size = 500  # global; the test split is padded and masked, never cut
-  config.num_epochs = 200
-  config.warmup_epochs = 5.0  # linear warm-up from 0, then cosine to 0, stepped per iteration
-  config.learning_rate = 0.1  # peak learning rate
+  config.num_epochs = 200  # configs/trainer/default.yaml: max_epochs
+  # A kdjax.optim.SCHEDULES name. 'restarts' is the study's
+  # CosineAnnealingWarmUpRestarts(T_0=30, T_mult=1, eta_max=0.1, T_up=1,
+  # gamma=0.5) over SGD(lr=1e-3), stepped once per epoch (src/module.py,
+  # src/utils/cosine_annealing_warmup.py); 'warmup_cosine' is one linear
+  # warm-up then one cosine, stepped per iteration.
+  config.schedule = 'restarts'
+  config.learning_rate = 0.1  # the peak (restarts: of the first cycle; eta_max)
+  config.min_learning_rate = 1e-3  # where warm-ups start and cosines end (the SGD lr)
+  config.warmup_epochs = 1.0  # linear warm-up (restarts: whole epochs at each cycle's start; T_up)
+  config.restart_epochs = 30  # restarts: epochs per cycle (T_0)
+  config.restart_decay = 0.5  # restarts: each cycle's peak is this times the last one's (gamma)
   config.momentum = 0.9
   config.weight_decay = 5e-4  # as torch.optim.SGD(weight_decay=...): on every parameter
   config.seed = 0  # initialization, data order and augmentation

@@ -1,4 +1,9 @@
-"""Row 4: self-distillation, ResNet18 with three intermediate heads, with mixup (target 77.89 %)."""
+"""Row 4: self-distillation, ResNet18 with three intermediate heads, with mixup (target 77.89 %).
+
+The study's configs/modules/resnet18_self_kd.yaml (src/module.py
+SelfKDResNetModule): 0.9 [CE_mix(final) + sum CE(head, own label)]
++ 0.1 sum 3^2 SoftCE(head / 3, softmax(final / 3)) + 1e-6 sum ||f_head - f||^2.
+"""
 from configs import baseline
 
 
@@ -6,5 +11,10 @@ def get_config(arg=None):
   del arg
   config = baseline.get_config()
   config.method = 'self'
-  config.mixup_alpha = 1.0  # as in configs/offline_kd.py
+  config.self_kd_weight = 0.1  # self_alpha
+  config.self_kd_temperature = 3.0  # temperature
+  config.self_feature_weight = 1e-6  # self_beta
+  config.self_feature_reduction = 'sum'
+  config.head_labels = 'own'
+  config.mixup_alpha = 0.4  # criterion_conf.mixup_alpha
   return config

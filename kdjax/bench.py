@@ -102,16 +102,16 @@ def _train_step(config, num_classes, image_shape, mean, std, devices, teacher=No
   """(initial state, apply, pmapped train step) of `config`, built as
   train_and_evaluate builds them; the schedule's values do not change the speed."""
   model = train.create_model(config, num_classes, hint_channels)
-  tx = optim.create_optimizer(optim.create_schedule(config.learning_rate, 100, 2, 1),
-                              config.momentum, config.weight_decay)
+  tx = optim.create_optimizer(optim.create_schedule(config, 100), config.momentum,
+                              config.weight_decay)
   state = train.create_train_state(jax.random.PRNGKey(0), model, tx, image_shape)
   apply = train.make_apply(model, mean, std)
   teacher_apply = train.make_teacher_apply(teacher) if teacher else None
   loss_fn = methods.get_loss_fn(config, functools.partial(apply, train=True),
                                 teacher_apply, train.AXIS)
   return state, apply, train.pmap_train_step(
-      loss_fn, augment=config.augment, mixup_alpha=config.mixup_alpha,
-      num_classes=num_classes, devices=devices)
+      loss_fn, augment=config.augment, rotation_degrees=config.rotation_degrees,
+      mixup_alpha=config.mixup_alpha, num_classes=num_classes, devices=devices)
 
 
 def bench_method(spec: str, options: Options, devices) -> Dict[str, Any]:

@@ -6,18 +6,25 @@
 `torch_to_flax` maps a state_dict (key -> numpy array) onto the Flax variables of
 `kdjax.models.get_model(arch)`, detecting the key layout:
   repvgg_a0          chenyaofo/pytorch-cifar-models (stage0.rbr_dense.conv.weight, ..., linear)
-  resnet18/resnet50  RepDistiller / mdistiller CIFAR ResNets (layerX.Y.shortcut.*, linear)
-                     or timm-style ones (layerX.Y.downsample.*, fc)
+  resnet18/resnet50  RepDistiller / mdistiller CIFAR ResNets (layerX.Y.shortcut.*, linear),
+                     timm-style ones (layerX.Y.downsample.*, fc), or Be Your Own
+                     Teacher's Multi_ResNet (luanyunteng/pytorch-be-your-own-teacher,
+                     which the study's code also loads: the timm-style body plus
+                     bottleneck{i}_1.*, middle_fc{i}.*), converted with its
+                     intermediate heads
 Every Flax variable must come from exactly one key with the right shape, and
-every key must be used (num_batches_tracked aside): anything else is an error
-naming the keys. torch is imported only to read the file.
+every key must be used (num_batches_tracked and the keys a layout's model never
+reads aside): anything else is an error naming the keys. torch is imported only
+to read the file.
 """
+import hashlib
 import os
 import re
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from absl import app
 from absl import flags
+from absl import logging
 import flax
 import jax
 import jax.numpy as jnp
@@ -25,6 +32,7 @@ import numpy as np
 
 from kdjax import checkpoint
 from kdjax import models
+from kdjax import study
 from kdjax import teachers
 
 # The input normalization each layout's teachers were trained with: chenyaofo's
@@ -35,7 +43,15 @@ NORMALIZATION = {
     'chenyaofo': ((0.5070, 0.4865, 0.4409), (0.2673, 0.2564, 0.2761)),
     'repdistiller': ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
     'timm': ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+    # Be Your Own Teacher's dataset/data.py normalizes CIFAR-100 with CIFAR-10's
+    # statistics.
+    'byot': ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
 }
+# Multi_ResNet defines downsample{i}_1 (a 1x1 conv + BN per head) but its
+# forward never calls it: those keys hold nothing the model computes with.
+_UNUSED = {'byot': re.compile(r'downsample\d+_1\.')}
+# BYOT's branchBottleNeck is an nn.Sequential: conv, BN, ReLU, three times.
+_BYOT_HEAD = {'conv1': '0', 'bn1': '1', 'conv2': '3', 'bn2': '4', 'conv3': '6', 'bn3': '7'}
 _PARAM_NAMES = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias',
                 'mean': 'running_mean', 'var': 'running_var'}
 
@@ -50,6 +66,8 @@ def detect_layout(arch: str, keys) -> str:
     if 'stage0.rbr_dense.conv.weight' in keys:
       return 'chenyaofo'
   elif arch in ('resnet18', 'resnet50'):
+    if 'bottleneck1_1.0.weight' in keys and 'fc.weight' in keys:
+      return 'byot'
     if 'linear.weight' in keys and 'fc.weight' not in keys:
       return 'repdistiller'
     if 'fc.weight' in keys and 'linear.weight' not in keys:
@@ -59,13 +77,23 @@ def detect_layout(arch: str, keys) -> str:
   raise ConversionError(
       f'Cannot tell the key layout of this {arch} state_dict (first keys: '
       f'{sorted(keys)[:5]}); expected the layout of '
-      f'{"chenyaofo/pytorch-cifar-models" if arch == "repvgg_a0" else "RepDistiller (linear) or timm (fc)"}.')
+      f'{"chenyaofo/pytorch-cifar-models" if arch == "repvgg_a0" else "RepDistiller (linear), timm (fc) or Be Your Own Teacher (bottleneck1_1, middle_fc1)"}.')
+
+
+def model_kwargs(layout: str) -> Dict[str, Any]:
+  """The kdjax constructor arguments of a layout's model: Multi_ResNet has heads."""
+  return {'heads': True} if layout == 'byot' else {}
 
 
 def _module_key(arch, layout, module):
   """The PyTorch module path of a Flax module path."""
   if module == 'classifier':
-    return 'fc' if layout == 'timm' else 'linear'
+    return 'fc' if layout in ('timm', 'byot') else 'linear'
+  head = re.fullmatch(r'head(\d+)/(\w+)', module)
+  if head:
+    index, part = head.groups()
+    return (f'middle_fc{index}' if part == 'classifier'
+            else f'bottleneck{index}_1.{_BYOT_HEAD[part]}')
   if arch == 'repvgg_a0':
     stage, block, rest = re.fullmatch(r'stage(\d+)_block(\d+)/(.+)', module).groups()
     prefix = f'stage{stage}' if stage == '0' else f'stage{stage}.{int(block) - 1}'
@@ -75,7 +103,7 @@ def _module_key(arch, layout, module):
   if module in ('stem_conv', 'stem_bn'):
     return {'stem_conv': 'conv1', 'stem_bn': 'bn1'}[module]
   stage, block, rest = re.fullmatch(r'stage(\d+)_block(\d+)/(.+)', module).groups()
-  shortcut = 'downsample' if layout == 'timm' else 'shortcut'
+  shortcut = 'shortcut' if layout == 'repdistiller' else 'downsample'
   rest = {'shortcut_conv': f'{shortcut}.0', 'shortcut_bn': f'{shortcut}.1'}.get(rest, rest)
   return f'layer{stage}.{int(block) - 1}.{rest}'
 
@@ -88,8 +116,8 @@ def _to_flax(value: np.ndarray, name: str) -> np.ndarray:
   return value
 
 
-def _expected_variables(arch, num_classes):
-  model = models.get_model(arch, num_classes=num_classes)
+def _expected_variables(arch, layout, num_classes):
+  model = models.get_model(arch, num_classes=num_classes, **model_kwargs(layout))
   return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
                                            jnp.zeros((1, 32, 32, 3)), train=False))
 
@@ -107,7 +135,7 @@ def torch_to_flax(arch: str, state_dict: Mapping[str, Any]) -> Dict[str, Any]:
   layout = detect_layout(arch, state_dict)
   num_classes = _num_classes(arch, layout, state_dict)
   expected = flax.traverse_util.flatten_dict(
-      flax.core.unfreeze(_expected_variables(arch, num_classes)), sep='/')
+      flax.core.unfreeze(_expected_variables(arch, layout, num_classes)), sep='/')
   converted, missing, wrong_shape, used = {}, [], [], set()
   for path, target in expected.items():
     collection, module, name = re.fullmatch(r'(\w+)/(.+)/(\w+)', path).groups()
@@ -122,8 +150,13 @@ def torch_to_flax(arch: str, state_dict: Mapping[str, Any]) -> Dict[str, Any]:
                          f'(kdjax {collection}/{module}/{name})')
       continue
     converted[path] = value
-  unexpected = sorted(k for k in state_dict
-                      if k not in used and not k.endswith('num_batches_tracked'))
+  unused = _UNUSED.get(layout)
+  ignored = sorted(k for k in state_dict if unused and unused.match(k))
+  if ignored:
+    logging.info('Dropped %d keys that %s\'s model never reads: %s', len(ignored), layout,
+                 ', '.join(ignored))
+  unexpected = sorted(k for k in state_dict if k not in used and k not in ignored
+                      and not k.endswith('num_batches_tracked'))
   problems = []
   if missing:
     problems.append(f'missing keys: {missing}')
@@ -152,14 +185,71 @@ def read_state_dict(path: str) -> Tuple[Dict[str, np.ndarray], str]:
   return state_dict, found
 
 
-def write_teacher(out: str, arch: str, variables, mean, std) -> None:
-  """A teacher directory: model.json and the variables as an orbax checkpoint."""
+def write_teacher(out: str, arch: str, variables, mean, std, kwargs=None) -> None:
+  """A teacher directory: model.json (the model with constructor `kwargs`) and
+  the variables as an orbax checkpoint."""
   if teachers.is_teacher(out):
     raise FileExistsError(f'{out} already holds a teacher; remove it or pick another --out.')
   os.makedirs(out, exist_ok=True)
   num_classes = int(variables['params']['classifier']['bias'].shape[0])
-  teachers.write_model_file(out, arch, num_classes, {}, mean, std)
+  teachers.write_model_file(out, arch, num_classes, kwargs or {}, mean, std)
   checkpoint.save_variables(out, variables)
+
+
+def sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def _download(teacher: study.Teacher, cache_dir: str) -> str:
+  """The path of `teacher`'s file, downloaded into `cache_dir` by tensorflow-
+  datasets' download manager (progress bar; a finished download is reused)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (only fetch needs it)
+  manager = tfds.download.DownloadManager(download_dir=cache_dir)
+  try:
+    return os.fspath(manager.download(teacher.url))
+  except Exception as e:  # pylint: disable=broad-except  (requests and TFDS raise many kinds)
+    raise teachers.TeacherError(
+        f'Could not download {teacher.url} ({type(e).__name__}: {e}). Without internet, '
+        f'download {teacher.filename} on a connected machine, copy it here and run '
+        f'`python -m kdjax.teachers fetch {teacher.name} --file={teacher.filename}`.') from e
+
+
+def fetch(teacher: study.Teacher, out: str, file: Optional[str] = None,
+          cache_dir: Optional[str] = None) -> str:
+  """Downloads (or takes `file`), checks, converts and writes `teacher` into the
+  teacher directory `out`; returns what it did. A file whose sha256 does not
+  start with the published prefix is refused (and a downloaded one deleted, so
+  the next fetch downloads it again)."""
+  if teachers.is_teacher(out):
+    return f'{out} already holds a teacher; remove it to fetch {teacher.name} again.'
+  path = file or _download(teacher, cache_dir or os.path.join(os.path.dirname(
+      os.path.normpath(out)), 'downloads'))
+  digest = sha256(path)
+  if teacher.sha256_prefix and not digest.startswith(teacher.sha256_prefix):
+    if not file:  # TFDS would reuse the cached file: remove it and its record
+      for stale in (path, f'{path}.INFO'):
+        if os.path.exists(stale):
+          os.remove(stale)
+    raise teachers.TeacherError(
+        f'{path} has sha256 {digest}, but {teacher.filename} is published with one that '
+        f'starts {teacher.sha256_prefix}: the file is damaged or not the teacher. '
+        + ('Fetch it again.' if not file else f'Download it again from {teacher.url}.'))
+  state_dict, _ = read_state_dict(path)
+  layout = detect_layout(teacher.arch, state_dict)
+  variables = torch_to_flax(teacher.arch, state_dict)
+  mean, std = NORMALIZATION[layout]
+  write_teacher(out, teacher.arch, variables, mean, std, model_kwargs(layout))
+  check = (f'sha256 {digest} starts with the published {teacher.sha256_prefix}'
+           if teacher.sha256_prefix else
+           f'sha256 {digest} (its publisher gives no checksum; the conversion found '
+           f'every {teacher.arch} weight in the {layout} layout)')
+  return (f'Converted {path} ({check}) into {out}. Check its accuracy: python -m '
+          f'kdjax.evaluate --teacher={out} (the study reports {teacher.top1:.2f}%, '
+          f'{teacher.source} {teacher.source_top1:.2f}%).')
 
 
 FLAGS = flags.FLAGS
@@ -173,7 +263,7 @@ def main(argv):
   mean, std = NORMALIZATION[layout]
   if FLAGS.mean:
     mean, std = [float(m) for m in FLAGS.mean], [float(s) for s in FLAGS.std]
-  write_teacher(FLAGS.out, FLAGS.arch, variables, mean, std)
+  write_teacher(FLAGS.out, FLAGS.arch, variables, mean, std, model_kwargs(layout))
   print(f'Converted {FLAGS.src} ({FLAGS.arch}, {layout} layout'
         f'{f", under {container!r}" if container else ""}) to {FLAGS.out} '
         f'with mean {tuple(mean)} and std {tuple(std)}.\n'

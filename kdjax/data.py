@@ -15,6 +15,10 @@ import numpy as np
 CIFAR100_URL = 'https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz'
 DATASETS = ('cifar100', 'digits')
 PAD = 4  # pixels of zero padding before the random crop, as in RandomCrop(32, 4)
+# The study's Normalize constants (its src/data.py): CIFAR-100's train-split
+# per-channel mean and std. Other datasets use their own train split's.
+CIFAR100_MEAN = (0.5070751592371323, 0.48654887331495095, 0.4409178433670343)
+CIFAR100_STD = (0.2673342858792401, 0.2564384629170883, 0.27615047132568404)
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -30,7 +34,7 @@ class Dataset:
   test_images: np.ndarray
   test_labels: np.ndarray
   num_classes: int
-  mean: Tuple[float, ...]  # per channel, of the train split in [0, 1]
+  mean: Tuple[float, ...]  # per channel, of pixels in [0, 1]
   std: Tuple[float, ...]
 
 
@@ -38,14 +42,14 @@ def load_dataset(name: str, data_dir: str = '', manual_dir: str = '') -> Dataset
   """Loads a dataset by name; `data_dir`/`manual_dir` are TFDS's (see README)."""
   if name == 'cifar100':
     train, test, num_classes = _load_tfds('cifar100', data_dir, manual_dir)
-  elif name == 'digits':
+    return Dataset(name, *train, *test, num_classes, CIFAR100_MEAN, CIFAR100_STD)
+  if name == 'digits':
     train, test, num_classes = _load_digits()
-  else:
-    raise ValueError(f'Unknown dataset {name!r}. Known datasets: {list(DATASETS)}. '
-                     'Set --config.dataset to one of them.')
-  pixels = train[0].reshape(-1, train[0].shape[-1]) / 255.0
-  return Dataset(name, *train, *test, num_classes,
-                 tuple(pixels.mean(0).tolist()), tuple(pixels.std(0).tolist()))
+    pixels = train[0].reshape(-1, train[0].shape[-1]) / 255.0
+    return Dataset(name, *train, *test, num_classes,
+                   tuple(pixels.mean(0).tolist()), tuple(pixels.std(0).tolist()))
+  raise ValueError(f'Unknown dataset {name!r}. Known datasets: {list(DATASETS)}. '
+                   'Set --config.dataset to one of them.')
 
 
 def _load_tfds(name, data_dir, manual_dir):
@@ -108,18 +112,49 @@ def example_keys(key: jax.Array, positions: jax.Array) -> jax.Array:
   return jax.vmap(jax.random.fold_in, (None, 0))(key, positions)
 
 
-def _crop_and_flip(image, key):
-  crop_key, flip_key = jax.random.split(key)
+def _rotate_one(image, degrees):
+  """PIL's Image.rotate(degrees, resample=NEAREST, fillcolor=0): each output
+  pixel centre, rotated clockwise by `degrees` about the image centre, reads
+  the input pixel it lands in (truncating, as PIL's nearest filter does), or 0
+  outside the image."""
+  height, width = image.shape[:2]
+  radians = jnp.deg2rad(degrees)
+  cos, sin = jnp.cos(radians), jnp.sin(radians)
+  x = jnp.arange(width, dtype=jnp.float32)[None, :] + 0.5 - width / 2
+  y = jnp.arange(height, dtype=jnp.float32)[:, None] + 0.5 - height / 2
+  source_x = jnp.floor(cos * x - sin * y + width / 2).astype(jnp.int32)
+  source_y = jnp.floor(sin * x + cos * y + height / 2).astype(jnp.int32)
+  inside = (source_x >= 0) & (source_x < width) & (source_y >= 0) & (source_y < height)
+  pixels = image[jnp.clip(source_y, 0, height - 1), jnp.clip(source_x, 0, width - 1)]
+  return jnp.where(inside[..., None], pixels, jnp.zeros((), image.dtype))
+
+
+def rotate(images: jax.Array, degrees: jax.Array) -> jax.Array:
+  """[N, H, W, C] images rotated counter-clockwise by [N] angles in degrees about
+  their centres, nearest neighbour, zero fill: torchvision's RandomRotation on PIL
+  images. A gather, so it runs on the device inside a jitted step."""
+  return jax.vmap(_rotate_one)(images, degrees)
+
+
+def _augment_one(image, key, rotation_degrees):
+  crop_key, flip_key, rotate_key = jax.random.split(key, 3)
   height, width, channels = image.shape
   padded = jnp.pad(image, ((PAD, PAD), (PAD, PAD), (0, 0)))
   top, left = jax.random.randint(crop_key, (2,), 0, 2 * PAD + 1)
   image = jax.lax.dynamic_slice(padded, (top, left, 0), (height, width, channels))
-  return jnp.where(jax.random.bernoulli(flip_key), image[:, ::-1], image)
+  image = jnp.where(jax.random.bernoulli(flip_key), image[:, ::-1], image)
+  if rotation_degrees:
+    angle = jax.random.uniform(rotate_key, (), jnp.float32, -rotation_degrees,
+                               rotation_degrees)
+    image = _rotate_one(image, angle)
+  return image
 
 
-def augment(images: jax.Array, keys: jax.Array) -> jax.Array:
-  """Zero-pad 4 + random crop + random horizontal flip, one key per image."""
-  return jax.vmap(_crop_and_flip)(images, keys)
+def augment(images: jax.Array, keys: jax.Array, rotation_degrees: float = 0.0) -> jax.Array:
+  """The study's training transform, one key per image: zero-pad 4 + random
+  crop, random horizontal flip, then (if `rotation_degrees`) a rotation by an
+  angle uniform in [-rotation_degrees, rotation_degrees]."""
+  return jax.vmap(_augment_one, (0, 0, None))(images, keys, rotation_degrees)
 
 
 def to_float(images: jax.Array) -> jax.Array:

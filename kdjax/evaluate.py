@@ -9,6 +9,7 @@ from absl import flags
 import jax
 
 from kdjax import data
+from kdjax import study
 from kdjax import teachers
 from kdjax import train
 
@@ -33,9 +34,10 @@ def main(argv):
   result = evaluate_teacher(FLAGS.teacher, FLAGS.dataset, FLAGS.data_dir, FLAGS.manual_dir)
   line = (f'{FLAGS.teacher}: test top-1 {result["top1"]:.2f}%, top-5 {result["top5"]:.2f}% '
           f'on {result["count"]} {FLAGS.dataset} test images')
-  study = teachers.STUDY_TEACHERS.get(teachers.directory_name(FLAGS.teacher))
-  if study and FLAGS.dataset == 'cifar100':
-    line += f' (the study reports {study.top1:.2f}%)'
+  known = study.TEACHERS.get(teachers.directory_name(FLAGS.teacher))
+  if known and FLAGS.dataset == 'cifar100':
+    line += (f' (the study reports {known.top1:.2f}%, {known.source} '
+             f'{known.source_top1:.2f}%)')
   print(line + '.')
 
 

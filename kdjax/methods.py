@@ -3,11 +3,12 @@
 A method is 'baseline' (cross-entropy only) or distillation terms joined by '_'
 in the order of TERMS, e.g. 'offline', 'self', 'offline_self', 'feature_self',
 'online_relation'. `get_loss_fn` turns one into
-  loss_fn(params, batch_stats, pixels, targets, teacher_variables)
+  loss_fn(params, batch_stats, pixels, targets, teacher_variables, labels)
       -> (loss, (new_batch_stats, metrics))
-where `pixels` are augmented (and, with mixup, mixed) images in [0, 1] and
-`targets` the matching [batch, classes] label distributions. Only `params` is
-differentiated; the teacher's variables are an input, never trained.
+where `pixels` are augmented (and, with mixup, mixed) images in [0, 1],
+`targets` the matching [batch, classes] label distributions and `labels` each
+example's own integer label before mixing. Only `params` is differentiated; the
+teacher's variables are an input, never trained.
 """
 import dataclasses
 from typing import Callable, FrozenSet, Optional, Sequence, Tuple
@@ -84,17 +85,42 @@ def students(outputs):
   return (outputs, *outputs.get('peers', ()))
 
 
-def _heads_term(outputs, targets, config):
+# config.kd_reduction: how the offline KL is averaged. 'mean' is torch's
+# nn.KLDivLoss() default, the study's: over the batch and the classes, i.e.
+# the batch mean divided by the class count; 'batchmean' is the batch mean
+# (Hinton's, RepDistiller's and Be Your Own Teacher's soft cross-entropy).
+KD_REDUCTIONS = ('mean', 'batchmean')
+# config.head_labels: the CE target of the intermediate heads. 'own' is each
+# example's own label before mixing (the study's code, which passes its
+# unmixed labels to the heads' CE while their inputs are mixed); 'mixed' is the
+# mixed distribution the final classifier gets.
+HEAD_LABELS = ('own', 'mixed')
+# config.self_feature_reduction: how the heads' squared feature distances are
+# reduced. 'sum' over the global batch and the features is the study's (and
+# Be Your Own Teacher's) feature_loss_function; 'mean' averages over the batch.
+FEATURE_REDUCTIONS = ('sum', 'mean')
+
+
+def _check_choice(config, field, choices):
+  if config[field] not in choices:
+    raise ValueError(f'Unknown {field} {config[field]!r}; set --config.{field} to one of '
+                     f'{list(choices)}.')
+
+
+def _heads_term(outputs, targets, own_targets, config, global_batch):
   """Be Your Own Teacher on the intermediate heads: each learns from the labels,
-  from the final logits (KL) and from the final feature (L2); the final outputs
-  are gradient-free targets."""
+  from the final logits (T^2 KL) and from the final feature (squared L2); the
+  final outputs are gradient-free targets."""
   w = config.self_kd_weight
+  labels = own_targets if config.head_labels == 'own' else targets
+  feature_weight = config.self_feature_weight * (
+      global_batch if config.self_feature_reduction == 'sum' else 1)
   total = 0.0
   for logits, feature in zip(outputs['head_logits'], outputs['head_features']):
-    total += ((1 - w) * losses.soft_cross_entropy(logits, targets)
+    total += ((1 - w) * losses.soft_cross_entropy(logits, labels)
               + w * losses.kl_divergence(logits, outputs['logits'],
                                          config.self_kd_temperature)
-              + config.self_feature_weight * losses.feature_l2(feature, outputs['feature']))
+              + feature_weight * losses.feature_l2(feature, outputs['feature']))
   return total
 
 
@@ -108,14 +134,18 @@ def _label_weight(terms, config):
   return 1.0
 
 
-def _student_loss(outputs, peer_logits, targets, teacher, config, terms, gather):
+def _student_loss(outputs, peer_logits, targets, own_targets, teacher, config, terms,
+                  gather, global_batch):
   """One student's loss. `teacher` holds the teacher's outputs, `peer_logits`
-  the other students' logits, `gather` collects an array over the global batch."""
+  the other students' logits, `own_targets` the unmixed one-hot labels, `gather`
+  collects an array over the global batch of `global_batch` examples."""
   logits = outputs['logits']
   loss = _label_weight(terms, config) * losses.soft_cross_entropy(logits, targets)
   if 'offline' in terms:
-    loss += config.kd_weight * losses.kl_divergence(logits, teacher['logits'],
-                                                    config.kd_temperature)
+    kd = losses.kl_divergence(logits, teacher['logits'], config.kd_temperature)
+    if config.kd_reduction == 'mean':
+      kd /= logits.shape[-1]
+    loss += config.kd_weight * kd
   if 'feature' in terms:
     hint = outputs['hint']
     stages = teacher['stage_features']
@@ -131,7 +161,7 @@ def _student_loss(outputs, peer_logits, targets, teacher, config, terms, gather)
         losses.kl_divergence(logits, peer, config.online_temperature)
         for peer in peer_logits) / len(peer_logits)
   if 'self' in terms:
-    loss += _heads_term(outputs, targets, config)
+    loss += _heads_term(outputs, targets, own_targets, config, global_batch)
   return loss
 
 
@@ -148,22 +178,28 @@ def get_loss_fn(config, student_apply: Callable, teacher_apply: Optional[Callabl
   method = get_method(config.method)
   if method.uses_teacher and teacher_apply is None:
     raise ValueError(f'Method {config.method!r} needs a teacher.')
+  _check_choice(config, 'kd_reduction', KD_REDUCTIONS)
+  _check_choice(config, 'head_labels', HEAD_LABELS)
+  _check_choice(config, 'self_feature_reduction', FEATURE_REDUCTIONS)
 
   def gather(x):
     return x if axis_name is None else lax.all_gather(x, axis_name, axis=0, tiled=True)
 
-  def loss_fn(params, batch_stats, pixels, targets, teacher_variables):
+  def loss_fn(params, batch_stats, pixels, targets, teacher_variables, labels):
     outputs, new_batch_stats = student_apply(params, batch_stats, pixels)
     teacher = None
     if method.uses_teacher:
       teacher = jax.lax.stop_gradient(teacher_apply(teacher_variables, pixels))
+    own_targets = jax.nn.one_hot(labels, targets.shape[-1], dtype=targets.dtype)
+    global_batch = len(labels) * (1 if axis_name is None else lax.axis_size(axis_name))
     # Every student's loss counts; peers' logits are gradient-free targets
     # (kl_divergence stops them), so each student's gradient is its own loss's.
     every = students(outputs)
     all_logits = [s['logits'] for s in every]
-    loss = sum(_student_loss(s, all_logits[:i] + all_logits[i + 1:], targets, teacher,
-                             config, method.terms, gather)
+    loss = sum(_student_loss(s, all_logits[:i] + all_logits[i + 1:], targets, own_targets,
+                             teacher, config, method.terms, gather, global_batch)
                for i, s in enumerate(every))
-    accuracy = jnp.mean(jnp.argmax(outputs['logits'], -1) == jnp.argmax(targets, -1))
+    # Against each example's own label, as the study's training accuracy.
+    accuracy = jnp.mean(jnp.argmax(outputs['logits'], -1) == labels)
     return loss, (new_batch_stats, {'loss': loss, 'accuracy': accuracy})
   return loss_fn

@@ -17,27 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from absl import app
 
-
-@dataclasses.dataclass(frozen=True)
-class Row:
-  """A row of the study's table and the command that reproduces it."""
-  name: str
-  config: str
-  method: str
-  teacher: str  # '' or the study teacher's name
-  study_top1: float
-
-
-STUDY = (
-    Row('baseline', 'configs/baseline.py', 'baseline', '', 74.40),
-    Row('offline_kd_repvgg_a0', 'configs/offline_kd.py:repvgg_a0', 'offline', 'repvgg_a0', 77.56),
-    Row('offline_kd_resnet50', 'configs/offline_kd.py:resnet50', 'offline', 'resnet50', 77.65),
-    Row('self_kd', 'configs/self_kd.py', 'self', '', 77.89),
-    Row('offline_self_kd_repvgg_a0', 'configs/offline_self_kd.py:repvgg_a0', 'offline_self',
-        'repvgg_a0', 77.95),
-    Row('offline_self_kd_resnet50', 'configs/offline_self_kd.py:resnet50', 'offline_self',
-        'resnet50', 78.36),
-)
+from kdjax import study
 
 
 @dataclasses.dataclass
@@ -96,14 +76,12 @@ def _group_key(run: Run) -> str:
   return json.dumps({k: v for k, v in run.config.items() if k != 'seed'}, sort_keys=True)
 
 
-def study_row(run: Run) -> Optional[Row]:
+def study_row(run: Run) -> Optional[study.Row]:
   """The study row a CIFAR-100 ResNet18 run reproduces, if any."""
   if run.config.get('dataset') != 'cifar100' or run.config.get('model') != 'resnet18':
     return None
-  for row in STUDY:
-    if (row.method, row.teacher) == (run.config.get('method'), run.teacher_name):
-      return row
-  return None
+  return study.row_of(run.config.get('method'), run.teacher_name,
+                      bool(run.config.get('mixup_alpha')))
 
 
 def _mean_std(values: Sequence[float]) -> str:
@@ -180,7 +158,7 @@ def table_lines(runs: List[Run]) -> List[Line]:
       groups.setdefault(_group_key(run), []).append(run)
   def position(group):
     row = study_row(group[0])
-    return (STUDY.index(row) if row else len(STUDY), group[0].workdir)
+    return (study.ROWS.index(row) if row else len(study.ROWS), group[0].workdir)
   finished = [_finished_line(g) for g in sorted(groups.values(), key=position)]
   return finished + [_unfinished_line(r) for r in runs if not r.finished]
 

@@ -17,13 +17,14 @@ from absl import app
 from absl import flags
 
 from kdjax import report
+from kdjax import study
 from kdjax import teachers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('seeds', 1, 'Seeds per row (0, 1, ..., N-1); CIFAR-100 practice is '
                      'the mean of several.')
 flags.DEFINE_string('runs', 'runs', 'Folder that receives one workdir per row and seed.')
-flags.DEFINE_list('rows', [r.name for r in report.STUDY], 'Rows to run.')
+flags.DEFINE_list('rows', [r.name for r in study.ROWS], 'Rows to run.')
 flags.DEFINE_bool('dry_run', False, 'Print the commands instead of running them.')
 
 
@@ -48,12 +49,12 @@ def missing_teachers(rows):
   for row in rows:
     path = _config(row.config).teacher
     if row.teacher and not teachers.is_teacher(path):
-      notes[path] = f'{path} is missing. {teachers.convert_instructions(row.teacher, path)}'
+      notes[path] = f'{path} is missing. {teachers.fetch_instructions(row.teacher, path)}'
   return list(notes.values())
 
 
 def main(argv):
-  by_name = {row.name: row for row in report.STUDY}
+  by_name = {row.name: row for row in study.ROWS}
   unknown = sorted(set(FLAGS.rows) - set(by_name))
   if unknown:
     raise app.UsageError(f'Unknown rows {unknown}; the rows are {sorted(by_name)}.')

@@ -3,38 +3,30 @@
 A teacher directory holds `model.json` (architecture, class count, constructor
 arguments, normalization) and orbax checkpoints under `checkpoints/`. Every
 kdjax workdir is one (its best checkpoint teaches), so any finished run can
-teach another.
+teach another. The study's teachers come from PyTorch checkpoints:
+
+  python -m kdjax.teachers fetch repvgg_a0   # or resnet50; --file=PATH for a local copy
+
+downloads one (tensorflow-datasets' download manager: progress, a finished
+download is kept and reused), checks its published sha256, converts it and
+stores it in the directory the row configs read (kdjax.study.TEACHERS).
 """
 import dataclasses
 import json
 import os
-from typing import Any, Dict, NamedTuple, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
+from absl import app
+from absl import flags
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from kdjax import checkpoint
 from kdjax import models
+from kdjax import study
 
 MODEL_FILE = 'model.json'
-
-
-class StudyTeacher(NamedTuple):
-  source: str  # where its PyTorch weights come from
-  filename: str  # the file to convert
-  top1: float  # its CIFAR-100 test top-1 (%) as the study reports it
-
-
-STUDY_TEACHERS = {
-    'repvgg_a0': StudyTeacher(
-        'https://github.com/chenyaofo/pytorch-cifar-models/releases/download/'
-        'repvgg/cifar100_repvgg_a0-2df1edd0.pt', 'cifar100_repvgg_a0-2df1edd0.pt', 75.22),
-    'resnet50': StudyTeacher(
-        'http://shape2prog.csail.mit.edu/repo/ResNet50_vanilla/ckpt_epoch_240.pth '
-        "(RepDistiller's scripts/fetch_pretrained_teachers.sh; mdistiller's "
-        'cifar_teachers.tar holds the same file)', 'ckpt_epoch_240.pth', 79.00),
-}
 
 
 class TeacherError(ValueError):
@@ -60,12 +52,14 @@ def write_model_file(directory: str, model: str, num_classes: int,
     json.dump(spec, f, indent=2)
 
 
-def convert_instructions(name: str, path: str) -> str:
+def fetch_instructions(name: str, path: str) -> str:
   """How to put the study's teacher `name` into directory `path`."""
-  teacher = STUDY_TEACHERS[name]
-  return (f'The study\'s {name} teacher is a PyTorch checkpoint: get {teacher.filename} '
-          f'from {teacher.source} on a connected machine, then run: python -m kdjax.convert '
-          f'--arch {name} --src {teacher.filename} --out {path}')
+  teacher = study.TEACHERS[name]
+  out = '' if path == teacher.directory else f' --out={path}'
+  return (f'The study\'s {name} teacher is a PyTorch checkpoint ({teacher.source}). Run '
+          f'`python -m kdjax.teachers fetch {name}{out}`; without internet, download '
+          f'{teacher.filename} from {teacher.url} on a connected machine, copy it here and '
+          f'run `python -m kdjax.teachers fetch {name}{out} --file={teacher.filename}`.')
 
 
 def directory_name(path: str) -> str:
@@ -80,8 +74,8 @@ def is_teacher(path: str) -> bool:
 def _read_model_file(path):
   model_file = os.path.join(path, MODEL_FILE)
   study_teacher = directory_name(path)
-  if not os.path.isdir(path) and study_teacher in STUDY_TEACHERS:
-    raise TeacherError(f'No teacher at {path!r}. {convert_instructions(study_teacher, path)}')
+  if not os.path.isdir(path) and study_teacher in study.TEACHERS:
+    raise TeacherError(f'No teacher at {path!r}. {fetch_instructions(study_teacher, path)}')
   if not os.path.isdir(path):
     raise TeacherError(
         f'No teacher at {path!r}. A teacher is a kdjax workdir (train one with '
@@ -132,3 +126,28 @@ def load(path: str, dtype=jnp.float32, num_classes: Optional[int] = None,
                  variables=variables, mean=tuple(spec['mean']), std=tuple(spec['std']),
                  num_classes=classes,
                  description=f'{path} ({name}, checkpoint step {step})')
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) != 3 or argv[1] != 'fetch' or argv[2] not in study.TEACHERS:
+    raise app.UsageError(f'Usage: python -m kdjax.teachers fetch NAME [--file=PATH] '
+                         f'[--out=DIR], NAME one of {sorted(study.TEACHERS)}.')
+  # convert writes teacher directories with this module's helpers, so the
+  # command line, which runs a conversion, imports it here rather than at the top.
+  from kdjax import convert  # pylint: disable=g-import-not-at-top
+  teacher = study.TEACHERS[argv[2]]
+  try:
+    print(convert.fetch(teacher, FLAGS.out or teacher.directory, FLAGS.file))
+  except (TeacherError, convert.ConversionError) as e:
+    raise SystemExit(f'error: {e}') from None
+
+
+if __name__ == '__main__':
+  flags.DEFINE_string('file', None, 'Convert this local copy of the checkpoint instead of '
+                      'downloading it (its checksum is checked the same way).')
+  flags.DEFINE_string('out', None, 'Teacher directory to write (default: where the row '
+                      'configs read it, e.g. teachers/repvgg_a0).')
+  app.run(main)

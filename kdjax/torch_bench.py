@@ -82,25 +82,33 @@ def make_step(config, terms, teacher_name, batch_size, device, channels_last, dt
   autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                             enabled=dtype == 'bfloat16')
   w, w_self = config.kd_weight, config.self_kd_weight
+  kd_scale = 1 / 100 if config.kd_reduction == 'mean' else 1  # 100 classes
+  feature_scale = batch_size if config.self_feature_reduction == 'sum' else 1
 
   def step():
     lam = rng.beta(config.mixup_alpha, config.mixup_alpha) if config.mixup_alpha else 1.0
-    pixels = lam * images + (1 - lam) * images.flip(0)
+    partner = torch.randperm(batch_size, device=device)  # the study's mixup_data
+    pixels = lam * images + (1 - lam) * images[partner]
+
+    def mixed_ce(logits):  # the study's mixup_criterion
+      return lam * F.cross_entropy(logits, labels) + (1 - lam) * F.cross_entropy(
+          logits, labels[partner])
+
     with autocast:
       feature, logits, heads = student.forward_with_heads(pixels)
-      ce = lam * F.cross_entropy(logits, labels) + (1 - lam) * F.cross_entropy(
-          logits, labels.flip(0))
-      loss = (1 - w if 'offline' in terms else 1 - w_self if 'self' in terms else 1) * ce
+      loss = (1 - w if 'offline' in terms else 1 - w_self if 'self' in terms else 1
+              ) * mixed_ce(logits)
       if teacher is not None:
         with torch.no_grad():
           teacher_logits = teacher(pixels)
-        loss = loss + w * _kl(logits, teacher_logits, config.kd_temperature)
+        loss = loss + w * kd_scale * _kl(logits, teacher_logits, config.kd_temperature)
       for head_feature, head_logits in heads:
+        head_ce = (F.cross_entropy(head_logits, labels) if config.head_labels == 'own'
+                   else mixed_ce(head_logits))
         loss = loss + (
-            (1 - w_self) * (lam * F.cross_entropy(head_logits, labels)
-                            + (1 - lam) * F.cross_entropy(head_logits, labels.flip(0)))
+            (1 - w_self) * head_ce
             + w_self * _kl(head_logits, logits.detach(), config.self_kd_temperature)
-            + config.self_feature_weight
+            + config.self_feature_weight * feature_scale
             * (head_feature - feature.detach()).pow(2).sum(-1).mean())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

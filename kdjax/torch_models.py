@@ -1,9 +1,11 @@
 """PyTorch reference models with the public projects' module (and so key) names.
 
 Written from the architectures of chenyaofo/pytorch-cifar-models (RepVGG),
-RepDistiller / mdistiller (CIFAR ResNets with `shortcut` and `linear`) and
-timm-style CIFAR ResNets (`downsample` and `fc`). The converter's tests and
-kdjax.bench's PyTorch reference use them; training never imports torch.
+RepDistiller / mdistiller (CIFAR ResNets with `shortcut` and `linear`),
+timm-style CIFAR ResNets (`downsample` and `fc`) and Be Your Own Teacher's
+Multi_ResNet (timm-style, with heads `bottleneck{i}_1` and `middle_fc{i}`). The
+converter's tests and kdjax.bench's PyTorch reference use them; training never
+imports torch.
 """
 import torch
 from torch import nn
@@ -105,29 +107,36 @@ def _projection(cin, cout, stride):
   return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
 
+def _head_bottleneck(cin, features, stride):
+  """Be Your Own Teacher's branchBottleNeck (the study's MiddleClassifier): 1x1
+  conv, k x k stride-k conv, 1x1 conv, each with a bias, BN and ReLU."""
+  middle = features // 4
+  return nn.Sequential(
+      nn.Conv2d(cin, middle, 1), nn.BatchNorm2d(middle), nn.ReLU(),
+      nn.Conv2d(middle, middle, stride, stride), nn.BatchNorm2d(middle), nn.ReLU(),
+      nn.Conv2d(middle, features, 1), nn.BatchNorm2d(features), nn.ReLU())
+
+
 class IntermediateHead(nn.Module):
-  """kdjax.models.resnet.IntermediateHead: Be Your Own Teacher's bottleneck head."""
+  """kdjax.models.resnet.IntermediateHead: the bottleneck, pooling, a classifier."""
 
   def __init__(self, cin, features, stride, num_classes):
     super().__init__()
-    middle = features // 4
-    self.body = nn.Sequential(
-        nn.Conv2d(cin, middle, 1, bias=False), nn.BatchNorm2d(middle), nn.ReLU(),
-        nn.Conv2d(middle, middle, stride, stride, bias=False), nn.BatchNorm2d(middle),
-        nn.ReLU(), nn.Conv2d(middle, features, 1, bias=False), nn.BatchNorm2d(features),
-        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    self.body = _head_bottleneck(cin, features, stride)
     self.classifier = nn.Linear(features, num_classes)
 
   def forward(self, x):
-    feature = self.body(x)
+    feature = self.body(x).mean((2, 3))
     return feature, self.classifier(feature)
 
 
 class ResNet(nn.Module):
   """CIFAR ResNet: 3x3 stride-1 stem, no max-pool. layout 'repdistiller' names
   the shortcut `shortcut` and the classifier `linear`; 'timm' names them
-  `downsample` and `fc`. With `heads`, forward_with_heads also returns every
-  stage but the last's IntermediateHead (feature, logits)."""
+  `downsample` and `fc`; 'byot' is timm's with Be Your Own Teacher's heads
+  (`bottleneck{i}_1`, `middle_fc{i}`, and `downsample{i}_1`, which its forward
+  never uses). With `heads`, forward_with_heads also returns every stage but
+  the last's head (feature, logits)."""
 
   def __init__(self, block, num_blocks, num_classes=100, layout='repdistiller',
                heads=False, width=64):
@@ -147,13 +156,30 @@ class ResNet(nn.Module):
     self.avgpool = nn.AdaptiveAvgPool2d(1)
     self.classifier_name = classifier
     setattr(self, classifier, nn.Linear(cin, num_classes))
+    self.layout = layout
     last = len(num_blocks) - 1
-    self.heads = nn.ModuleList([
-        IntermediateHead(width * 2**i * block.expansion, cin, 2**(last - i), num_classes)
-        for i in range(last)] if heads else [])
+    stage_widths = [width * 2**i * block.expansion for i in range(last)]
+    self.num_heads = last if heads or layout == 'byot' else 0
+    if layout == 'byot':
+      for i, stage_width in enumerate(stage_widths, 1):
+        stride = 2**(last - i + 1)
+        setattr(self, f'downsample{i}_1', nn.Sequential(
+            nn.Conv2d(stage_width, cin, 1, stride, bias=False), nn.BatchNorm2d(cin)))
+        setattr(self, f'bottleneck{i}_1', _head_bottleneck(stage_width, cin, stride))
+        setattr(self, f'middle_fc{i}', nn.Linear(cin, num_classes))
+    else:
+      self.heads = nn.ModuleList([
+          IntermediateHead(stage_width, cin, 2**(last - i), num_classes)
+          for i, stage_width in enumerate(stage_widths)] if heads else [])
     for m in self.modules():  # the reference projects' init
       if isinstance(m, nn.Conv2d):
         nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+
+  def _head(self, i, x):
+    if self.layout != 'byot':
+      return self.heads[i - 1](x)
+    feature = getattr(self, f'bottleneck{i}_1')(x).mean((2, 3))
+    return feature, getattr(self, f'middle_fc{i}')(feature)
 
   def features(self, x):
     x = F.relu(self.bn1(self.conv1(x)))
@@ -170,8 +196,8 @@ class ResNet(nn.Module):
     heads = []
     for i in range(1, 5):
       x = getattr(self, f'layer{i}')(x)
-      if i <= len(self.heads):
-        heads.append(self.heads[i - 1](x))
+      if i <= self.num_heads:
+        heads.append(self._head(i, x))
     feature = self.avgpool(x).flatten(1)
     return feature, getattr(self, self.classifier_name)(feature), heads
 

@@ -137,7 +137,7 @@ def _reversed_global_batch(tree):
 
 def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array,
                teacher_variables, *, loss_fn: Callable, augment: bool,
-               mixup_alpha: float, num_classes: int):
+               rotation_degrees: float, mixup_alpha: float, num_classes: int):
   """One SGD step on this device's share of the global batch.
 
   Runs under a map over axis AXIS; `batch` holds uint8 images and int32 labels.
@@ -149,7 +149,8 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array,
   if augment:
     per_device = images.shape[0]
     positions = lax.axis_index(AXIS) * per_device + jnp.arange(per_device)
-    images = data.augment(images, data.example_keys(augment_key, positions))
+    images = data.augment(images, data.example_keys(augment_key, positions),
+                          rotation_degrees)
   pixels = data.to_float(images)
   targets = jax.nn.one_hot(batch['label'], num_classes)
   if mixup_alpha:
@@ -159,7 +160,7 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array,
         (pixels, targets)), mixup_key, mixup_alpha)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   (_, (batch_stats, metrics)), grads = grad_fn(
-      state.params, state.batch_stats, pixels, targets, teacher_variables)
+      state.params, state.batch_stats, pixels, targets, teacher_variables, batch['label'])
   grads = lax.pmean(grads, AXIS)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   return state, lax.pmean(metrics, AXIS)
@@ -199,11 +200,12 @@ def _gather(images, labels, indices):
 
 
 def pmap_train_step(loss_fn: Callable, *, augment: bool, mixup_alpha: float,
-                    num_classes: int, devices=None):
+                    num_classes: int, rotation_degrees: float = 0.0, devices=None):
   """train_step under jax.pmap; each device gathers its batch by index from
   device-resident (replicated) data, so a step moves only indices to the devices."""
   step = functools.partial(train_step, loss_fn=loss_fn, augment=augment,
-                           mixup_alpha=mixup_alpha, num_classes=num_classes)
+                           rotation_degrees=rotation_degrees, mixup_alpha=mixup_alpha,
+                           num_classes=num_classes)
 
   def gathered(state, images, labels, indices, rng, teacher_variables):
     return step(state, _gather(images, labels, indices), rng, teacher_variables)
@@ -413,8 +415,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   channels = (hint_channels(config, teacher, dataset.num_classes, image_shape)
               if method.uses_hint else ())
   model = create_model(config, dataset.num_classes, channels)
-  schedule = optim.create_schedule(config.learning_rate, steps_per_epoch,
-                                   config.num_epochs, config.warmup_epochs)
+  schedule = optim.create_schedule(config, steps_per_epoch)
   tx = optim.create_optimizer(schedule, config.momentum, config.weight_decay)
   init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
   state = create_train_state(init_key, model, tx, image_shape)
@@ -458,6 +459,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   loss_fn = methods.get_loss_fn(config, functools.partial(apply, train=True),
                                 teacher_apply, AXIS)
   p_train_step = pmap_train_step(loss_fn, augment=config.augment,
+                                 rotation_degrees=config.rotation_degrees,
                                  mixup_alpha=config.mixup_alpha,
                                  num_classes=dataset.num_classes, devices=devices)
   p_eval_step = pmap_eval_step(apply, devices)

@@ -6,14 +6,16 @@ import pytest
 
 from configs import default
 from configs import offline_kd
+from kdjax import study
 from tiny import train_on_mock_cifar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(f for f in os.listdir(os.path.join(ROOT, 'configs'))
                  if f.endswith('.py') and f != '__init__.py')
 # Configs that take an argument (configs/<file>:<arg>), with every argument they accept.
-TEACHER_CONFIGS = ('offline_kd.py', 'offline_self_kd.py', 'feature_kd.py', 'relation_kd.py')
-ARGS = {**{name: sorted(default.TEACHERS) for name in TEACHER_CONFIGS},
+TEACHER_CONFIGS = ('offline_kd.py', 'offline_kd_no_mixup.py', 'offline_self_kd.py',
+                   'feature_kd.py', 'relation_kd.py')
+ARGS = {**{name: sorted(study.TEACHERS) for name in TEACHER_CONFIGS},
         'online_kd.py': ['resnet18', 'repvgg_a0', 'resnet18,resnet18']}
 
 
@@ -29,7 +31,7 @@ def test_every_config_has_exactly_the_default_fields(name, arg):
   config = _get_config(name, arg)
   assert set(config.keys()) == set(default.get_config().keys())
   if name in TEACHER_CONFIGS:
-    assert config.teacher == default.TEACHERS[arg]
+    assert config.teacher == study.TEACHERS[arg].directory
   if name == 'online_kd.py':
     assert config.peers == tuple(arg.split(','))
 

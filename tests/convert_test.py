@@ -151,10 +151,11 @@ def test_cli_converts_a_checkpoint_file_into_a_teacher_with_the_same_logits(tmp_
   assert again.returncode != 0 and 'already holds a teacher' in again.stderr
 
 
-def test_a_missing_study_teacher_says_how_to_convert_it(tmp_path):
+def test_a_missing_study_teacher_says_how_to_fetch_it(tmp_path):
   with pytest.raises(teachers.TeacherError,
-                     match=r'cifar100_repvgg_a0-2df1edd0.pt from https://github.com/chenyaofo.*'
-                     r'python -m kdjax.convert --arch repvgg_a0 --src '):
+                     match=r'Run `python -m kdjax.teachers fetch repvgg_a0 --out=.*`; without '
+                     r'internet, download cifar100_repvgg_a0-2df1edd0.pt from '
+                     r'https://github.com/chenyaofo'):
     teachers.load(str(tmp_path / 'teachers' / 'repvgg_a0'))
 
 

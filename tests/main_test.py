@@ -46,14 +46,19 @@ def test_unknown_config_field_is_an_error_naming_it(tmp_path):
 def test_baseline_config_is_the_studys_setup():
   config = baseline.get_config()
   assert (config.method, config.model, config.dataset) == ('baseline', 'resnet18', 'cifar100')
-  assert (config.batch_size, config.learning_rate, config.momentum, config.weight_decay,
-          config.num_epochs, config.warmup_epochs, config.seed) == (
-              128, 0.1, 0.9, 5e-4, 200, 5.0, 0)
+  assert (config.batch_size, config.momentum, config.weight_decay, config.num_epochs,
+          config.mixup_alpha, config.rotation_degrees, config.seed) == (
+              128, 0.9, 5e-4, 200, 0.0, 15.0, 0)
+  # CosineAnnealingWarmUpRestarts(T_0=30, T_mult=1, eta_max=0.1, T_up=1, gamma=0.5)
+  # over SGD(lr=1e-3).
+  assert (config.schedule, config.learning_rate, config.min_learning_rate,
+          config.restart_epochs, config.warmup_epochs, config.restart_decay) == (
+              'restarts', 0.1, 1e-3, 30, 1.0, 0.5)
 
 
 TINY_DIGITS = ('--config.dataset=digits', '--config.width=4', '--config.stage_sizes=(1,1,1,1)',
                '--config.eval_batch_size=360', '--config.num_epochs=2',
-               '--config.warmup_epochs=0.5', '--config.log_every_steps=0')
+               '--config.warmup_epochs=0', '--config.log_every_steps=0')
 
 
 def _summary(workdir):

@@ -1,16 +1,77 @@
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+from configs import default
 from kdjax import optim
 
 torch = pytest.importorskip('torch')
 
 
-def test_schedule_warms_up_linearly_then_follows_a_cosine_to_zero():
-  schedule = optim.create_schedule(0.1, steps_per_epoch=10, num_epochs=20, warmup_epochs=5)
+class _StudyScheduler:
+  """A transcription of the study's src/utils/cosine_annealing_warmup.py
+  (gaussian37's CosineAnnealingWarmUpRestarts), stepped as Lightning steps an
+  epoch-interval scheduler: once at construction, then after every epoch."""
+
+  def __init__(self, base_lr, t_0, eta_max, t_up, gamma):
+    self.base_lr, self.t_0, self.t_i, self.t_up, self.gamma = base_lr, t_0, t_0, t_up, gamma
+    self.base_eta_max = eta_max
+    self.cycle, self.t_cur, self.last_epoch = 0, -1, -1
+    self.step()
+
+  def step(self):
+    epoch = self.last_epoch + 1
+    self.t_cur += 1
+    if self.t_cur >= self.t_i:
+      self.cycle += 1
+      self.t_cur -= self.t_i
+      self.t_i = (self.t_i - self.t_up) * 1 + self.t_up  # T_mult = 1
+    self.eta_max = self.base_eta_max * self.gamma**self.cycle
+    self.last_epoch = epoch
+    if self.t_cur == -1:
+      self.lr = self.base_lr
+    elif self.t_cur < self.t_up:
+      self.lr = (self.eta_max - self.base_lr) * self.t_cur / self.t_up + self.base_lr
+    else:
+      self.lr = self.base_lr + (self.eta_max - self.base_lr) * (1 + math.cos(
+          math.pi * (self.t_cur - self.t_up) / (self.t_i - self.t_up))) / 2
+
+
+def _config(**fields):
+  config = default.get_config()
+  config.update(fields)
+  return config
+
+
+def test_the_default_schedule_is_the_studys_per_epoch_warm_restarts():
+  steps_per_epoch = 7
+  schedule = jax.jit(optim.create_schedule(_config(), steps_per_epoch))
+  reference = _StudyScheduler(1e-3, t_0=30, eta_max=0.1, t_up=1, gamma=0.5)
+  rates = np.asarray([schedule(step) for step in range(200 * steps_per_epoch)]).reshape(
+      200, steps_per_epoch)
+  # One rate per epoch, constant over its steps.
+  np.testing.assert_array_equal(rates, np.repeat(rates[:, :1], steps_per_epoch, axis=1))
+  expected = []
+  for _ in range(200):
+    expected.append(reference.lr)
+    reference.step()
+  np.testing.assert_allclose(rates[:, 0], expected, rtol=1e-5)
+  checks = {0: 0.001, 1: 0.1, 29: 0.00129017, 30: 0.001, 31: 0.05, 61: 0.025,
+            181: 0.0015625, 199: 0.00117715}
+  for epoch, rate in checks.items():
+    np.testing.assert_allclose(rates[epoch, 0], rate, rtol=1e-5, err_msg=f'epoch {epoch}')
+  # The study's mean rate over 200 epochs (the issue measured 0.0154).
+  assert 0.015 < rates.mean() < 0.016
+
+
+def test_warmup_cosine_warms_up_linearly_then_follows_a_cosine_to_the_floor():
+  schedule = optim.create_schedule(
+      _config(schedule='warmup_cosine', learning_rate=0.1, min_learning_rate=0.0,
+              num_epochs=20, warmup_epochs=5), steps_per_epoch=10)
   assert float(schedule(0)) == 0.0
   np.testing.assert_allclose(float(schedule(25)), 0.05, rtol=1e-6)  # half-way up
   np.testing.assert_allclose(float(schedule(50)), 0.1, rtol=1e-6)  # peak
@@ -27,7 +88,8 @@ def test_sgd_matches_torch_sgd_with_momentum_and_weight_decay():
             'b': rng.normal(size=(4,)).astype(np.float32)}
   grads = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()}
            for _ in range(6)]
-  schedule = optim.create_schedule(0.1, steps_per_epoch=2, num_epochs=3, warmup_epochs=1)
+  schedule = optim.create_schedule(
+      _config(schedule='warmup_cosine', num_epochs=3, warmup_epochs=1), steps_per_epoch=2)
   lrs = [float(schedule(i)) for i in range(6)]
   assert len(set(lrs)) > 3  # the rates really vary over the steps
 
@@ -54,7 +116,16 @@ def test_sgd_matches_torch_sgd_with_momentum_and_weight_decay():
     assert not np.allclose(np.asarray(jax_params[k]), params[k])
 
 
-def test_a_warmup_as_long_as_the_run_is_a_clear_error():
-  with pytest.raises(ValueError, match=r'warmup_epochs=5.0 leaves no cosine phase in '
-                     r'num_epochs=5; set --config.warmup_epochs below num_epochs'):
-    optim.create_schedule(0.1, 10, 5, 5.0)
+@pytest.mark.parametrize('fields,message', [
+    ({'schedule': 'warmup_cosine', 'num_epochs': 5, 'warmup_epochs': 5.0},
+     r'warmup_epochs=5.0 leaves no cosine phase in num_epochs=5; set --config.warmup_epochs '
+     r'below num_epochs'),
+    ({'warmup_epochs': 0.5}, r'whole number of warm-up epochs below the cycle: '
+     r'warmup_epochs=0.5, restart_epochs=30; set --config.warmup_epochs to 0..29'),
+    ({'warmup_epochs': 30}, r'warmup_epochs=30.0, restart_epochs=30'),
+    ({'schedule': 'step'}, r"Unknown schedule 'step'; set --config.schedule to one of "
+     r"\['restarts', 'warmup_cosine'\]"),
+])
+def test_a_schedule_that_cannot_run_is_a_clear_error(fields, message):
+  with pytest.raises(ValueError, match=message):
+    optim.create_schedule(_config(**fields), 10)

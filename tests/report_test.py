@@ -11,6 +11,7 @@ import pytest
 from configs import baseline
 from configs import self_kd
 from kdjax import report
+from kdjax import study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -119,8 +120,8 @@ def test_reproduce_dry_run_lists_every_row_and_seed():
                           cwd=ROOT, text=True, capture_output=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   commands = result.stdout.strip().splitlines()
-  assert len(commands) == 12
-  for row in report.STUDY:
+  assert len(commands) == 2 * len(study.ROWS) == 14
+  for row in study.ROWS:
     for seed in (0, 1):
       assert any(f'main.py --config={row.config} --workdir=out/{row.name}/seed{seed} '
                  f'--config.seed={seed} --config.dtype=bfloat16' in c for c in commands)
@@ -134,5 +135,5 @@ def test_reproduce_stops_before_training_when_a_teacher_is_missing(tmp_path):
                           cwd=ROOT, text=True, capture_output=True, timeout=300)
   assert result.returncode == 1
   assert 'Nothing was trained: teachers/resnet50 is missing' in result.stderr
-  assert 'python -m kdjax.convert --arch resnet50' in result.stderr
+  assert 'python -m kdjax.teachers fetch resnet50' in result.stderr
   assert not (tmp_path / 'out').exists()

@@ -12,10 +12,13 @@ from kdjax import train
 
 
 def tiny_config(**overrides):
+  """The study's defaults on a tiny ResNet18, with a schedule that fits 2 epochs
+  (one warm-up then a cosine to 0, per iteration)."""
   config = default.get_config()
   config.update({'width': 4, 'stage_sizes': (1, 1, 1, 1), 'batch_size': 16,
-                 'eval_batch_size': 40, 'num_epochs': 2, 'warmup_epochs': 1.0,
-                 'log_every_steps': 0, **overrides})
+                 'eval_batch_size': 40, 'num_epochs': 2, 'schedule': 'warmup_cosine',
+                 'warmup_epochs': 1.0, 'min_learning_rate': 0.0, 'log_every_steps': 0,
+                 **overrides})
   return config
 
 

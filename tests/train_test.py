@@ -19,8 +19,7 @@ TIMING_FIELDS = ('images_per_sec', 'epoch_time_s')
 
 def _setup(config, num_classes=10):
   model = train.create_model(config, num_classes)
-  schedule = optim.create_schedule(config.learning_rate, 4, config.num_epochs,
-                                   config.warmup_epochs)
+  schedule = optim.create_schedule(config, 4)
   tx = optim.create_optimizer(schedule, config.momentum, config.weight_decay)
   state = train.create_train_state(jax.random.PRNGKey(0), model, tx, (32, 32, 3))
   apply = train.make_apply(model, (0.5, 0.4, 0.3), (0.25, 0.25, 0.3))
@@ -48,8 +47,8 @@ def test_one_step_on_4_devices_equals_the_same_global_batch_on_1_device(method, 
   results = []
   for devices in (jax.devices()[:1], jax.devices()[:4]):
     n = len(devices)
-    p_step = train.pmap_train_step(loss_fn, augment=True, mixup_alpha=mixup_alpha,
-                                   num_classes=10, devices=devices)
+    p_step = train.pmap_train_step(loss_fn, augment=True, rotation_degrees=15.0,
+                                   mixup_alpha=mixup_alpha, num_classes=10, devices=devices)
     st, imgs, lbls, key, tv = train.replicate(
         (state, images, labels, jax.random.PRNGKey(3), teacher.variables), devices)
     losses = []

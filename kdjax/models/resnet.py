@@ -109,8 +109,9 @@ class IntermediateHead(nn.Module):
 
   1x1 conv -> BN -> ReLU, k x k stride-k conv down to the final grid -> BN -> ReLU,
   1x1 conv to the final width -> BN -> ReLU, global average pool, linear
-  classifier. The reference code's convs carry biases; each is followed by BN,
-  which cancels a bias exactly, so they are left out.
+  classifier. The convs carry biases, as the study's and Be Your Own Teacher's
+  do (BN cancels them in the forward pass, but they are parameters there, so
+  their checkpoints convert and parameter counts match).
   """
   features: int
   stride: int
@@ -119,31 +120,34 @@ class IntermediateHead(nn.Module):
   norm: Callable[..., nn.Module]
   dense: Callable[..., nn.Module]
 
+  def _conv(self, x, features, kernel, name, **kwargs):
+    return self.conv(features, (kernel, kernel), (kernel, kernel), padding='VALID',
+                     use_bias=True, bias_init=torch_bias_init(x.shape[-1] * kernel**2),
+                     name=name, **kwargs)(x)
+
   @nn.compact
   def __call__(self, x):
     middle = self.features // 4
-    x = nn.relu(self.norm(name='bn1')(
-        self.conv(middle, (1, 1), padding='VALID', name='conv1')(x)))
-    x = nn.relu(self.norm(name='bn2')(
-        self.conv(middle, (self.stride, self.stride), (self.stride, self.stride),
-                  padding='VALID', conv_general_dilated=patch_conv, name='conv2')(x)))
-    x = nn.relu(self.norm(name='bn3')(
-        self.conv(self.features, (1, 1), padding='VALID', name='conv3')(x)))
+    x = nn.relu(self.norm(name='bn1')(self._conv(x, middle, 1, 'conv1')))
+    x = nn.relu(self.norm(name='bn2')(self._conv(x, middle, self.stride, 'conv2',
+                                                 conv_general_dilated=patch_conv)))
+    x = nn.relu(self.norm(name='bn3')(self._conv(x, self.features, 1, 'conv3')))
     feature = jnp.mean(x, axis=(1, 2))
     return feature, self.dense(self.num_classes, name='classifier')(feature)
 
 
 class HintRegressor(nn.Module):
-  """FitNets' regressor (Romero et al., 2015): a 1x1 conv + BN from a student
-  stage to the channel count of the teacher's hint."""
+  """FitNets' regressor (Romero et al., 2015) as RepDistiller's ConvReg builds it
+  (use_relu=True): a 1x1 conv + BN + ReLU from a student stage to the channel
+  count of the teacher's hint."""
   features: int
   conv: Callable[..., nn.Module]
   norm: Callable[..., nn.Module]
 
   @nn.compact
   def __call__(self, x):
-    return self.norm(name='bn')(self.conv(self.features, (1, 1), padding='VALID',
-                                          name='conv')(x))
+    return nn.relu(self.norm(name='bn')(self.conv(self.features, (1, 1), padding='VALID',
+                                                  name='conv')(x)))
 
 
 def add_hint(outputs, hint_stage: int, hint_channels: int, conv, norm):
