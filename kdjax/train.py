@@ -291,7 +291,8 @@ def summarize(records, config, teacher_top1=None) -> Dict[str, Any]:
   """Best and final value of every test accuracy (top-1, top-5, heads) over the
   epoch records; the best epoch is the one of the best final-classifier top-1."""
   final = records[-1]
-  summary = {'best_top1_epoch': max(records, key=lambda r: r['test_top1'])['epoch']}
+  # Of tied epochs the last, as orbax's best-checkpoint policy keeps it.
+  summary = {'best_top1_epoch': max(reversed(records), key=lambda r: r['test_top1'])['epoch']}
   for key in final:
     if key.startswith('test_') and key.endswith(('top1', 'top5')):
       name = key[len('test_'):]

@@ -82,6 +82,37 @@ def test_fused_repvgg_equals_the_training_form_in_eval_mode():
   np.testing.assert_allclose(deploy['logits'], train_form['logits'], atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize('arch', ['resnet18', 'resnet50'])
+def test_be_your_own_teachers_multi_resnet_converts_with_its_heads(arch):
+  # The study's res_multi teacher: multi_resnet18_kd / multi_resnet50_kd.
+  model, state_dict = _reference(arch, 'byot')
+  assert convert.detect_layout(arch, state_dict) == 'byot'
+  variables = convert.torch_to_flax(arch, state_dict)
+  images = _images()
+  with torch.no_grad():
+    feature, logits, heads = model.forward_with_heads(
+        torch.from_numpy(images.transpose(0, 3, 1, 2)))
+  out = _flax_outputs(arch, variables, images, heads=True)
+  pairs = [('logits', out['logits'], logits), ('feature', out['feature'], feature)]
+  for i, (head_feature, head_logits) in enumerate(heads):
+    pairs += [(f'head{i + 1} logits', out['head_logits'][i], head_logits),
+              (f'head{i + 1} feature', out['head_features'][i], head_feature)]
+  for name, got, expected in pairs:
+    expected = expected.numpy()
+    spread = expected.std(0).mean()
+    assert spread > 1e-4, name  # outputs differ between inputs: the match is not vacuous
+    np.testing.assert_allclose(got, expected, atol=1e-3 * spread, rtol=0, err_msg=name)
+  # Every parameter the forward pass uses is converted: Multi_ResNet's minus the
+  # downsample{i}_1 branches it never calls.
+  unused = sum(p.numel() for name, p in model.named_parameters()
+               if name.startswith('downsample') and '_1.' in name)
+  assert unused > 0
+  assert sum(x.size for x in jax.tree.leaves(variables['params'])) == sum(
+      p.numel() for p in model.parameters()) - unused
+  _expect_error(arch, {**state_dict, 'bottleneck4_1.0.weight': np.zeros(3)},
+                r"unexpected keys: \['bottleneck4_1.0.weight'\]")
+
+
 def _expect_error(arch, state_dict, pattern):
   with pytest.raises(convert.ConversionError, match=pattern):
     convert.torch_to_flax(arch, state_dict)

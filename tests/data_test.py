@@ -5,6 +5,7 @@ import tarfile
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
@@ -61,6 +62,53 @@ def test_same_key_same_batch_and_other_key_other_batch():
   c = data.augment(images, _keys(8, seed=2))
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
+
+
+def _pil_rotate(image, degrees):
+  return np.asarray(Image.fromarray(image).rotate(float(degrees), resample=Image.NEAREST,
+                                                  fillcolor=0))
+
+
+def test_rotate_equals_pils_nearest_rotation():
+  rng = np.random.default_rng(0)
+  images = _random_images(64, seed=4)
+  degrees = np.concatenate([[15.0, -15.0, 7.5, 90.0],
+                            rng.uniform(-15, 15, 60)]).astype(np.float32)
+  got = np.asarray(jax.jit(data.rotate)(jnp.asarray(images), jnp.asarray(degrees)))
+  expected = np.stack([_pil_rotate(i, d) for i, d in zip(images, degrees)])
+  assert got.shape == images.shape and got.dtype == np.uint8
+  same = (got == expected).all(-1).reshape(len(images), -1).mean(1)
+  # float32 against PIL's float64: a pixel whose source lands within ~1e-6 of a
+  # pixel border may read its neighbour.
+  assert same.min() >= 0.99 and same.mean() >= 0.999, (same.min(), same.mean())
+  assert (got[:2] == 0).all(-1).sum() > 50  # corners rotated in are zero-filled
+
+
+def test_rotation_by_zero_is_the_identity_and_the_angle_is_counter_clockwise():
+  images = _random_images(4)
+  np.testing.assert_array_equal(data.rotate(jnp.asarray(images), jnp.zeros(4)), images)
+  pixel = np.zeros((1, 32, 32, 1), np.uint8)
+  pixel[0, 2, 28] = 255  # upper right
+  turned = np.asarray(data.rotate(jnp.asarray(pixel), jnp.asarray([90.0])))
+  assert turned[0, 3, 2, 0] == 255 and turned.sum() == 255  # upper left
+
+
+def test_augment_rotates_by_angles_within_the_range_from_the_keys():
+  images = jnp.asarray(_random_images(32, seed=5))
+  keys = _keys(32, seed=6)
+  unrotated = np.asarray(data.augment(images, keys))
+  rotated = np.asarray(data.augment(images, keys, rotation_degrees=15.0))
+  np.testing.assert_array_equal(rotated, data.augment(images, keys, rotation_degrees=15.0))
+  changed = (rotated != unrotated).any(axis=(1, 2, 3))
+  # Turns under ~1.9 degrees move no pixel of a 32x32 image (about 1 draw in 8).
+  assert changed.sum() >= 20
+  # Each is its crop and flip rotated by some angle in [-15, 15].
+  for crop, turned in zip(unrotated[:8], rotated[:8]):
+    matches = [np.mean(_pil_rotate(crop, d) == turned) for d in np.arange(-15, 15.01, 0.05)]
+    assert max(matches) > 0.97
+  halves = np.concatenate([data.augment(images[:16], keys[:16], 15.0),
+                           data.augment(images[16:], keys[16:], 15.0)])
+  np.testing.assert_array_equal(halves, rotated)  # per-example keys: splits agree
 
 
 def test_example_keys_depend_on_the_global_position_only():

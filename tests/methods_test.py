@@ -42,7 +42,7 @@ def _student_for(method):
   # No BN axis name, so the loss can also be called outside a pmap.
   name, kwargs = train.model_spec(config, channels)
   model = models.get_model(name, NUM_CLASSES, **kwargs)
-  tx = optim.create_optimizer(optim.create_schedule(0.1, 4, 2, 1.0), 0.9, 5e-4)
+  tx = optim.create_optimizer(optim.create_schedule(config, 4), 0.9, 5e-4)
   state = train.create_train_state(jax.random.PRNGKey(0), model, tx, (32, 32, 3))
   return state, train.make_apply(model, MEAN, STD)
 
@@ -59,10 +59,11 @@ def _loss_fn(config, apply, teacher_apply):
 
 
 def _batch(seed=0, n=16):
+  """(pixels, one-hot targets, the same labels as integers)."""
   rng = np.random.default_rng(seed)
   pixels = rng.uniform(size=(n, 32, 32, 3)).astype(np.float32)
-  targets = np.eye(NUM_CLASSES, dtype=np.float32)[rng.integers(0, NUM_CLASSES, n)]
-  return pixels, targets
+  labels = rng.integers(0, NUM_CLASSES, n).astype(np.int32)
+  return pixels, np.eye(NUM_CLASSES, dtype=np.float32)[labels], labels
 
 
 def _run_steps(config, state, loss_fn, teacher_variables, num_steps=2):
@@ -102,9 +103,9 @@ def test_no_gradient_reaches_the_teacher(method):
   state, apply = _student(config)
   teacher_variables, teacher_apply = _teacher()
   loss_fn = _loss_fn(config, apply, teacher_apply)
-  pixels, targets = _batch()
+  pixels, targets, labels = _batch()
   grads = jax.jit(jax.grad(lambda tv: loss_fn(state.params, state.batch_stats, pixels,
-                                              targets, tv)[0]))(teacher_variables)
+                                              targets, tv, labels)[0]))(teacher_variables)
   assert not any(np.abs(g).sum() for g in jax.tree.leaves(grads))
 
 
@@ -114,9 +115,9 @@ def test_the_teacher_changes_the_loss_of_offline_methods(method):
   state, apply = _student(config)
   teacher_variables, teacher_apply = _teacher()
   loss_fn = jax.jit(_loss_fn(config, apply, teacher_apply))
-  pixels, targets = _batch()
+  pixels, targets, labels = _batch()
   other = jax.tree.map(lambda x: x * 1.5, teacher_variables)
-  values = [float(loss_fn(state.params, state.batch_stats, pixels, targets, tv)[0])
+  values = [float(loss_fn(state.params, state.batch_stats, pixels, targets, tv, labels)[0])
             for tv in (teacher_variables, other)]
   assert abs(values[0] - values[1]) > 1e-4
 
@@ -149,12 +150,17 @@ def _kd(student, teacher, t):
   return t * t * np.mean(np.sum(np.exp(log_p) * (log_p - _log_softmax(student / t)), -1))
 
 
-def test_self_and_offline_self_losses_match_the_reference_formulas():
+def test_self_and_offline_self_losses_with_the_other_recipes_settings_match_their_formulas():
+  # Be Your Own Teacher's and Hinton's formulas as other projects run them: KL
+  # as a batch mean, heads learning the mixed target, a batch-mean feature L2.
   config = tiny_config(method='self', kd_weight=0.7, kd_temperature=5.0,
-                       self_kd_weight=0.2, self_kd_temperature=2.0, self_feature_weight=0.01)
+                       kd_reduction='batchmean', self_kd_weight=0.2,
+                       self_kd_temperature=2.0, self_feature_weight=0.01,
+                       self_feature_reduction='mean', head_labels='mixed')
   state, apply = _student(config)
   teacher_variables, teacher_apply = _teacher()
-  pixels, targets = _batch(3)
+  pixels, targets, labels = _batch(3)
+  targets = 0.3 * targets + 0.7 * targets[::-1]  # mixed: the heads learn it too
   out = jax.tree.map(np.asarray, jax.jit(apply, static_argnames='train')(
       state.params, state.batch_stats, pixels, train=True)[0])
   teacher_logits = np.asarray(jax.jit(teacher_apply)(teacher_variables, pixels)['logits'])
@@ -170,7 +176,8 @@ def test_self_and_offline_self_losses_match_the_reference_formulas():
   for method, expected in (('self', expected_self), ('offline_self', expected_offline_self)):
     config.method = method
     loss_fn = jax.jit(_loss_fn(config, apply, teacher_apply))
-    value = loss_fn(state.params, state.batch_stats, pixels, targets, teacher_variables)[0]
+    value = loss_fn(state.params, state.batch_stats, pixels, targets, teacher_variables,
+                    labels)[0]
     np.testing.assert_allclose(float(value), expected, rtol=1e-5)
 
 
@@ -180,15 +187,16 @@ def _outputs(config, pixels):
       state.params, state.batch_stats, pixels, train=True)[0])
 
 
-def _loss_value(config, state, pixels, targets):
+def _loss_value(config, state, pixels, targets, labels):
   teacher_variables, teacher_apply = _teacher()
   loss_fn = jax.jit(_loss_fn(config, _student(config)[1], teacher_apply))
-  return float(loss_fn(state.params, state.batch_stats, pixels, targets, teacher_variables)[0])
+  return float(loss_fn(state.params, state.batch_stats, pixels, targets, teacher_variables,
+                       labels)[0])
 
 
 def test_feature_loss_matches_fitnets_formula():
   config = _config('feature', hint_weight=3.0)
-  pixels, targets = _batch(4)
+  pixels, targets, labels = _batch(4)
   state, out = _outputs(config, pixels)
   teacher_variables, teacher_apply = _teacher()
   teacher_stages = jax.jit(teacher_apply)(teacher_variables, pixels)['stage_features']
@@ -196,7 +204,8 @@ def test_feature_loss_matches_fitnets_formula():
   assert out['hint'].shape == teacher_stages[1].shape == (16, 16, 16, 8)
   expected = _ce(out['logits'], targets) + 3.0 * np.mean(
       (out['hint'] - np.asarray(teacher_stages[1]))**2)
-  np.testing.assert_allclose(_loss_value(config, state, pixels, targets), expected, rtol=1e-5)
+  np.testing.assert_allclose(_loss_value(config, state, pixels, targets, labels), expected,
+                             rtol=1e-5)
 
 
 def _huber(x):
@@ -217,7 +226,7 @@ def _rkd_angles(e):
 
 def test_relation_loss_matches_rkd_formula():
   config = _config('relation', rkd_distance_weight=2.0, rkd_angle_weight=5.0)
-  pixels, targets = _batch(5)
+  pixels, targets, labels = _batch(5)
   state, out = _outputs(config, pixels)
   teacher_variables, teacher_apply = _teacher()
   t = np.asarray(jax.jit(teacher_apply)(teacher_variables, pixels)['feature'], np.float64)
@@ -225,14 +234,16 @@ def test_relation_loss_matches_rkd_formula():
   expected = (_ce(out['logits'], targets)
               + 2.0 * _huber(_rkd_distances(s) - _rkd_distances(t))
               + 5.0 * _huber(_rkd_angles(s) - _rkd_angles(t)))
-  np.testing.assert_allclose(_loss_value(config, state, pixels, targets), expected, rtol=1e-4)
+  np.testing.assert_allclose(_loss_value(config, state, pixels, targets, labels), expected,
+                             rtol=1e-4)
 
 
 @pytest.mark.parametrize('method', ['online', 'online_self'])
 def test_online_loss_matches_deep_mutual_learning_formula(method):
   config = _config(method, online_weight=0.5, online_temperature=2.0, self_kd_weight=0.2,
-                   self_kd_temperature=2.0, self_feature_weight=0.01)
-  pixels, targets = _batch(6)
+                   self_kd_temperature=2.0, self_feature_weight=0.01,
+                   self_feature_reduction='mean')
+  pixels, targets, labels = _batch(6)
   state, out = _outputs(config, pixels)
   students = [out, out['peers'][0]]
   expected = 0.0
@@ -246,7 +257,8 @@ def test_online_loss_matches_deep_mutual_learning_formula(method):
                       + 0.01 * np.mean(np.sum((f - me['feature'])**2, -1))
                       for l, f in zip(me['head_logits'], me['head_features']))
   assert abs(_kd(out['logits'], out['peers'][0]['logits'], 2.0)) > 1e-4  # peers differ
-  np.testing.assert_allclose(_loss_value(config, state, pixels, targets), expected, rtol=1e-5)
+  np.testing.assert_allclose(_loss_value(config, state, pixels, targets, labels), expected,
+                             rtol=1e-5)
 
 
 def _leaves_of(member, tree):

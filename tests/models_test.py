@@ -98,13 +98,15 @@ def test_self_distillation_heads_reach_the_final_feature_size():
 
 
 def test_resnet18_with_heads_has_the_reference_parameter_count():
-  # Be Your Own Teacher's multi_resnet18_kd, 100 classes, less its 3 x 3 conv biases
-  # (kept out here because BN follows each) and its unused downsample branches.
+  # The study's MultiResNet (Be Your Own Teacher's multi_resnet18_kd less its
+  # unused downsample branches), 100 classes.
   head_params = (64 * 128 + 128 * 128 * 64 + 128 * 512    # stage-1 head convs (k = 8)
                  + 128 * 128 + 128 * 128 * 16 + 128 * 512  # stage-2 head (k = 4)
                  + 256 * 128 + 128 * 128 * 4 + 128 * 512   # stage-3 head (k = 2)
+                 + 3 * (128 + 128 + 512)                   # their conv biases
                  + 3 * 2 * (128 + 128 + 512)               # their BN scales and biases
                  + 3 * (512 * 100 + 100))                  # their classifiers
+  assert head_params == 1_791_020
   assert _num_params(models.get_model('resnet18', heads=True)) == 11_220_132 + head_params
 
 

@@ -9,6 +9,8 @@ import matplotlib.image
 import pytest
 
 from configs import baseline
+from configs import offline_kd
+from configs import offline_kd_no_mixup
 from configs import self_kd
 from kdjax import report
 from kdjax import study
@@ -40,8 +42,8 @@ def _write_run(workdir, config, top1s, heads=False, summary=True, num_epochs=Non
       json.dump({'final_top1': top1s[-1], 'best_top1': max(top1s)}, f)
 
 
-def _config(module, seed, **overrides):
-  config = module.get_config()
+def _config(module, seed, arg=None, **overrides):
+  config = module.get_config(arg)
   config.seed = seed
   config.update(overrides)
   return config
@@ -81,6 +83,17 @@ def test_table_numbers_equal_the_inputs(runs):
           self_line.difference) == ('78.00', '78.00', '77.89', '+0.11')
   # Finished groups come in the study's row order, before anything unfinished.
   assert [l.method for l in lines[:2]] == ['baseline', 'self']
+
+
+def test_offline_runs_with_and_without_mixup_are_told_apart(tmp_path):
+  # Rows 2 and 7: the same teacher and method, mixup 0.4 against none.
+  root = tmp_path / 'runs'
+  _write_run(root / 'mixup', _config(offline_kd, 0, 'repvgg_a0'), [77.0])
+  _write_run(root / 'no_mixup', _config(offline_kd_no_mixup, 0, 'repvgg_a0'), [76.0])
+  lines = report.table_lines(report.find_runs(str(root)))
+  assert [(l.method, l.teacher, l.best_top1, l.study, l.difference) for l in lines] == [
+      ('offline', 'repvgg_a0', '77.00', '77.56', '-0.56'),
+      ('offline', 'repvgg_a0', '76.00', '76.86', '-0.86')]
 
 
 def test_unfinished_and_unreadable_runs_are_flagged_never_finished(runs):

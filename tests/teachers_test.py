@@ -24,9 +24,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _best_epoch_record(workdir):
+  """The record of the best epoch by test top-1; of tied epochs, the last, as
+  orbax's best-checkpoint policy keeps it."""
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     records = [json.loads(line) for line in f]
-  return max(records, key=lambda r: r['test_top1'])
+  return max(reversed(records), key=lambda r: r['test_top1'])
 
 
 def _full_state(workdir, step):
