@@ -9,6 +9,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from kdjax import guards
 from kdjax import train
 
 FLAGS = flags.FLAGS
@@ -56,7 +57,7 @@ def main(argv):
           and 'did not provide metrics' not in record.getMessage()))
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir, fresh=FLAGS.fresh)
-  except train.Preempted as e:
+  except guards.Preempted as e:
     logging.warning('%s', e)
     sys.exit(128 + signal.SIGTERM)  # the shell's status for a SIGTERM-ed process
 

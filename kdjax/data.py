@@ -26,6 +26,16 @@ class DatasetUnavailableError(RuntimeError):
 
 
 @dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What a model needs to know of a dataset."""
+  name: str
+  num_classes: int
+  image_shape: Tuple[int, ...]  # (height, width, channels)
+  mean: Tuple[float, ...]  # per channel, of pixels in [0, 1]
+  std: Tuple[float, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class Dataset:
   """Both splits as uint8 NHWC images and int32 labels, plus normalization."""
   name: str
@@ -36,6 +46,11 @@ class Dataset:
   num_classes: int
   mean: Tuple[float, ...]  # per channel, of pixels in [0, 1]
   std: Tuple[float, ...]
+
+  @property
+  def info(self) -> DatasetInfo:
+    return DatasetInfo(self.name, self.num_classes, self.train_images.shape[1:],
+                       self.mean, self.std)
 
 
 def load_dataset(name: str, data_dir: str = '', manual_dir: str = '') -> Dataset:

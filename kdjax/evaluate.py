@@ -1,29 +1,69 @@
-"""Test accuracy of a teacher directory or any kdjax workdir, before spending 200 epochs on it.
+"""Test-split evaluation of a model, and of a teacher before 200 epochs are spent on it.
 
   python -m kdjax.evaluate --teacher=teachers/repvgg_a0
+
+`evaluate` runs a mapped eval step over the whole test split: the last batch is
+padded and masked, so every example counts exactly once.
 """
-from typing import Dict
+from typing import Any, Dict, Sequence
 
 from absl import app
 from absl import flags
+from flax import jax_utils
 import jax
+import numpy as np
 
 from kdjax import data
+from kdjax import methods
+from kdjax import steps
 from kdjax import study
 from kdjax import teachers
-from kdjax import train
 
 
-def evaluate_teacher(path: str, dataset: str = 'cifar100', data_dir: str = '',
-                     manual_dir: str = '', batch_size: int = 500) -> Dict[str, float]:
+def evaluate(eval_step, variables, images, labels, num_examples: int, global_batch: int,
+             devices: Sequence[Any]) -> Dict[str, float]:
+  """Top-1/top-5 (%, and what the method adds) and loss on all `num_examples` for
+  `variables` replicated on this process's devices, by `eval_step` mapped over
+  `devices` (with several processes, each feeds its own devices)."""
+  num_batches = -(-num_examples // global_batch)
+  indices = np.zeros(num_batches * global_batch, np.int32)
+  indices[:num_examples] = np.arange(num_examples)
+  mask = (np.arange(len(indices)) < num_examples).astype(np.float32)
+  shape = (num_batches, len(devices), global_batch // len(devices))
+  local = steps.this_process(devices)
+  sums = [eval_step(variables, images, labels, i[local], m[local])
+          for i, m in zip(indices.reshape(shape), mask.reshape(shape))]
+  totals = jax.tree.map(lambda *x: float(np.sum(x)), *jax.device_get(
+      [jax_utils.unreplicate(s) for s in sums]))
+  count = totals.pop('count')
+  result = {k: (100 if k.endswith(('top1', 'top5')) else 1) * v / count
+            for k, v in totals.items()}
+  return {**result, 'count': int(count)}
+
+
+def evaluate_teacher(teacher: teachers.Teacher, images, labels, num_examples: int,
+                     global_batch: int, devices: Sequence[Any]):
+  """(the teacher's variables replicated on this process's `devices`, its test
+  metrics) for test data already replicated there; `devices` as for evaluate."""
+  variables = steps.replicate(teacher.variables,
+                              [devices[i] for i in steps.this_process(devices)])
+  eval_step = steps.pmap_eval_step(
+      steps.make_apply(teacher.model, teacher.mean, teacher.std),
+      methods.get_method(methods.BASELINE), devices)
+  return variables, evaluate(eval_step, variables, images, labels, num_examples,
+                             global_batch, devices)
+
+
+def evaluate_teacher_directory(path: str, dataset: str = 'cifar100', data_dir: str = '',
+                               manual_dir: str = '', batch_size: int = 500) -> Dict[str, float]:
   """Test top-1/top-5 (%) and loss of the teacher in `path` on `dataset`."""
   splits = data.load_dataset(dataset, data_dir, manual_dir)
   teacher = teachers.load(path, num_classes=splits.num_classes, dataset=dataset)
   devices = jax.local_devices()
   batch_size = -(-batch_size // len(devices)) * len(devices)
-  images, labels = train.replicate((splits.test_images, splits.test_labels), devices)
-  return train.evaluate_teacher(teacher, images, labels, len(splits.test_labels), batch_size,
-                                devices)[1]
+  images, labels = steps.replicate((splits.test_images, splits.test_labels), devices)
+  return evaluate_teacher(teacher, images, labels, len(splits.test_labels), batch_size,
+                          devices)[1]
 
 
 FLAGS = flags.FLAGS
@@ -31,7 +71,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  result = evaluate_teacher(FLAGS.teacher, FLAGS.dataset, FLAGS.data_dir, FLAGS.manual_dir)
+  result = evaluate_teacher_directory(FLAGS.teacher, FLAGS.dataset, FLAGS.data_dir,
+                                      FLAGS.manual_dir)
   line = (f'{FLAGS.teacher}: test top-1 {result["top1"]:.2f}%, top-5 {result["top5"]:.2f}% '
           f'on {result["count"]} {FLAGS.dataset} test images')
   known = study.TEACHERS.get(teachers.directory_name(FLAGS.teacher))

@@ -18,6 +18,7 @@ from jax import lax
 import jax.numpy as jnp
 
 from kdjax import losses
+from kdjax import models
 
 BASELINE = 'baseline'
 # Each term adds to every student's cross-entropy:
@@ -50,6 +51,78 @@ class Method:
   @property
   def uses_peers(self) -> bool:  # several students learn together
     return 'online' in self.terms
+
+  def check(self, config) -> None:
+    """Refuses a teacher or peers that the method does not use, or their absence."""
+    if self.uses_peers and not config.peers:
+      raise ValueError(f'Method {config.method!r} trains students together; set '
+                       '--config.peers to the models that learn alongside config.model '
+                       '(e.g. configs/online_kd.py:repvgg_a0).')
+    if config.peers and not self.uses_peers:
+      raise ValueError(f'config.peers is set but method {config.method!r} trains one '
+                       'student; clear it or add the online term to the method.')
+    if self.uses_teacher and not config.teacher:
+      raise ValueError(f'Method {config.method!r} learns from a teacher; set '
+                       '--config.teacher to a teacher directory (a kdjax workdir or a '
+                       'converted PyTorch teacher).')
+    if config.teacher and not self.uses_teacher:
+      raise ValueError(f'config.teacher is set but method {config.method!r} uses no '
+                       'teacher; clear it (--config.teacher=) or pick a method that '
+                       'does.')
+
+  def model_spec(self, config, hint_channels: Sequence[int] = ()) -> Tuple[str, dict]:
+    """(name, constructor arguments) of the trained model, as model.json saves
+    them: config.model, or with peers a cohort of it and them. Every student
+    gets config.width and config.stage_sizes, heads with the self term, and
+    with the feature term a FitNets regressor of its `hint_channels` width."""
+    names = (config.model, *config.peers)
+    students = []
+    for name, channels in zip(names, tuple(hint_channels) or (0,) * len(names)):
+      kwargs = {'width': config.width}
+      if self.uses_heads:
+        kwargs['heads'] = True
+      if config.stage_sizes:
+        kwargs['stage_sizes'] = tuple(config.stage_sizes)
+      if channels:
+        kwargs.update(hint_stage=config.hint_stage, hint_channels=channels)
+      students.append((name, kwargs))
+    if len(students) == 1:
+      return students[0]
+    return models.COHORT, {'members': students}
+
+  def eval_sums(self, outputs, labels, mask):
+    """Correct top-1 counts (over mask=1 examples) of what the method adds to the
+    final classifier: each peer's, and each head's and their ensemble's."""
+    sums = {}
+    if self.uses_peers:
+      for i, peer in enumerate(outputs['peers']):
+        sums[f'peer{i + 1}_top1'] = correct_top1(peer['logits'], labels, mask)
+    if self.uses_heads:
+      head_logits = outputs['head_logits']
+      for i, head in enumerate(head_logits):
+        sums[f'head{i + 1}_top1'] = correct_top1(head, labels, mask)
+      # Be Your Own Teacher's ensemble: the mean softmax of every classifier.
+      ensemble = jnp.mean(jnp.stack([jax.nn.softmax(l)
+                                     for l in (*head_logits, outputs['logits'])]), 0)
+      sums['ensemble_top1'] = correct_top1(ensemble, labels, mask)
+    return sums
+
+  def describe_test(self, test) -> str:
+    """The method's part of the epoch line: heads and ensemble, peers (top-1 %)."""
+    text = ''
+    if self.uses_heads:
+      heads = sorted(k for k in test if k.startswith('head'))
+      text += (f'  heads {"/".join(f"{test[k]:.2f}" for k in heads)}%  ensemble '
+               f'{test["ensemble_top1"]:.2f}%')
+    if self.uses_peers:
+      peers = sorted(k for k in test if k.startswith('peer'))
+      text += f'  peers {"/".join(f"{test[k]:.2f}" for k in peers)}%'
+    return text
+
+
+def correct_top1(logits, labels, mask):
+  """How many of the mask=1 examples `logits` classify right."""
+  return jnp.sum(mask * (jnp.argmax(logits, -1) == labels))
 
 
 def get_method(name: str) -> Method:

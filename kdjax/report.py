@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from absl import app
 
 from kdjax import study
+from kdjax import timing
 
 
 @dataclasses.dataclass
@@ -90,10 +91,6 @@ def _mean_std(values: Sequence[float]) -> str:
   return f'{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}'
 
 
-def _format_duration(seconds: float) -> str:
-  return f'{seconds / 3600:.1f} h' if seconds >= 3600 else f'{seconds / 60:.1f} min'
-
-
 @dataclasses.dataclass
 class Line:
   """One line of the table: a group of finished runs, or one unfinished run."""
@@ -133,7 +130,7 @@ def _finished_line(runs: List[Run]) -> Line:
       method=first.config.get('method', '?'), teacher=first.teacher_name or '-',
       seeds=str(len(runs)), best_top1=_mean_std(best), final_top1=_mean_std(final),
       best_top5=_mean_std(top5), epochs=str(first.config['num_epochs']),
-      wall_time=_format_duration(wall), images_per_sec=f'{speed:.0f}',
+      wall_time=timing.format_duration(wall), images_per_sec=f'{speed:.0f}',
       study=f'{row.study_top1:.2f}' if row else '-',
       difference=f'{mean_best - row.study_top1:+.2f}' if row else '-')
 

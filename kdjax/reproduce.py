@@ -8,7 +8,6 @@ Row R, seed S trains `main.py --config=<R's config> --config.seed=S` into
 tabulates them. Rows whose teacher has not been converted stop everything
 before any training, with the instructions to convert it.
 """
-import importlib.util
 import shlex
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import sys
 from absl import app
 from absl import flags
 
+from kdjax import build
 from kdjax import report
 from kdjax import study
 from kdjax import teachers
@@ -28,15 +28,6 @@ flags.DEFINE_list('rows', [r.name for r in study.ROWS], 'Rows to run.')
 flags.DEFINE_bool('dry_run', False, 'Print the commands instead of running them.')
 
 
-def _config(spec):
-  """get_config(arg) of a 'configs/file.py:arg' spec, as main.py resolves it."""
-  path, _, arg = spec.partition(':')
-  module_spec = importlib.util.spec_from_file_location('row_config', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
-
-
 def commands(rows, seeds, runs, extra):
   return [[sys.executable, 'main.py', f'--config={row.config}',
            f'--workdir={runs}/{row.name}/seed{seed}', f'--config.seed={seed}', *extra]
@@ -47,7 +38,7 @@ def missing_teachers(rows):
   """Instructions for every teacher the rows need and nobody has converted yet."""
   notes = {}
   for row in rows:
-    path = _config(row.config).teacher
+    path = build.load_config(row.config).teacher
     if row.teacher and not teachers.is_teacher(path):
       notes[path] = f'{path} is missing. {teachers.fetch_instructions(row.teacher, path)}'
   return list(notes.values())

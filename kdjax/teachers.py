@@ -12,6 +12,7 @@ download is kept and reused), checks its published sha256, converts it and
 stores it in the directory the row configs read (kdjax.study.TEACHERS).
 """
 import dataclasses
+import functools
 import json
 import os
 from typing import Any, Dict, Optional, Sequence
@@ -98,6 +99,18 @@ def _tuples(tree):
   if isinstance(tree, list):
     return tuple(_tuples(v) for v in tree)
   return tree
+
+
+def random_teacher(name: str, num_classes: int, dtype=jnp.float32, seed: int = 0,
+                   mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), **kwargs) -> Teacher:
+  """A teacher of architecture `name` (constructor `kwargs`) with random weights,
+  in the inference form a loaded one has: it times and tests like a real one."""
+  model = models.get_model(name, num_classes=num_classes, **kwargs)
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      jax.random.PRNGKey(seed), jnp.zeros((1, 32, 32, 3)))
+  kwargs, variables = models.inference_form(name, kwargs, variables)
+  return Teacher(models.get_model(name, num_classes=num_classes, dtype=dtype, **kwargs),
+                 variables, tuple(mean), tuple(std), num_classes, f'random {name}')
 
 
 def load(path: str, dtype=jnp.float32, num_classes: Optional[int] = None,

@@ -6,14 +6,14 @@ kdjax's step also crops and flips the batch; a PyTorch pipeline does that in
 its DataLoader workers, so the reference leaves it out. A RepVGG teacher runs
 fused, as kdjax's does.
 """
-import statistics
-import time
-
 import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
 
+from kdjax import methods
+from kdjax import teachers
+from kdjax import timing
 from kdjax import torch_models
 
 
@@ -118,12 +118,22 @@ def make_step(config, terms, teacher_name, batch_size, device, channels_last, dt
 
 def time_step(step, device, warmup: int, steps: int) -> float:
   """Median seconds of `steps` calls of `step` after `warmup` more."""
-  def synced():
-    start = time.perf_counter()
-    step()
+  def wait(_):
     if device.type == 'cuda':
       torch.cuda.synchronize()
-    return time.perf_counter() - start
-  for _ in range(warmup):
-    synced()
-  return statistics.median(synced() for _ in range(steps))
+  return timing.median_seconds(step, warmup, steps, wait)
+
+
+def reference_times(configs, batch_size: int, dtype: str, warmup: int, steps: int):
+  """{'<spec>/eager_step_s', '<spec>/channels_last_step_s', ...} of each config's
+  method (`configs` by spec) on this machine's accelerator if torch sees one."""
+  device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+  result = {'torch_version': torch.__version__, 'device': str(device),
+            'threads': torch.get_num_threads()}
+  for spec, config in configs.items():
+    terms = methods.get_method(config.method).terms
+    teacher = teachers.directory_name(config.teacher) if config.teacher else None
+    for layout, channels_last in (('eager', False), ('channels_last', True)):
+      step, _ = make_step(config, terms, teacher, batch_size, device, channels_last, dtype)
+      result[f'{spec}/{layout}_step_s'] = time_step(step, device, warmup, steps)
+  return result

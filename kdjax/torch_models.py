@@ -118,7 +118,7 @@ def _head_bottleneck(cin, features, stride):
 
 
 class IntermediateHead(nn.Module):
-  """kdjax.models.resnet.IntermediateHead: the bottleneck, pooling, a classifier."""
+  """kdjax.models.layers.IntermediateHead: the bottleneck, pooling, a classifier."""
 
   def __init__(self, cin, features, stride, num_classes):
     super().__init__()

@@ -11,7 +11,7 @@ import pytest
 
 from kdjax import bench
 from kdjax import models
-from kdjax import train
+from kdjax import steps
 
 torch = pytest.importorskip('torch')
 from kdjax import torch_bench  # pylint: disable=g-import-not-at-top  (needs torch)
@@ -25,9 +25,9 @@ TORCH_OPTIONS = bench.Options(batch_size=2, steps=1, warmup_steps=0, width=64)
 
 def test_run_reports_every_figure():
   options = bench.Options(batch_size=8, steps=1, warmup_steps=0, width=4)
-  report = bench.run(['baseline', 'offline_kd:repvgg_a0'], options, with_torch=False,
+  report = bench.run(['baseline', 'offline_kd_repvgg_a0'], options, with_torch=False,
                      with_host_boundness=False)
-  baseline, offline = report['methods']['baseline'], report['methods']['offline_kd:repvgg_a0']
+  baseline, offline = report['methods']['baseline'], report['methods']['offline_kd_repvgg_a0']
   for result in (baseline, offline):
     assert result['compile_s'] > 0 and result['step_s'] > 0
     assert result['train_images_per_s'] == pytest.approx(8 / result['step_s'])
@@ -36,18 +36,18 @@ def test_run_reports_every_figure():
     assert result['eval_images_per_s'] > 0
   # XLA's count for the offline step exceeds the baseline's by about the fused
   # teacher's forward pass (mixup and the KL term add little).
-  teacher = bench._teacher(bench.load_config('offline_kd:repvgg_a0'), width=4)
-  forward = jax.jit(train.make_teacher_apply(teacher)).lower(
+  teacher = bench._teacher(bench.load_config('offline_kd_repvgg_a0'), width=4)
+  forward = jax.jit(steps.make_teacher_apply(teacher)).lower(
       teacher.variables, jnp.zeros((2, 32, 32, 3))).compile().cost_analysis()['flops'] / 2
   assert offline['flops_per_image'] - baseline['flops_per_image'] == pytest.approx(
       forward, rel=0.1)
   assert baseline['flops_per_image'] > 2 * forward  # a tiny ResNet18's train step vs a tiny A0
   ratios = report['overhead_ratios']
   assert set(ratios) == {'step_over_bare_forward_backward',
-                         'offline_kd:repvgg_a0_over_baseline_plus_teacher_forward'}
+                         'offline_kd_repvgg_a0_over_baseline_plus_teacher_forward'}
   assert all(r > 0 for r in ratios.values())
 
-  reference = bench.torch_reference(['baseline', 'offline_kd:repvgg_a0'], TORCH_OPTIONS)
+  reference = bench.torch_reference(['baseline', 'offline_kd_repvgg_a0'], TORCH_OPTIONS)
   bench.add_torch_reference(report, reference)
   for spec in report['methods']:
     for layout in ('eager', 'channels_last'):
@@ -55,7 +55,7 @@ def test_run_reports_every_figure():
           report['methods'][spec]['step_s'] / reference[f'{spec}/{layout}_step_s'])
   json.dumps(report)  # the JSON file's content
   table = bench.format_table(report)
-  assert 'baseline' in table and 'offline_kd:repvgg_a0' in table
+  assert 'baseline' in table and 'offline_kd_repvgg_a0' in table
 
 
 def test_host_boundness_runs_the_full_loop_and_a_bare_one():
@@ -65,8 +65,10 @@ def test_host_boundness_runs_the_full_loop_and_a_bare_one():
 
 
 def test_unknown_config_and_peaks():
-  with pytest.raises(ValueError, match='No config file configs/offline.py'):
-    bench.load_config('offline:resnet50')
+  with pytest.raises(ValueError, match=r"Unknown method 'offline_kd': name a row of the "
+                     r"study \(baseline, offline_kd_repvgg_a0, .*\) or a config file"):
+    bench.load_config('offline_kd')
+  assert bench.load_config('configs/feature_kd.py:resnet50').method == 'feature'
   assert bench.bf16_peak_flops('NVIDIA H100 PCIe') == 756e12
   assert bench.bf16_peak_flops('NVIDIA H100 80GB HBM3') == 989e12
   assert bench.bf16_peak_flops('TPU v5 lite') == 197e12
@@ -84,10 +86,10 @@ def test_torch_fused_repvgg_equals_its_branches():
   np.testing.assert_allclose(fused.numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize('spec', ['self_kd', 'offline_self_kd:resnet50'])
+@pytest.mark.parametrize('spec', ['self_kd', 'offline_self_kd_resnet50'])
 def test_torch_reference_step_reaches_every_student_parameter(spec):
   config = bench.load_config(spec)
-  terms = bench.methods.get_method(config.method).terms
+  terms = bench.build_lib.check_config(config, 1).terms
   device = torch.device('cpu')
   step, student = torch_bench.make_step(
       config, terms, 'resnet50' if 'offline' in terms else None, TORCH_OPTIONS.batch_size,

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from kdjax import checkpoint
-from kdjax import train
+from kdjax import steps
 
 
 def _state(step, value):
-  return train.TrainState(step=np.asarray(step, np.int32), apply_fn=None, tx=None, opt_state=(),
+  return steps.TrainState(step=np.asarray(step, np.int32), apply_fn=None, tx=None, opt_state=(),
                           params={'w': np.full((3,), value, np.float32)},
                           batch_stats={'mean': np.full((2,), -value, np.float32)})
 

@@ -172,7 +172,7 @@ def test_cli_converts_a_checkpoint_file_into_a_teacher_with_the_same_logits(tmp_
                        warmup_epochs=0.0, eval_batch_size=16)
   summary = train_on_mock_cifar(config, tmp_path / 'student', num_examples=16)
   with tfds.testing.mock_data(num_examples=16):
-    direct = evaluate.evaluate_teacher(str(out), batch_size=16)
+    direct = evaluate.evaluate_teacher_directory(str(out), batch_size=16)
   assert summary['teacher_top1'] == direct['top1'] and np.isfinite(summary['final_top1'])
 
   again = subprocess.run(

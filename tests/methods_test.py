@@ -5,17 +5,19 @@ import jax
 import numpy as np
 import pytest
 
+from kdjax import build
+from kdjax import data
 from kdjax import methods
-from kdjax import models
-from kdjax import optim
-from kdjax import train
+from kdjax import steps
 from tiny import first
 from tiny import flat_leaves
 from tiny import random_teacher
 from tiny import tiny_config
+from tiny import unmapped
 
 NUM_CLASSES = 10
-MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.25, 0.3)
+INFO = data.DatasetInfo('random', NUM_CLASSES, (32, 32, 3), (0.5, 0.4, 0.3),
+                        (0.25, 0.25, 0.3))
 
 
 # Every teacher term at once, with the heads of self (baseline and self train in
@@ -30,32 +32,22 @@ def _config(method, **overrides):
 
 
 def _student(config):
-  return _student_for(config.method)
+  """(the initial state, build's Run) of `config`'s tiny student (a cohort for
+  online methods), mapped over 4 devices; every config of a method starts from
+  the same state."""
+  return (_initial_state(config.method),
+          build.build(config, INFO, 4, jax.devices()[:4], random_teacher(NUM_CLASSES)))
 
 
 @functools.cache
-def _student_for(method):
-  """The tiny student (a cohort for online methods) every test of `method` trains."""
-  config = _config(method)
-  channels = (train.hint_channels(config, random_teacher(NUM_CLASSES), NUM_CLASSES,
-                                  (32, 32, 3)) if methods.get_method(method).uses_hint else ())
-  # No BN axis name, so the loss can also be called outside a pmap.
-  name, kwargs = train.model_spec(config, channels)
-  model = models.get_model(name, NUM_CLASSES, **kwargs)
-  tx = optim.create_optimizer(optim.create_schedule(config, 4), 0.9, 5e-4)
-  state = train.create_train_state(jax.random.PRNGKey(0), model, tx, (32, 32, 3))
-  return state, train.make_apply(model, MEAN, STD)
+def _initial_state(method):
+  run = build.build(_config(method), INFO, 4, jax.devices()[:4], random_teacher(NUM_CLASSES))
+  return run.init_state(jax.random.PRNGKey(0))
 
 
 def _teacher():
   teacher = random_teacher(NUM_CLASSES)
-  return teacher.variables, train.make_teacher_apply(teacher)
-
-
-def _loss_fn(config, apply, teacher_apply):
-  uses_teacher = methods.get_method(config.method).uses_teacher
-  return methods.get_loss_fn(config, lambda *a: apply(*a, train=True),
-                             teacher_apply if uses_teacher else None)
+  return teacher.variables, steps.make_teacher_apply(teacher)
 
 
 def _batch(seed=0, n=16):
@@ -66,19 +58,17 @@ def _batch(seed=0, n=16):
   return pixels, np.eye(NUM_CLASSES, dtype=np.float32)[labels], labels
 
 
-def _run_steps(config, state, loss_fn, teacher_variables, num_steps=2):
-  """`num_steps` pmapped steps over 4 devices on fixed random uint8 data."""
-  devices = jax.devices()[:4]
+def _run_steps(run, state, teacher_variables, num_steps=2):
+  """`num_steps` of `run`'s mapped steps over 4 devices on fixed random uint8 data."""
   rng = np.random.default_rng(1)
   images = rng.integers(0, 256, (16 * num_steps, 32, 32, 3), dtype=np.uint8)
   labels = rng.integers(0, NUM_CLASSES, 16 * num_steps).astype(np.int32)
-  p_step = train.pmap_train_step(loss_fn, augment=True, mixup_alpha=config.mixup_alpha,
-                                 num_classes=NUM_CLASSES, devices=devices)
-  st, imgs, lbls, key, tv = train.replicate(
-      (state, images, labels, jax.random.PRNGKey(2), teacher_variables), devices)
+  st, imgs, lbls, key, tv = steps.replicate(
+      (state, images, labels, jax.random.PRNGKey(2), teacher_variables), run.devices)
   losses = []
   for i in range(num_steps):
-    st, metrics = p_step(st, imgs, lbls, np.arange(16 * i, 16 * (i + 1)).reshape(4, 4), key, tv)
+    st, metrics = run.train_step(st, imgs, lbls, np.arange(16 * i, 16 * (i + 1)).reshape(4, 4),
+                                 key, tv)
     losses.append(float(first(metrics)['loss']))
   return first(st), first(tv), losses
 
@@ -86,10 +76,9 @@ def _run_steps(config, state, loss_fn, teacher_variables, num_steps=2):
 @pytest.mark.parametrize('method', TRAINED_METHODS)
 def test_loss_is_finite_and_only_the_student_learns(method):
   config = _config(method, mixup_alpha=1.0)
-  state, apply = _student(config)
-  teacher_variables, teacher_apply = _teacher()
-  loss_fn = _loss_fn(config, apply, teacher_apply)
-  end, teacher_after, losses = _run_steps(config, state, loss_fn, teacher_variables)
+  state, run = _student(config)
+  teacher_variables, _ = _teacher()
+  end, teacher_after, losses = _run_steps(run, state, teacher_variables)
   assert np.isfinite(losses).all()
   jax.tree.map(np.testing.assert_array_equal, teacher_after, teacher_variables)
   changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), end.params, state.params)
@@ -100,21 +89,21 @@ def test_loss_is_finite_and_only_the_student_learns(method):
 @pytest.mark.parametrize('method', TEACHER_METHODS)
 def test_no_gradient_reaches_the_teacher(method):
   config = _config(method)
-  state, apply = _student(config)
-  teacher_variables, teacher_apply = _teacher()
-  loss_fn = _loss_fn(config, apply, teacher_apply)
+  state, run = _student(config)
+  teacher_variables, _ = _teacher()
   pixels, targets, labels = _batch()
-  grads = jax.jit(jax.grad(lambda tv: loss_fn(state.params, state.batch_stats, pixels,
-                                              targets, tv, labels)[0]))(teacher_variables)
+  grads = unmapped(jax.grad(lambda p, bs, x, t, tv, y: run.loss_fn(p, bs, x, t, tv, y)[0],
+                            argnums=4))(state.params, state.batch_stats, pixels, targets,
+                                        teacher_variables, labels)
   assert not any(np.abs(g).sum() for g in jax.tree.leaves(grads))
 
 
 @pytest.mark.parametrize('method', TEACHER_METHODS)
 def test_the_teacher_changes_the_loss_of_offline_methods(method):
   config = _config(method)
-  state, apply = _student(config)
-  teacher_variables, teacher_apply = _teacher()
-  loss_fn = jax.jit(_loss_fn(config, apply, teacher_apply))
+  state, run = _student(config)
+  teacher_variables, _ = _teacher()
+  loss_fn = unmapped(run.loss_fn)
   pixels, targets, labels = _batch()
   other = jax.tree.map(lambda x: x * 1.5, teacher_variables)
   values = [float(loss_fn(state.params, state.batch_stats, pixels, targets, tv, labels)[0])
@@ -123,13 +112,12 @@ def test_the_teacher_changes_the_loss_of_offline_methods(method):
 
 
 def test_offline_with_kd_weight_0_and_no_mixup_equals_the_baseline_step_for_step():
-  teacher_variables, teacher_apply = _teacher()
+  teacher_variables, _ = _teacher()
   results = []
   for method in ('baseline', 'offline'):
     config = tiny_config(method=method, kd_weight=0.0, mixup_alpha=0.0)
-    state, apply = _student(config)
-    loss_fn = _loss_fn(config, apply, teacher_apply)
-    results.append(_run_steps(config, state, loss_fn, teacher_variables, num_steps=3))
+    state, run = _student(config)
+    results.append(_run_steps(run, state, teacher_variables, num_steps=3))
   (baseline, _, baseline_losses), (offline, _, offline_losses) = results
   np.testing.assert_allclose(offline_losses, baseline_losses, rtol=1e-6)
   for a, b in ((baseline.params, offline.params), (baseline.batch_stats, offline.batch_stats)):
@@ -157,12 +145,10 @@ def test_self_and_offline_self_losses_with_the_other_recipes_settings_match_thei
                        kd_reduction='batchmean', self_kd_weight=0.2,
                        self_kd_temperature=2.0, self_feature_weight=0.01,
                        self_feature_reduction='mean', head_labels='mixed')
-  state, apply = _student(config)
-  teacher_variables, teacher_apply = _teacher()
   pixels, targets, labels = _batch(3)
   targets = 0.3 * targets + 0.7 * targets[::-1]  # mixed: the heads learn it too
-  out = jax.tree.map(np.asarray, jax.jit(apply, static_argnames='train')(
-      state.params, state.batch_stats, pixels, train=True)[0])
+  state, out = _outputs(config, pixels)
+  teacher_variables, teacher_apply = _teacher()
   teacher_logits = np.asarray(jax.jit(teacher_apply)(teacher_variables, pixels)['logits'])
   w, beta = 0.2, 0.01
   heads = [(1 - w) * _ce(l, targets) + w * _kd(l, out['logits'], 2.0)
@@ -175,21 +161,21 @@ def test_self_and_offline_self_losses_with_the_other_recipes_settings_match_thei
                            + 0.7 * _kd(out['logits'], teacher_logits, 5.0) + sum(heads))
   for method, expected in (('self', expected_self), ('offline_self', expected_offline_self)):
     config.method = method
-    loss_fn = jax.jit(_loss_fn(config, apply, teacher_apply))
-    value = loss_fn(state.params, state.batch_stats, pixels, targets, teacher_variables,
-                    labels)[0]
-    np.testing.assert_allclose(float(value), expected, rtol=1e-5)
+    np.testing.assert_allclose(_loss_value(config, state, pixels, targets, labels),
+                               expected, rtol=1e-5)
 
 
 def _outputs(config, pixels):
-  state, apply = _student(config)
-  return state, jax.tree.map(np.asarray, jax.jit(apply, static_argnames='train')(
-      state.params, state.batch_stats, pixels, train=True)[0])
+  """(the initial state, the student's training-mode outputs on `pixels`)."""
+  state, run = _student(config)
+  outputs = unmapped(lambda p, bs, x: run.apply(p, bs, x, train=True)[0])(
+      state.params, state.batch_stats, pixels)
+  return state, jax.tree.map(np.asarray, outputs)
 
 
 def _loss_value(config, state, pixels, targets, labels):
-  teacher_variables, teacher_apply = _teacher()
-  loss_fn = jax.jit(_loss_fn(config, _student(config)[1], teacher_apply))
+  teacher_variables, _ = _teacher()
+  loss_fn = unmapped(_student(config)[1].loss_fn)
   return float(loss_fn(state.params, state.batch_stats, pixels, targets, teacher_variables,
                        labels)[0])
 
@@ -271,13 +257,12 @@ def test_mutual_learning_of_identical_students_stays_symmetric():
   # Two ResNet18s started from the same weights see the same batches: every step
   # must keep them equal, since each one's loss is the other's mirror image.
   config = _config('online', mixup_alpha=1.0)
-  state, apply = _student(config)
+  state, run = _student(config)
   params = dict(state.params, members_1=state.params['members_0'])
   stats = dict(state.batch_stats, members_1=state.batch_stats['members_0'])
   state = state.replace(params=params, batch_stats=stats, opt_state=state.tx.init(params))
-  teacher_variables, teacher_apply = _teacher()
-  end, _, losses = _run_steps(config, state, _loss_fn(config, apply, teacher_apply),
-                              teacher_variables, num_steps=3)
+  teacher_variables, _ = _teacher()
+  end, _, losses = _run_steps(run, state, teacher_variables, num_steps=3)
   assert np.isfinite(losses).all()
   first_student, second_student = (
       _leaves_of(member, (end.params, end.batch_stats, end.opt_state))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from kdjax import models
-from kdjax.models import resnet
+from kdjax.models import layers
 
 
 def _num_params(model):
@@ -181,7 +181,7 @@ def test_patch_conv_equals_lax_convolution(k):
   def loss(conv):
     return jax.value_and_grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w))), argnums=(0, 1))
 
-  patch = loss(lambda x, w: resnet.patch_conv(
+  patch = loss(lambda x, w: layers.patch_conv(
       x, w, (k, k), 'VALID', lhs_dilation=None, rhs_dilation=None,
       dimension_numbers=numbers, feature_group_count=1, precision=None))
   reference = loss(lambda x, w: jax.lax.conv_general_dilated(

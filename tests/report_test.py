@@ -76,7 +76,7 @@ def test_table_numbers_equal_the_inputs(runs):
   assert base.best_top1 == '75.17 ± 1.26'
   assert base.final_top1 == f'{statistics.mean(final):.2f} ± {statistics.stdev(final):.2f}'
   assert base.best_top5 == '90.17 ± 1.26'
-  assert (base.epochs, base.wall_time, base.images_per_sec) == ('3', '3.0 min', '1002')
+  assert (base.epochs, base.wall_time, base.images_per_sec) == ('3', '0:03:00', '1002')
   assert (base.study, base.difference) == ('74.40', '+0.77')
   self_line = by_label[('self', '1')]
   assert (self_line.best_top1, self_line.final_top1, self_line.study,

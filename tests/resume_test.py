@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 
 from configs import digits
 from kdjax import checkpoint
+from kdjax import guards
 from kdjax import train
 from kdjax import workdir as workdir_lib
 from tiny import flat_leaves
@@ -129,7 +130,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
   # No warm-up and a huge learning rate: the first update blows the weights up.
   config = tiny_config(learning_rate=1e20, warmup_epochs=0.0, checkpoint_every_steps=1)
-  with pytest.raises(train.NonFiniteLossError,
+  with pytest.raises(guards.NonFiniteLossError,
                      match=r'The loss became (nan|inf) at step 2 \(epoch 1\); training stopped '
                      r'without saving it. The last good checkpoint \(step 1\) is kept'):
     train_on_mock_cifar(config, tmp_path)

@@ -12,9 +12,11 @@ import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 
+from kdjax import build
 from kdjax import data
 from kdjax import evaluate
 from kdjax import models
+from kdjax import steps
 from kdjax import teachers
 from kdjax import train
 from tiny import tiny_config
@@ -58,10 +60,10 @@ def test_a_self_distillation_run_teaches_with_its_final_classifier(tmp_path):
   assert not any(k.startswith('head') for k in teacher.variables['params'])
   assert any(k.startswith('head') for k in saved['params'])
   pixels = np.random.default_rng(0).uniform(size=(5, 32, 32, 3)).astype(np.float32)
-  student = train.create_model(tiny_config(method='self'), 100).clone(axis_name=None)
-  apply = train.make_apply(student, teacher.mean, teacher.std)
+  student = build.create_model(tiny_config(method='self'), 100)
+  apply = steps.make_apply(student, teacher.mean, teacher.std)
   expected = apply(saved['params'], saved['batch_stats'], pixels, train=False)[0]['logits']
-  got = train.make_apply(teacher.model, teacher.mean, teacher.std)(
+  got = steps.make_apply(teacher.model, teacher.mean, teacher.std)(
       teacher.variables['params'], teacher.variables['batch_stats'], pixels,
       train=False)[0]
   assert 'head_logits' not in got
@@ -88,10 +90,10 @@ def test_resnet18_and_repvgg_learn_together_and_the_cohort_teaches_with_resnet18
   teacher = teachers.load(str(workdir))
   pixels = np.random.default_rng(0).uniform(size=(5, 32, 32, 3)).astype(np.float32)
   resnet = models.get_model('resnet18', 100, width=4, stage_sizes=(1, 1, 1, 1, 1))
-  expected = train.make_apply(resnet, teacher.mean, teacher.std)(
+  expected = steps.make_apply(resnet, teacher.mean, teacher.std)(
       saved['params']['members_0'], saved['batch_stats']['members_0'], pixels,
       train=False)[0]['logits']
-  got = train.make_teacher_apply(teacher)(teacher.variables, pixels)['logits']
+  got = steps.make_teacher_apply(teacher)(teacher.variables, pixels)['logits']
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -130,7 +132,7 @@ def test_offline_run_logs_the_teachers_accuracy_and_checkpoints_only_the_student
   assert summary['teacher_top1'] == _best_epoch_record(cifar_teacher)['test_top1']
   assert summary['epochs_completed'] == 1 and np.isfinite(summary['final_top1'])
   saved = _full_state(str(tmp_path), 4)
-  student = train.create_model(config, 100)
+  student = build.create_model(config, 100)
   abstract = jax.eval_shape(lambda: student.init(jax.random.PRNGKey(0),
                                                  np.zeros((1, 32, 32, 3)), train=False))
   assert jax.tree.structure(saved['params']) == jax.tree.structure(abstract['params'])
@@ -170,7 +172,7 @@ def test_a_hint_stage_the_student_lacks_is_refused_before_writing(cifar_teacher,
 
 def test_evaluate_reports_the_teachers_test_accuracy(cifar_teacher):
   with tfds.testing.mock_data(num_examples=64):
-    result = evaluate.evaluate_teacher(cifar_teacher, batch_size=30)
+    result = evaluate.evaluate_teacher_directory(cifar_teacher, batch_size=30)
   assert result['count'] == 64
   assert result['top1'] == _best_epoch_record(cifar_teacher)['test_top1']
 

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from configs import default
-from kdjax import models
+from kdjax import steps
 from kdjax import teachers
 from kdjax import train
 
@@ -36,15 +36,19 @@ def first(tree):
 @functools.cache
 def random_teacher(num_classes=10):
   """A tiny ResNet18 with random weights and its own normalization."""
-  model = models.get_model('resnet18', num_classes=num_classes, width=4,
-                           stage_sizes=(1, 1, 1, 1))
-  variables = jax.jit(functools.partial(model.init, train=False))(
-      jax.random.PRNGKey(7), np.zeros((1, 32, 32, 3)))
-  return teachers.Teacher(model, variables, mean=(0.4, 0.4, 0.4), std=(0.2, 0.3, 0.2),
-                          num_classes=num_classes, description='random tiny ResNet18')
-
+  return teachers.random_teacher('resnet18', num_classes, seed=7, mean=(0.4, 0.4, 0.4),
+                                 std=(0.2, 0.3, 0.2), width=4, stage_sizes=(1, 1, 1, 1))
 
 
 def flat_leaves(tree):
   """{'[\'params\'][\'conv\'][\'kernel\']': leaf, ...} for comparing trees leaf by leaf."""
   return {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def unmapped(fn):
+  """Jitted `fn`, whose collectives run over steps.AXIS (BatchNorm statistics,
+  RKD's gather), on one batch outside a pmap: under a vmap over a size-1 axis."""
+  def on_one_device(*args):
+    outputs = jax.vmap(fn, axis_name=steps.AXIS)(*jax.tree.map(lambda x: x[None], args))
+    return jax.tree.map(lambda x: x[0], outputs)
+  return jax.jit(on_one_device)

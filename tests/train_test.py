@@ -6,8 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from kdjax import methods
-from kdjax import optim
+from kdjax import build
+from kdjax import data
+from kdjax import evaluate
+from kdjax import steps
 from kdjax import train
 from tiny import first
 from tiny import flat_leaves
@@ -18,13 +20,13 @@ from tiny import train_on_mock_cifar
 TIMING_FIELDS = ('images_per_sec', 'epoch_time_s')
 
 
-def _setup(config, num_classes=10):
-  model = train.create_model(config, num_classes)
-  schedule = optim.create_schedule(config, 4)
-  tx = optim.create_optimizer(schedule, config.momentum, config.weight_decay)
-  state = train.create_train_state(jax.random.PRNGKey(0), model, tx, (32, 32, 3))
-  apply = train.make_apply(model, (0.5, 0.4, 0.3), (0.25, 0.25, 0.3))
-  return state, apply
+INFO = data.DatasetInfo('random', 10, (32, 32, 3), (0.5, 0.4, 0.3), (0.25, 0.25, 0.3))
+
+
+def _setup(config, devices=None):
+  """(the initial state, build's Run) of `config` on INFO over `devices` (4 by default)."""
+  run = build.build(config, INFO, 4, devices or jax.devices()[:4], random_teacher())
+  return run.init_state(jax.random.PRNGKey(0)), run
 
 
 # relation_self's step contains the baseline's, the heads' and RKD's gather.
@@ -34,27 +36,22 @@ def test_one_step_on_4_devices_equals_the_same_global_batch_on_1_device(method, 
   # relations span the global batch, so the step is the same however the batch
   # is split.
   config = tiny_config(method=method, mixup_alpha=mixup_alpha)
-  state, apply = _setup(config)
+  assert config.augment and config.rotation_degrees == 15.0
+  state, _ = _setup(config)
   # Two steps so that updated BN statistics and momentum feed the second one.
   state = state.replace(step=7)
-  teacher = random_teacher()
-  teacher_apply = (train.make_teacher_apply(teacher)
-                   if methods.get_method(method).uses_teacher else None)
-  loss_fn = methods.get_loss_fn(config, lambda *a: apply(*a, train=True), teacher_apply,
-                                train.AXIS)
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
   labels = rng.integers(0, 10, 32).astype(np.int32)
   results = []
   for devices in (jax.devices()[:1], jax.devices()[:4]):
     n = len(devices)
-    p_step = train.pmap_train_step(loss_fn, augment=True, rotation_degrees=15.0,
-                                   mixup_alpha=mixup_alpha, num_classes=10, devices=devices)
-    st, imgs, lbls, key, tv = train.replicate(
-        (state, images, labels, jax.random.PRNGKey(3), teacher.variables), devices)
+    run = _setup(config, devices)[1]
+    st, imgs, lbls, key, tv = steps.replicate(
+        (state, images, labels, jax.random.PRNGKey(3), random_teacher().variables), devices)
     losses = []
     for indices in (np.arange(16), np.arange(16, 32)):
-      st, metrics = p_step(st, imgs, lbls, indices.reshape(n, 16 // n), key, tv)
+      st, metrics = run.train_step(st, imgs, lbls, indices.reshape(n, 16 // n), key, tv)
       losses.append(float(first(metrics)['loss']))
     results.append((first(st), losses))
   (one, one_losses), (four, four_losses) = results
@@ -75,17 +72,18 @@ def test_one_step_on_4_devices_equals_the_same_global_batch_on_1_device(method, 
 @pytest.mark.parametrize('method', ['baseline', 'self', 'online'])
 def test_evaluate_counts_every_test_example_exactly_once(method):
   config = tiny_config(method=method, peers=('resnet18',) if method == 'online' else ())
-  state, apply = _setup(config)
+  state, run = _setup(config)
   rng = np.random.default_rng(1)
   images = rng.integers(0, 256, (37, 32, 32, 3), dtype=np.uint8)
   labels = rng.integers(0, 10, 37).astype(np.int32)
-  devices = jax.devices()[:4]
-  result = train.evaluate(train.pmap_eval_step(apply, devices),
-                          train.replicate({'params': state.params,
-                                           'batch_stats': state.batch_stats}, devices),
-                          *train.replicate((images, labels), devices),
-                          num_examples=37, global_batch=8, devices=devices)
-  outputs, _ = apply(state.params, state.batch_stats, images.astype(np.float32) / 255, train=False)
+  devices = run.devices
+  result = evaluate.evaluate(run.eval_step,
+                             steps.replicate({'params': state.params,
+                                              'batch_stats': state.batch_stats}, devices),
+                             *steps.replicate((images, labels), devices),
+                             num_examples=37, global_batch=8, devices=devices)
+  outputs, _ = run.apply(state.params, state.batch_stats, images.astype(np.float32) / 255,
+                         train=False)
   logits = np.asarray(outputs['logits'])
   ranked = np.argsort(-logits, axis=1)
   log_probs = np.asarray(jax.nn.log_softmax(logits))
@@ -169,24 +167,20 @@ def test_end_to_end_on_mock_cifar100_writes_outputs_and_resumes(tmp_path):
 
 def test_bfloat16_step_keeps_float32_params_and_a_finite_loss():
   config = tiny_config(dtype='bfloat16')
-  state, apply = _setup(config)
-  loss_fn = methods.get_loss_fn(config, lambda *a: apply(*a, train=True))
-  devices = jax.devices()[:4]
+  state, run = _setup(config)
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
   labels = rng.integers(0, 10, 16).astype(np.int32)
-  st, imgs, lbls, key = train.replicate((state, images, labels, jax.random.PRNGKey(0)),
-                                        devices)
-  st, metrics = train.pmap_train_step(loss_fn, augment=True, mixup_alpha=0.0,
-                                      num_classes=10, devices=devices)(
-      st, imgs, lbls, np.arange(16).reshape(4, 4), key, {})
+  st, imgs, lbls, key = steps.replicate((state, images, labels, jax.random.PRNGKey(0)),
+                                        run.devices)
+  st, metrics = run.train_step(st, imgs, lbls, np.arange(16).reshape(4, 4), key, {})
   assert np.isfinite(first(metrics)['loss'])
   assert {x.dtype for x in jax.tree.leaves(first(st).params)} == {np.dtype('float32')}
 
 
 def test_unknown_dtype_is_a_clear_error():
   with pytest.raises(ValueError, match="Unknown dtype 'float16'.*bfloat16"):
-    train.create_model(tiny_config(dtype='float16'), 10)
+    build.check_config(tiny_config(dtype='float16'), 4)
 
 
 def test_a_workdir_of_another_config_is_refused_untouched(tmp_path):

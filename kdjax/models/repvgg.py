@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kdjax.models import resnet
+from kdjax.models import layers
 
 
 class RepVGGBlock(nn.Module):
@@ -62,7 +62,7 @@ class RepVGG(nn.Module):
                        f'{tuple(self.stage_sizes)} gives {len(self.stage_sizes)}; give '
                        f'{len(A0_WIDTH_MULTIPLIERS)} block counts, or () for its own.')
     widths = [max(1, round(m * self.width)) for m in A0_WIDTH_MULTIPLIERS]
-    conv, norm, dense = resnet.torch_layers(self.dtype, train, self.axis_name, widths[-1])
+    conv, norm, dense = layers.torch_layers(self.dtype, train, self.axis_name, widths[-1])
     stages = []
     for i, (num_blocks, width) in enumerate(zip(self.stage_sizes, widths)):
       for j in range(num_blocks):
@@ -73,7 +73,7 @@ class RepVGG(nn.Module):
     feature = jnp.mean(x, axis=(1, 2))
     outputs = {'logits': dense(self.num_classes, name='classifier')(feature),
                'feature': feature, 'stage_features': tuple(stages)}
-    outputs = resnet.add_hint(outputs, self.hint_stage, self.hint_channels, conv, norm)
+    outputs = layers.add_hint(outputs, self.hint_stage, self.hint_channels, conv, norm)
     return jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), outputs)
 
 
@@ -82,7 +82,7 @@ RepVGGA0 = RepVGG
 
 def _fold_bn(kernel, bn_params, bn_stats):
   """kernel * gamma / std and beta - mean * gamma / std of a conv followed by BN."""
-  scale = bn_params['scale'] / np.sqrt(bn_stats['var'] + resnet.BN_EPSILON)
+  scale = bn_params['scale'] / np.sqrt(bn_stats['var'] + layers.BN_EPSILON)
   return kernel * scale, bn_params['bias'] - bn_stats['mean'] * scale
 
 

@@ -1,0 +1,139 @@
+"""One build step: a config becomes everything a run needs.
+
+`build(config, info, steps_per_epoch)` checks the config and returns the model,
+its apply functions, the method's loss, the schedule and optimizer, the teacher
+and the device-mapped train and eval steps; training, the benchmark, the
+evaluation command and the tests all start here. `load_config` resolves a
+config spec ('configs/offline_kd.py:resnet50') as main.py's --config does.
+"""
+import dataclasses
+import functools
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections.config_flags import config_flags
+import optax
+
+from kdjax import data
+from kdjax import methods
+from kdjax import models
+from kdjax import optim
+from kdjax import steps
+from kdjax import teachers
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """The config of a spec 'path/to/file.py[:argument]': its get_config(argument),
+  loaded by ml_collections exactly as main.py's --config loads it."""
+  return config_flags.ConfigFileFlagParser('config', lock_config=False).parse(spec)
+
+
+def check_config(config: ml_collections.ConfigDict, num_devices: int) -> methods.Method:
+  """The config's method, once the settings that need no data are consistent."""
+  for field in ('batch_size', 'eval_batch_size'):
+    if config[field] % num_devices:
+      raise ValueError(
+          f'config.{field}={config[field]} does not divide evenly over '
+          f'{num_devices} devices; set --config.{field} to a multiple of '
+          f'{num_devices}.')
+  if config.dtype not in DTYPES:
+    raise ValueError(f'Unknown dtype {config.dtype!r}; set --config.dtype to one '
+                     f'of {sorted(DTYPES)}.')
+  method = methods.get_method(config.method)
+  method.check(config)
+  return method
+
+
+def create_model(config, num_classes: int, hint_channels: Sequence[int] = ()):
+  """The trained model (config.model, or a cohort with config.peers), mapped
+  over steps.AXIS so that BatchNorm statistics cover the global batch."""
+  name, kwargs = methods.get_method(config.method).model_spec(config, hint_channels)
+  return models.get_model(name, num_classes=num_classes, dtype=DTYPES[config.dtype],
+                          axis_name=steps.AXIS, **kwargs)
+
+
+def hint_channels(config, teacher, num_classes, image_shape) -> Tuple[int, ...]:
+  """Each student's FitNets regressor width: the channel count of the teacher
+  stage that its stage config.hint_stage matches (methods.hint_source)."""
+  pixels = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+  teacher_stages = jax.eval_shape(
+      functools.partial(teacher.model.apply, train=False), teacher.variables,
+      pixels)['stage_features']
+  shapes = [s.shape for s in teacher_stages]
+  plain = create_model(config, num_classes)
+  outputs = jax.eval_shape(lambda x: plain.init_with_output(
+      jax.random.PRNGKey(0), x, train=False)[0], pixels)
+  channels = []
+  for name, student in zip((config.model, *config.peers), methods.students(outputs)):
+    stages = student['stage_features']
+    if not 0 <= config.hint_stage < len(stages):
+      raise ValueError(f'config.hint_stage={config.hint_stage}, but {name} has stages '
+                       f'0 to {len(stages) - 1}; set --config.hint_stage to one of them.')
+    hint_hw = stages[config.hint_stage].shape[1:3]
+    channels.append(shapes[methods.hint_source(hint_hw, shapes)][-1])
+  return tuple(channels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """What `build` returns: the pieces of one run of a config."""
+  config: ml_collections.ConfigDict
+  method: methods.Method
+  model: Any  # flax module, mapped over steps.AXIS
+  model_spec: Tuple[str, Dict[str, Any]]  # (name, kwargs), as model.json records it
+  image_shape: Tuple[int, ...]
+  apply: Callable  # (params, batch_stats, pixels, train) -> (outputs, batch_stats)
+  loss_fn: Callable  # methods.get_loss_fn's
+  schedule: optax.Schedule
+  tx: optax.GradientTransformation
+  teacher: Optional[teachers.Teacher]
+  devices: Sequence[Any]  # what the steps map over: every process's devices
+  train_step: Callable  # steps.pmap_train_step's
+  eval_step: Callable  # steps.pmap_eval_step's
+
+  def init_state(self, key: jax.Array) -> steps.TrainState:
+    """The initial train state (on the default device) from `key`."""
+    # In eval mode BatchNorm reads no batch statistics, so no device axis is needed.
+    variables = jax.jit(functools.partial(self.model.init, train=False))(
+        key, jnp.zeros((1, *self.image_shape), jnp.float32))
+    return steps.TrainState.create(apply_fn=self.model.apply,
+                                   params=variables['params'],
+                                   batch_stats=variables['batch_stats'], tx=self.tx)
+
+
+def build(config: ml_collections.ConfigDict, info: data.DatasetInfo, steps_per_epoch: int,
+          devices: Optional[Sequence[Any]] = None,
+          teacher: Optional[teachers.Teacher] = None) -> Run:
+  """Everything a run of `config` on a dataset described by `info` needs, with
+  steps mapped over `devices` (default: every process's). A method with a
+  teacher loads config.teacher unless `teacher` is given (a method without one
+  ignores it)."""
+  devices = list(devices or jax.devices())
+  method = check_config(config, len(devices))
+  if not method.uses_teacher:
+    teacher = None
+  elif teacher is None:
+    teacher = teachers.load(config.teacher, DTYPES[config.dtype], info.num_classes,
+                            info.name)
+  channels = (hint_channels(config, teacher, info.num_classes, info.image_shape)
+              if method.uses_hint else ())
+  model = create_model(config, info.num_classes, channels)
+  apply = steps.make_apply(model, info.mean, info.std)
+  loss_fn = methods.get_loss_fn(config, functools.partial(apply, train=True),
+                                steps.make_teacher_apply(teacher) if teacher else None,
+                                steps.AXIS)
+  schedule = optim.create_schedule(config, steps_per_epoch)
+  return Run(
+      config=config, method=method, model=model,
+      model_spec=method.model_spec(config, channels), image_shape=info.image_shape,
+      apply=apply, loss_fn=loss_fn, schedule=schedule,
+      tx=optim.create_optimizer(schedule, config.momentum, config.weight_decay),
+      teacher=teacher, devices=devices,
+      train_step=steps.pmap_train_step(
+          loss_fn, augment=config.augment, rotation_degrees=config.rotation_degrees,
+          mixup_alpha=config.mixup_alpha, num_classes=info.num_classes, devices=devices),
+      eval_step=steps.pmap_eval_step(apply, method, devices))

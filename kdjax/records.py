@@ -1,0 +1,101 @@
+"""What a run records: metrics.jsonl, TensorBoard events, progress, summary.json.
+
+The epoch records go to metrics.jsonl (one JSON line each, kdjax's own record,
+which resume and kdjax.report read) and, through clu's metric writers, to
+TensorBoard; clu's ReportProgress logs steps/s and the ETA. Only process 0
+writes files; every process keeps the records, so all agree on the summary.
+"""
+import json
+import logging
+import os
+from typing import Any, Dict, List, Optional
+
+from clu import metric_writers
+from clu import periodic_actions
+import tensorflow as tf
+
+from kdjax import timing
+from kdjax import workdir as workdir_lib
+
+METRICS_FILE = 'metrics.jsonl'
+SUMMARY_FILE = 'summary.json'
+
+
+def read_records(workdir: str, up_to_step: int) -> List[Dict[str, Any]]:
+  """metrics.jsonl's records up to `up_to_step` (later ones belong to no checkpoint)."""
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  return [r for r in records if r['step'] <= up_to_step]
+
+
+class Recorder:
+  """The records of a run resumed at `start_step`, and the writers that keep them."""
+
+  def __init__(self, workdir: str, start_step: int, total_steps: int, is_writer: bool):
+    self.records = read_records(workdir, start_step)
+    self._path = os.path.join(workdir, METRICS_FILE)
+    self._writer = None
+    if is_writer:
+      # Records newer than the checkpoint resumed from are dropped.
+      with open(self._path, 'w') as f:
+        f.writelines(json.dumps(r) + '\n' for r in self.records)
+      # clu writes TensorBoard events with TensorFlow, which must leave the
+      # accelerators to JAX.
+      tf.config.set_visible_devices([], 'GPU')
+      self._writer = metric_writers.AsyncMultiWriter(
+          [metric_writers.SummaryWriter(workdir)])
+    self.report_progress = periodic_actions.ReportProgress(
+        num_train_steps=total_steps, writer=self._writer, every_secs=60.0)
+
+  def add(self, record: Dict[str, Any]) -> None:
+    """Appends an epoch's record: to metrics.jsonl before anything else, so a
+    kill between it and the checkpoint leaves a record the resume drops."""
+    self.records.append(record)
+    if self._writer:
+      with open(self._path, 'a') as f:
+        f.write(json.dumps(record) + '\n')
+      self._writer.write_scalars(record['step'], record)
+
+  def close(self) -> None:
+    if self._writer:
+      self._writer.close()
+
+
+def summarize(records, config, teacher_top1: Optional[float] = None) -> Dict[str, Any]:
+  """Best and final value of every test accuracy (top-1, top-5, heads, peers)
+  over the epoch records; the best epoch is the one of the best final-classifier
+  top-1 (of tied epochs the last, as the best checkpoint kept is)."""
+  final = records[-1]
+  summary = {'best_top1_epoch': max(reversed(records), key=lambda r: r['test_top1'])['epoch']}
+  for key in final:
+    if key.startswith('test_') and key.endswith(('top1', 'top5')):
+      name = key[len('test_'):]
+      summary[f'best_{name}'] = max(r[key] for r in records)
+      summary[f'final_{name}'] = final[key]
+  summary.update({
+      'epochs_completed': final['epoch'], 'num_epochs': config.num_epochs,
+      'wall_time_s': sum(r['epoch_time_s'] for r in records),
+      'config': workdir_lib.config_as_json(config),
+  })
+  if teacher_top1 is not None:
+    summary['teacher_top1'] = teacher_top1
+  return summary
+
+
+def write_summary(workdir: str, summary: Dict[str, Any]) -> None:
+  with open(os.path.join(workdir, SUMMARY_FILE), 'w') as f:
+    json.dump(summary, f, indent=2)
+
+
+def log_epoch(record: Dict[str, Any], num_epochs: int, method_part: str,
+              eta_s: float) -> None:
+  """The epoch's line on the terminal; `method_part` is the method's own."""
+  logging.info(
+      'epoch %d/%d  loss %.4f  lr %.5f  train top-1 %.2f%%  test top-1 %.2f%%  '
+      'top-5 %.2f%%%s  %.0f img/s  epoch %.1fs  ETA %s', record['epoch'], num_epochs,
+      record['train_loss'], record['lr'], record['train_top1'], record['test_top1'],
+      record['test_top5'], method_part, record['images_per_sec'], record['epoch_time_s'],
+      timing.format_duration(eta_s))
