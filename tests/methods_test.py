@@ -27,8 +27,11 @@ TEACHER_METHODS = ['offline', 'feature', 'relation', 'offline_self']
 
 
 def _config(method, **overrides):
-  online = methods.get_method(method).uses_peers
-  return tiny_config(method=method, peers=('resnet18',) if online else (), **overrides)
+  """A tiny config of `method`: a peer for online methods, and for teacher
+  methods a teacher name (build is given random_teacher() itself)."""
+  terms = methods.get_method(method)
+  return tiny_config(method=method, peers=('resnet18',) if terms.uses_peers else (),
+                     teacher='random' if terms.uses_teacher else '', **overrides)
 
 
 def _student(config):
@@ -115,7 +118,7 @@ def test_offline_with_kd_weight_0_and_no_mixup_equals_the_baseline_step_for_step
   teacher_variables, _ = _teacher()
   results = []
   for method in ('baseline', 'offline'):
-    config = tiny_config(method=method, kd_weight=0.0, mixup_alpha=0.0)
+    config = _config(method, kd_weight=0.0, mixup_alpha=0.0)
     state, run = _student(config)
     results.append(_run_steps(run, state, teacher_variables, num_steps=3))
   (baseline, _, baseline_losses), (offline, _, offline_losses) = results
@@ -160,7 +163,7 @@ def test_self_and_offline_self_losses_with_the_other_recipes_settings_match_thei
   expected_offline_self = (0.3 * _ce(out['logits'], targets)
                            + 0.7 * _kd(out['logits'], teacher_logits, 5.0) + sum(heads))
   for method, expected in (('self', expected_self), ('offline_self', expected_offline_self)):
-    config.method = method
+    config.update(method=method, teacher=_config(method).teacher)
     np.testing.assert_allclose(_loss_value(config, state, pixels, targets, labels),
                                expected, rtol=1e-5)
 

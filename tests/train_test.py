@@ -35,7 +35,7 @@ def test_one_step_on_4_devices_equals_the_same_global_batch_on_1_device(method, 
   # Mixup pairs examples across devices, BN uses global statistics and RKD's
   # relations span the global batch, so the step is the same however the batch
   # is split.
-  config = tiny_config(method=method, mixup_alpha=mixup_alpha)
+  config = tiny_config(method=method, mixup_alpha=mixup_alpha, teacher='random')
   assert config.augment and config.rotation_degrees == 15.0
   state, _ = _setup(config)
   # Two steps so that updated BN statistics and momentum feed the second one.
