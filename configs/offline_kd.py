@@ -12,10 +12,7 @@ from kdjax import study
 
 def get_config(arg=None):
   config = baseline.get_config()
-  config.method = 'offline'
+  config.method = 'offline'  # teacher_lambda, temperature: configs/default.py's
   config.teacher = study.teacher_directory(arg)
-  config.kd_weight = 0.6  # teacher_lambda
-  config.kd_temperature = 10.0  # temperature
-  config.kd_reduction = 'mean'  # nn.KLDivLoss()'s default
   config.mixup_alpha = 0.4  # criterion_conf.mixup_alpha
   return config

@@ -10,11 +10,6 @@ from configs import baseline
 def get_config(arg=None):
   del arg
   config = baseline.get_config()
-  config.method = 'self'
-  config.self_kd_weight = 0.1  # self_alpha
-  config.self_kd_temperature = 3.0  # temperature
-  config.self_feature_weight = 1e-6  # self_beta
-  config.self_feature_reduction = 'sum'
-  config.head_labels = 'own'
+  config.method = 'self'  # self_alpha, self_beta, temperature: configs/default.py's
   config.mixup_alpha = 0.4  # criterion_conf.mixup_alpha
   return config
