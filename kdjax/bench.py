@@ -62,7 +62,7 @@ def _median_seconds(fn, warmup: int, repeats: int) -> float:
 def _teacher(config, width: int):
   """The config's teacher: its converted weights if present, else random weights
   of the architecture its directory names, in inference form either way."""
-  dtype = build_lib.DTYPES[config.dtype]
+  dtype = build_lib.DTYPES[build_lib.compute_dtype(config.dtype)]
   if teachers.is_teacher(config.teacher):
     return teachers.load(config.teacher, dtype, INFO.num_classes)
   return teachers.random_teacher(teachers.directory_name(config.teacher), INFO.num_classes,
@@ -72,21 +72,26 @@ def _teacher(config, width: int):
 @dataclasses.dataclass
 class Options:
   batch_size: int = 128  # global, split over the devices
-  dtype: str = 'float32'
-  steps: int = 10  # timed steps (and eval batches) per method
-  warmup_steps: int = 2
+  dtype: str = 'auto'  # as config.dtype: bfloat16 on GPUs and TPUs, float32 on CPUs
+  steps: int = 10  # timed calls (and eval batches) per method
+  warmup_steps: int = 2  # untimed calls first
   width: int = 64  # ResNet18's (and the teachers') width; 64 is the real size
+  steps_per_call: int = 0  # train steps per mapped call; 0 = the config's
 
 
 def bench_method(spec: str, options: Options, devices) -> Dict[str, Any]:
-  """Compile time, train and eval speed, memory and FLOPs of one method's step."""
+  """Compile time, train latency and pipelined throughput, eval speed, memory
+  and FLOPs of one method's mapped call, on CIFAR-100-sized random data."""
   config = load_config(spec)
   config.update(batch_size=options.batch_size, eval_batch_size=options.batch_size,
                 dtype=options.dtype, width=options.width)
+  if options.steps_per_call:
+    config.steps_per_call = options.steps_per_call
   method = build_lib.check_config(config, len(devices))
   teacher = _teacher(config, options.width) if method.uses_teacher else None
-  # The schedule's values do not change the speed.
-  run = build_lib.build(config, INFO, 100, devices, teacher)
+  # CIFAR-100's 390 steps per epoch; the schedule's values do not change the speed.
+  run = build_lib.build(config, INFO, 390, devices, teacher)
+  per_call = run.steps_per_call
   rng = np.random.default_rng(0)
   num_images = 2 * options.batch_size
   images, labels, state, key, teacher_variables = steps.replicate((
@@ -95,32 +100,41 @@ def bench_method(spec: str, options: Options, devices) -> Dict[str, Any]:
       run.init_state(jax.random.PRNGKey(0)), jax.random.PRNGKey(0),
       teacher.variables if teacher else {}), devices)
   per_device = options.batch_size // len(devices)
-  indices = np.arange(options.batch_size, dtype=np.int32).reshape(len(devices), per_device)
+  indices = (np.arange(per_call * options.batch_size, dtype=np.int32) % num_images).reshape(
+      per_call, len(devices), per_device).transpose(1, 0, 2)
+  lams = np.full((len(devices), per_call), 0.3, np.float32)
 
-  compile_s, compiled = timing.timed(lambda: run.train_step.lower(
-      state, images, labels, indices, key, teacher_variables).compile())
+  compile_s, compiled = timing.timed(lambda: run.train_steps.lower(
+      state, images, labels, indices, lams, key, teacher_variables).compile())
   cost = compiled.cost_analysis()
   flops = (cost[0] if isinstance(cost, (list, tuple)) else cost).get('flops')
 
-  def run_step():
+  def call():
     nonlocal state
-    state, metrics = compiled(state, images, labels, indices, key, teacher_variables)
+    state, metrics = compiled(state, images, labels, indices, lams, key, teacher_variables)
     return metrics
-  step_s = _median_seconds(run_step, options.warmup_steps, options.steps)
+  step_s = _median_seconds(call, options.warmup_steps, options.steps) / per_call
+  # Throughput as training runs: calls queued without waiting, one wait at the end.
+  queued_s, _ = timing.timed(lambda: jax.block_until_ready(
+      [call() for _ in range(options.steps)]))
+  pipelined_step_s = queued_s / (options.steps * per_call)
 
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  mask = np.ones_like(indices, np.float32)
-  eval_s = _median_seconds(lambda: run.eval_step(variables, images, labels, indices, mask),
-                           1, options.steps)
+  eval_indices = indices[:, 0]
+  mask = np.ones_like(eval_indices, np.float32)
+  eval_s = _median_seconds(
+      lambda: run.eval_step(variables, images, labels, eval_indices, mask), 1, options.steps)
+  flops_per_step = flops / per_call if flops else None
   result = {
-      'compile_s': compile_s, 'step_s': step_s,
-      'train_images_per_s': options.batch_size / step_s,
-      'train_images_per_s_per_device': options.batch_size / step_s / len(devices),
+      'dtype': run.dtype, 'steps_per_call': per_call, 'compile_s': compile_s,
+      'step_s': step_s, 'pipelined_step_s': pipelined_step_s,
+      'train_images_per_s': options.batch_size / pipelined_step_s,
+      'train_images_per_s_per_device': options.batch_size / pipelined_step_s / len(devices),
       'eval_images_per_s': options.batch_size / eval_s,
       # The backend's high-water mark never resets: the largest of the methods so far.
       'peak_memory_bytes_so_far': (devices[0].memory_stats() or {}).get('peak_bytes_in_use'),
-      'flops_per_image': flops / per_device if flops else None,
-      'flops_per_s_per_device': flops / step_s if flops else None,
+      'flops_per_image': flops_per_step / per_device if flops else None,
+      'flops_per_s_per_device': flops_per_step / pipelined_step_s if flops else None,
       # What the overhead ratios compare (run's "baseline" is the method that
       # distills nothing).
       'distills': bool(method.terms), 'uses_teacher': method.uses_teacher,
@@ -139,7 +153,7 @@ def bare_forward_backward_s(options: Options, device) -> float:
   """Seconds of ResNet18's forward + backward alone on one device's share of the
   batch: no data handling, optimizer or cross-device mean."""
   model = models.get_model('resnet18', INFO.num_classes, width=options.width,
-                           dtype=build_lib.DTYPES[options.dtype])
+                           dtype=build_lib.DTYPES[build_lib.compute_dtype(options.dtype)])
   per_device = options.batch_size // len(jax.local_devices())
   pixels = jax.device_put(jnp.zeros((per_device, *INFO.image_shape)), device)
   targets = jax.device_put(jax.nn.one_hot(jnp.arange(per_device) % INFO.num_classes,
@@ -160,8 +174,8 @@ def bare_forward_backward_s(options: Options, device) -> float:
 
 def host_boundness(epochs: int = 3) -> Dict[str, float]:
   """Steps/s of main.py's whole loop (data order, metrics, logging, checkpoints)
-  against a bare loop calling the same mapped step, with a model small enough
-  that host work would show: configs/digits.py at width 4, batch 32."""
+  against a bare loop of the same mapped call, with a model small enough that
+  host work would show: configs/digits.py at width 4, batch 32."""
   config = load_config('configs/digits.py')
   config.update(width=4, batch_size=32, num_epochs=epochs, warmup_epochs=0.0)
   with tempfile.TemporaryDirectory() as workdir:
@@ -172,22 +186,24 @@ def host_boundness(epochs: int = 3) -> Dict[str, float]:
 
   devices = jax.local_devices()
   dataset = data.load_dataset('digits')
-  num_steps = len(dataset.train_labels) // config.batch_size
-  run = build_lib.build(config, dataset.info, num_steps, devices)
+  steps_per_epoch = len(dataset.train_labels) // config.batch_size
+  run = build_lib.build(config, dataset.info, steps_per_epoch, devices)
+  per_call = run.steps_per_call
   images, labels, state, key = steps.replicate(
       (dataset.train_images, dataset.train_labels, run.init_state(jax.random.PRNGKey(0)),
        jax.random.PRNGKey(0)), devices)
-  order = np.arange(num_steps * config.batch_size, dtype=np.int32).reshape(
-      num_steps, len(devices), -1)
+  order = np.arange(steps_per_epoch * config.batch_size, dtype=np.int32).reshape(
+      -1, per_call, len(devices), config.batch_size // len(devices)).transpose(0, 2, 1, 3)
+  lams = np.ones((len(devices), per_call), np.float32)
 
   def epoch():
     nonlocal state
     for indices in order:
-      state, metrics = run.train_step(state, images, labels, indices, key, {})
+      state, metrics = run.train_steps(state, images, labels, indices, lams, key, {})
     return metrics
-  bare_steps_per_s = num_steps / _median_seconds(epoch, 1, epochs)
+  bare_steps_per_s = steps_per_epoch / _median_seconds(epoch, 1, epochs)
   return {'loop_steps_per_s': loop_steps_per_s, 'bare_steps_per_s': bare_steps_per_s,
-          'ratio': loop_steps_per_s / bare_steps_per_s}
+          'ratio': loop_steps_per_s / bare_steps_per_s, 'steps_per_call': per_call}
 
 
 def torch_reference(specs: Sequence[str], options: Options) -> Dict[str, Any]:
@@ -224,7 +240,8 @@ def run(specs: Sequence[str], options: Options, with_torch: bool = True,
     logging.info('Benchmarking %s ...', spec)
     result = bench_method(spec, options, devices)
     if peak and result['flops_per_s_per_device']:
-      result['fraction_of_bf16_peak'] = result['flops_per_s_per_device'] / peak
+      # Model FLOPs utilization: XLA's count of the step's FLOPs at the pipelined rate.
+      result['mfu'] = result['flops_per_s_per_device'] / peak
     report['methods'][spec] = result
   ratios = {}
   baseline = next((r['step_s'] for r in report['methods'].values() if not r['distills']),
@@ -262,16 +279,19 @@ def format_table(report: Dict[str, Any]) -> str:
   """One line per method, then the overhead and host-boundness ratios."""
   def number(value, fmt):
     return format(value, fmt) if value is not None else '-'
+  first = next(iter(report['methods'].values()), {})
   lines = [f"{report['device_kind']} x{report['num_devices']}, batch "
-           f"{report['options']['batch_size']}, {report['options']['dtype']}",
-           f"{'method':28s} {'compile s':>9s} {'step s':>8s} {'img/s':>8s} "
-           f"{'eval img/s':>10s} {'GFLOP/img':>9s} {'peak %':>6s} {'/torch':>6s} "
-           f"{'/torch CL':>9s}"]
+           f"{report['options']['batch_size']}, {first.get('dtype')}, "
+           f"{first.get('steps_per_call')} steps per call",
+           f"{'method':28s} {'compile s':>9s} {'step s':>8s} {'queued s':>8s} "
+           f"{'img/s':>8s} {'eval img/s':>10s} {'GFLOP/img':>9s} {'MFU %':>6s} "
+           f"{'/torch':>6s} {'/torch CL':>9s}"]
   for spec, r in report['methods'].items():
-    fraction = r.get('fraction_of_bf16_peak')
+    fraction = r.get('mfu')
     flops = r['flops_per_image']
     lines.append(
-        f"{spec:28s} {r['compile_s']:9.1f} {r['step_s']:8.3f} {r['train_images_per_s']:8.0f} "
+        f"{spec:28s} {r['compile_s']:9.1f} {r['step_s']:8.4f} {r['pipelined_step_s']:8.4f} "
+        f"{r['train_images_per_s']:8.0f} "
         f"{r['eval_images_per_s']:10.0f} {number(flops and flops / 1e9, '9.2f'):>9s} "
         f"{number(fraction and 100 * fraction, '6.1f'):>6s} "
         f"{number(r.get('time_over_torch_eager'), '6.2f'):>6s} "
@@ -290,9 +310,12 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list('methods', [row.name for row in study.ROWS],
                   'Study rows (kdjax.study.ROWS) or config specs (file.py:arg) to time.')
 flags.DEFINE_integer('batch_size', Options.batch_size, 'Global batch, split over the devices.')
-flags.DEFINE_enum('dtype', Options.dtype, sorted(build_lib.DTYPES), 'Compute dtype.')
-flags.DEFINE_integer('steps', Options.steps, 'Timed steps per method (median reported).')
-flags.DEFINE_integer('warmup_steps', Options.warmup_steps, 'Untimed steps first.')
+flags.DEFINE_enum('dtype', Options.dtype, sorted((*build_lib.DTYPES, build_lib.AUTO)),
+                  'Compute dtype, as config.dtype.')
+flags.DEFINE_integer('steps', Options.steps, 'Timed calls per method (median reported).')
+flags.DEFINE_integer('warmup_steps', Options.warmup_steps, 'Untimed calls first.')
+flags.DEFINE_integer('steps_per_call', Options.steps_per_call,
+                     'Train steps per mapped call; 0 = the config\'s (13).')
 flags.DEFINE_integer('width', Options.width, 'Model width; 64 is the real ResNet18.')
 flags.DEFINE_bool('torch', True, 'Also time the PyTorch reference (if torch is installed).')
 flags.DEFINE_bool('host_boundness', True, 'Also compare the full loop with a bare one.')
@@ -303,7 +326,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   options = Options(FLAGS.batch_size, FLAGS.dtype, FLAGS.steps, FLAGS.warmup_steps,
-                    FLAGS.width)
+                    FLAGS.width, FLAGS.steps_per_call)
   report = run(FLAGS.methods, options, FLAGS.torch, FLAGS.host_boundness)
   with open(FLAGS.output, 'w') as f:
     json.dump(report, f, indent=2)

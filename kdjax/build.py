@@ -24,6 +24,22 @@ from kdjax import steps
 from kdjax import teachers
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+AUTO = 'auto'  # config.dtype: bfloat16 on GPUs and TPUs, float32 on CPUs
+
+
+def compute_dtype(dtype: str) -> str:
+  """A config.dtype value, with AUTO resolved for the platform JAX runs on."""
+  if dtype != AUTO:
+    return dtype
+  return 'float32' if jax.default_backend() == 'cpu' else 'bfloat16'
+
+
+def steps_per_call(config, steps_per_epoch: int) -> int:
+  """How many steps one mapped call runs: the largest divisor of the epoch's
+  steps not above config.steps_per_call, so calls tile every epoch and the
+  call compiles once."""
+  return max(k for k in range(1, min(config.steps_per_call, steps_per_epoch) + 1)
+             if steps_per_epoch % k == 0)
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
@@ -34,15 +50,14 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
 
 def check_config(config: ml_collections.ConfigDict, num_devices: int) -> methods.Method:
   """The config's method, once the settings that need no data are consistent."""
-  for field in ('batch_size', 'eval_batch_size'):
-    if config[field] % num_devices:
-      raise ValueError(
-          f'config.{field}={config[field]} does not divide evenly over '
-          f'{num_devices} devices; set --config.{field} to a multiple of '
-          f'{num_devices}.')
-  if config.dtype not in DTYPES:
+  if config.batch_size % num_devices:
+    raise ValueError(
+        f'config.batch_size={config.batch_size} does not divide evenly over '
+        f'{num_devices} devices; set --config.batch_size to a multiple of '
+        f'{num_devices}.')
+  if config.dtype not in (*DTYPES, AUTO):
     raise ValueError(f'Unknown dtype {config.dtype!r}; set --config.dtype to one '
-                     f'of {sorted(DTYPES)}.')
+                     f'of {sorted((*DTYPES, AUTO))}.')
   method = methods.get_method(config.method)
   method.check(config)
   return method
@@ -52,8 +67,9 @@ def create_model(config, num_classes: int, hint_channels: Sequence[int] = ()):
   """The trained model (config.model, or a cohort with config.peers), mapped
   over steps.AXIS so that BatchNorm statistics cover the global batch."""
   name, kwargs = methods.get_method(config.method).model_spec(config, hint_channels)
-  return models.get_model(name, num_classes=num_classes, dtype=DTYPES[config.dtype],
-                          axis_name=steps.AXIS, **kwargs)
+  return models.get_model(name, num_classes=num_classes,
+                          dtype=DTYPES[compute_dtype(config.dtype)], axis_name=steps.AXIS,
+                          **kwargs)
 
 
 def hint_channels(config, teacher, num_classes, image_shape) -> Tuple[int, ...]:
@@ -86,13 +102,15 @@ class Run:
   model: Any  # flax module, mapped over steps.AXIS
   model_spec: Tuple[str, Dict[str, Any]]  # (name, kwargs), as model.json records it
   image_shape: Tuple[int, ...]
+  dtype: str  # the compute dtype, config.dtype resolved
+  steps_per_call: int  # train steps per mapped call
   apply: Callable  # (params, batch_stats, pixels, train) -> (outputs, batch_stats)
   loss_fn: Callable  # methods.get_loss_fn's
   schedule: optax.Schedule
   tx: optax.GradientTransformation
   teacher: Optional[teachers.Teacher]
   devices: Sequence[Any]  # what the steps map over: every process's devices
-  train_step: Callable  # steps.pmap_train_step's
+  train_steps: Callable  # steps.pmap_train_steps's
   eval_step: Callable  # steps.pmap_eval_step's
 
   def init_state(self, key: jax.Array) -> steps.TrainState:
@@ -117,8 +135,8 @@ def build(config: ml_collections.ConfigDict, info: data.DatasetInfo, steps_per_e
   if not method.uses_teacher:
     teacher = None
   elif teacher is None:
-    teacher = teachers.load(config.teacher, DTYPES[config.dtype], info.num_classes,
-                            info.name)
+    teacher = teachers.load(config.teacher, DTYPES[compute_dtype(config.dtype)],
+                            info.num_classes, info.name)
   channels = (hint_channels(config, teacher, info.num_classes, info.image_shape)
               if method.uses_hint else ())
   model = create_model(config, info.num_classes, channels)
@@ -130,10 +148,11 @@ def build(config: ml_collections.ConfigDict, info: data.DatasetInfo, steps_per_e
   return Run(
       config=config, method=method, model=model,
       model_spec=method.model_spec(config, channels), image_shape=info.image_shape,
+      dtype=compute_dtype(config.dtype), steps_per_call=steps_per_call(config, steps_per_epoch),
       apply=apply, loss_fn=loss_fn, schedule=schedule,
       tx=optim.create_optimizer(schedule, config.momentum, config.weight_decay),
       teacher=teacher, devices=devices,
-      train_step=steps.pmap_train_step(
+      train_steps=steps.pmap_train_steps(
           loss_fn, augment=config.augment, rotation_degrees=config.rotation_degrees,
-          mixup_alpha=config.mixup_alpha, num_classes=info.num_classes, devices=devices),
+          mixup=bool(config.mixup_alpha), num_classes=info.num_classes, devices=devices),
       eval_step=steps.pmap_eval_step(apply, method, devices))

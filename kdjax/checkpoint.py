@@ -5,12 +5,12 @@ complete, so a process killed mid-save leaves nothing that passes for a
 checkpoint.
 """
 import logging
-import os
-import shutil
 from typing import Any, Optional, Tuple
 
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
+
+from kdjax import workdir as workdir_lib
 
 
 def _top1(metrics):
@@ -18,7 +18,7 @@ def _top1(metrics):
 
 
 def _directory(workdir):
-  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+  return workdir_lib.path(workdir) / 'checkpoints'
 
 
 def create_manager(workdir: str, keep_last: int) -> ocp.CheckpointManager:
@@ -58,19 +58,19 @@ def resume(workdir: str, keep_last: int, state) -> Tuple[ocp.CheckpointManager, 
     return _open_and_restore(workdir, keep_last, state)
   except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
     problem = f'{type(e).__name__}: {e}'
-    steps = sorted(int(d) for d in os.listdir(_directory(workdir)) if d.isdigit())
+    steps = sorted(int(d.name) for d in _directory(workdir).iterdir() if d.name.isdigit())
     if len(steps) < 2:
       raise ValueError(
           f'The only checkpoint in {_directory(workdir)} cannot be read ({problem}). '
           'Move it away to train from scratch, or use a new --workdir.') from e
-  latest = os.path.join(_directory(workdir), str(steps[-1]))
-  moved = os.path.join(workdir, CORRUPT, str(steps[-1]))
-  os.makedirs(os.path.dirname(moved), exist_ok=True)
-  shutil.move(latest, moved)
+  latest = _directory(workdir) / str(steps[-1])
+  moved = workdir_lib.path(workdir) / CORRUPT / str(steps[-1])
+  moved.parent.mkdir(parents=True, exist_ok=True)
+  latest.rename(moved)
   try:
     manager, state = _open_and_restore(workdir, keep_last, state)
   except Exception as e:  # pylint: disable=broad-except
-    shutil.move(moved, latest)
+    moved.rename(latest)
     raise ValueError(
         f'Neither of the last two checkpoints in {_directory(workdir)} (steps '
         f'{steps[-1]} and {steps[-2]}) can be read, which points to a changed model or '
@@ -83,8 +83,9 @@ def resume(workdir: str, keep_last: int, state) -> Tuple[ocp.CheckpointManager, 
 
 
 def save(manager: ocp.CheckpointManager, state, top1: Optional[float] = None) -> None:
-  """Saves host-side `state` (asynchronously), with its test top-1 for best
-  tracking at epoch ends; mid-epoch saves have none and are kept only as latest."""
+  """Saves `state` (host or device arrays; orbax copies them to the host, then
+  writes in the background), with its test top-1 for best tracking at epoch
+  ends; mid-epoch saves have none and are kept only as latest."""
   metrics = None if top1 is None else {'top1': float(top1)}
   manager.save(int(state.step), args=ocp.args.StandardSave(state), metrics=metrics)
 
@@ -102,9 +103,9 @@ def restore_best_variables(workdir: str, abstract_variables) -> Tuple[int, Any]:
     step = manager.latest_step()
   if step is None:
     raise FileNotFoundError(f'{_directory(workdir)} holds no complete checkpoint.')
-  path = os.path.join(_directory(workdir), str(step), 'default')
   variables = ocp.PyTreeCheckpointer().restore(
-      path, args=ocp.args.PyTreeRestore(abstract_variables, partial_restore=True))
+      _directory(workdir) / str(step) / 'default',
+      args=ocp.args.PyTreeRestore(abstract_variables, partial_restore=True))
   return step, variables
 
 

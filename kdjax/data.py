@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 CIFAR100_URL = 'https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz'
-DATASETS = ('cifar100', 'digits')
+DATASETS = ('cifar100', 'digits', 'synthetic')
 PAD = 4  # pixels of zero padding before the random crop, as in RandomCrop(32, 4)
 # The study's Normalize constants (its src/data.py): CIFAR-100's train-split
 # per-channel mean and std. Other datasets use their own train split's.
@@ -63,8 +63,21 @@ def load_dataset(name: str, data_dir: str = '', manual_dir: str = '') -> Dataset
     pixels = train[0].reshape(-1, train[0].shape[-1]) / 255.0
     return Dataset(name, *train, *test, num_classes,
                    tuple(pixels.mean(0).tolist()), tuple(pixels.std(0).tolist()))
+  if name == 'synthetic':
+    train, test, num_classes = _synthetic()
+    return Dataset(name, *train, *test, num_classes, CIFAR100_MEAN, CIFAR100_STD)
   raise ValueError(f'Unknown dataset {name!r}. Known datasets: {list(DATASETS)}. '
                    'Set --config.dataset to one of them.')
+
+
+def _synthetic(num_train=50_000, num_test=10_000, num_classes=100):
+  """Random images and labels of CIFAR-100's shapes and sizes, from seed 0: for
+  timing a real-shape epoch (scripts/accelerator_check.sh) without the data."""
+  rng = np.random.default_rng(0)
+  def split(n):
+    return (rng.integers(0, 256, (n, 32, 32, 3), np.uint8),
+            rng.integers(0, num_classes, n).astype(np.int32))
+  return split(num_train), split(num_test), num_classes
 
 
 def _load_tfds(name, data_dir, manual_dir):
@@ -181,12 +194,20 @@ def normalize(images: jax.Array, mean, std) -> jax.Array:
   return (images - jnp.asarray(mean, images.dtype)) / jnp.asarray(std, images.dtype)
 
 
-def mixup(batch, partner, key: jax.Array, alpha: float):
-  """Mixup (Zhang et al., 2018): lam * batch + (1 - lam) * partner, leaf by leaf.
+def mixup_lambdas(seed: int, first_step: int, num_steps: int, alpha: float) -> np.ndarray:
+  """Mixup's lam ~ Beta(alpha, alpha) of steps first_step, ..., first_step +
+  num_steps - 1 (float32), one per batch as the reference implementation draws
+  it; each a function of (seed, step) only, so a resumed run draws the same.
+  Drawn on the host: jax.random.beta's rejection sampler is a loop whose trip
+  count depends on the draw, which XLA:GPU runs by copying each loop condition
+  to the host. Alpha 0 (no mixup) gives 1s."""
+  if not alpha:
+    return np.ones(num_steps, np.float32)
+  return np.asarray([np.random.default_rng([seed, step]).beta(alpha, alpha)
+                     for step in range(first_step, first_step + num_steps)], np.float32)
 
-  `batch` and `partner` are matching pytrees (pixels, target distributions);
-  one lam ~ Beta(alpha, alpha) is drawn from `key` for the whole batch, as in the
-  reference implementation.
-  """
-  lam = jax.random.beta(key, alpha, alpha)
+
+def mixup(batch, partner, lam: jax.Array):
+  """Mixup (Zhang et al., 2018): lam * batch + (1 - lam) * partner, leaf by leaf;
+  `batch` and `partner` are matching pytrees (pixels, target distributions)."""
   return jax.tree.map(lambda a, b: lam * a + (1 - lam) * b, batch, partner)

@@ -9,7 +9,6 @@ from typing import Any, Dict, Sequence
 
 from absl import app
 from absl import flags
-from flax import jax_utils
 import jax
 import numpy as np
 
@@ -24,7 +23,9 @@ def evaluate(eval_step, variables, images, labels, num_examples: int, global_bat
              devices: Sequence[Any]) -> Dict[str, float]:
   """Top-1/top-5 (%, and what the method adds) and loss on all `num_examples` for
   `variables` replicated on this process's devices, by `eval_step` mapped over
-  `devices` (with several processes, each feeds its own devices)."""
+  `devices` (with several processes, each feeds its own devices). The batch
+  grows to the next multiple of the device count; every sum is fetched at once."""
+  global_batch = -(-global_batch // len(devices)) * len(devices)
   num_batches = -(-num_examples // global_batch)
   indices = np.zeros(num_batches * global_batch, np.int32)
   indices[:num_examples] = np.arange(num_examples)
@@ -33,8 +34,8 @@ def evaluate(eval_step, variables, images, labels, num_examples: int, global_bat
   local = steps.this_process(devices)
   sums = [eval_step(variables, images, labels, i[local], m[local])
           for i, m in zip(indices.reshape(shape), mask.reshape(shape))]
-  totals = jax.tree.map(lambda *x: float(np.sum(x)), *jax.device_get(
-      [jax_utils.unreplicate(s) for s in sums]))
+  totals = jax.tree.map(lambda *x: float(np.sum(x)),
+                        *jax.device_get(steps.first_copy(sums)))
   count = totals.pop('count')
   result = {k: (100 if k.endswith(('top1', 'top5')) else 1) * v / count
             for k, v in totals.items()}
@@ -60,7 +61,6 @@ def evaluate_teacher_directory(path: str, dataset: str = 'cifar100', data_dir: s
   splits = data.load_dataset(dataset, data_dir, manual_dir)
   teacher = teachers.load(path, num_classes=splits.num_classes, dataset=dataset)
   devices = jax.local_devices()
-  batch_size = -(-batch_size // len(devices)) * len(devices)
   images, labels = steps.replicate((splits.test_images, splits.test_labels), devices)
   return evaluate_teacher(teacher, images, labels, len(splits.test_labels), batch_size,
                           devices)[1]

@@ -23,11 +23,10 @@ SUMMARY_FILE = 'summary.json'
 
 def read_records(workdir: str, up_to_step: int) -> List[Dict[str, Any]]:
   """metrics.jsonl's records up to `up_to_step` (later ones belong to no checkpoint)."""
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
+  file = workdir_lib.path(workdir) / METRICS_FILE
+  if not file.exists():
     return []
-  with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
+  records = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
   return [r for r in records if r['step'] <= up_to_step]
 
 
@@ -36,27 +35,28 @@ class Recorder:
 
   def __init__(self, workdir: str, start_step: int, total_steps: int, is_writer: bool):
     self.records = read_records(workdir, start_step)
-    self._path = os.path.join(workdir, METRICS_FILE)
+    self._file = workdir_lib.path(workdir) / METRICS_FILE
     self._writer = None
     if is_writer:
-      # Records newer than the checkpoint resumed from are dropped.
-      with open(self._path, 'w') as f:
-        f.writelines(json.dumps(r) + '\n' for r in self.records)
+      self._write()  # records newer than the checkpoint resumed from are dropped
       # clu writes TensorBoard events with TensorFlow, which must leave the
       # accelerators to JAX.
       tf.config.set_visible_devices([], 'GPU')
       self._writer = metric_writers.AsyncMultiWriter(
-          [metric_writers.SummaryWriter(workdir)])
+          [metric_writers.SummaryWriter(os.fspath(workdir_lib.path(workdir)))])
     self.report_progress = periodic_actions.ReportProgress(
         num_train_steps=total_steps, writer=self._writer, every_secs=60.0)
 
+  def _write(self):
+    # The whole file each time: object stores (gs://) cannot append.
+    workdir_lib.write_text(self._file, ''.join(json.dumps(r) + '\n' for r in self.records))
+
   def add(self, record: Dict[str, Any]) -> None:
-    """Appends an epoch's record: to metrics.jsonl before anything else, so a
+    """Adds an epoch's record: to metrics.jsonl before anything else, so a
     kill between it and the checkpoint leaves a record the resume drops."""
     self.records.append(record)
     if self._writer:
-      with open(self._path, 'a') as f:
-        f.write(json.dumps(record) + '\n')
+      self._write()
       self._writer.write_scalars(record['step'], record)
 
   def close(self) -> None:
@@ -86,8 +86,8 @@ def summarize(records, config, teacher_top1: Optional[float] = None) -> Dict[str
 
 
 def write_summary(workdir: str, summary: Dict[str, Any]) -> None:
-  with open(os.path.join(workdir, SUMMARY_FILE), 'w') as f:
-    json.dump(summary, f, indent=2)
+  workdir_lib.write_text(workdir_lib.path(workdir) / SUMMARY_FILE,
+                         json.dumps(summary, indent=2))
 
 
 def log_epoch(record: Dict[str, Any], num_epochs: int, method_part: str,

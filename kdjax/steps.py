@@ -3,7 +3,8 @@
 Each step runs under a map over the device axis AXIS (jax.pmap here; the steps
 use named-axis collectives only, so jax.shard_map could map them too). Each
 device gathers its share of the batch by index from data kept on it, so a step
-moves only a few hundred int32 indices from the host.
+moves only a few hundred int32 indices from the host, and one mapped call runs
+several steps in a lax.scan, so the host dispatches once per call.
 """
 import functools
 from typing import Any, Callable, Dict
@@ -56,15 +57,15 @@ def _reversed_global_batch(tree):
 
 
 def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array,
-               teacher_variables, *, loss_fn: Callable, augment: bool,
-               rotation_degrees: float, mixup_alpha: float, num_classes: int):
+               lam: jax.Array, teacher_variables, *, loss_fn: Callable, augment: bool,
+               rotation_degrees: float, mixup: bool, num_classes: int):
   """One SGD step on this device's share of the global batch.
 
   `batch` holds uint8 images and int32 labels. `rng` is the same on every
-  device; per-step and per-example keys derive from it.
+  device; per-step and per-example keys derive from it. `lam` is the step's
+  mixup weight (data.mixup_lambdas), used if `mixup`.
   """
-  step_key = jax.random.fold_in(rng, state.step)
-  augment_key, mixup_key = jax.random.split(step_key)
+  augment_key = jax.random.fold_in(rng, state.step)
   images = batch['image']
   if augment:
     per_device = images.shape[0]
@@ -73,17 +74,29 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array,
                           rotation_degrees)
   pixels = data.to_float(images)
   targets = jax.nn.one_hot(batch['label'], num_classes)
-  if mixup_alpha:
+  if mixup:
     # Each example is mixed with its mirror in the (already shuffled) global
     # batch, as timm does, rather than with a random partner.
     pixels, targets = data.mixup((pixels, targets), _reversed_global_batch(
-        (pixels, targets)), mixup_key, mixup_alpha)
+        (pixels, targets)), lam)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   (_, (batch_stats, metrics)), grads = grad_fn(
       state.params, state.batch_stats, pixels, targets, teacher_variables, batch['label'])
   grads = lax.pmean(grads, AXIS)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   return state, lax.pmean(metrics, AXIS)
+
+
+def train_steps(state: TrainState, images, labels, indices, lams, rng, teacher_variables,
+                **step_kwargs):
+  """len(indices) train steps in one lax.scan: step i gathers this device's batch
+  by indices[i] from the device-resident `images` and `labels` and mixes with
+  lams[i]. Returns the state and each step's metrics ([steps] arrays)."""
+  def body(state, step_inputs):
+    batch_indices, lam = step_inputs
+    batch = {'image': images[batch_indices], 'label': labels[batch_indices]}
+    return train_step(state, batch, rng, lam, teacher_variables, **step_kwargs)
+  return lax.scan(body, state, (indices, lams))
 
 
 def eval_step(variables, batch: Dict[str, jax.Array], *, apply: Callable,
@@ -103,31 +116,25 @@ def eval_step(variables, batch: Dict[str, jax.Array], *, apply: Callable,
   return lax.psum(sums, AXIS)
 
 
-def _gather(images, labels, indices):
-  return {'image': images[indices], 'label': labels[indices]}
-
-
-def pmap_train_step(loss_fn: Callable, *, augment: bool, rotation_degrees: float,
-                    mixup_alpha: float, num_classes: int, devices):
-  """train_step under jax.pmap over `devices`, gathering each device's batch by
-  index from device-resident (replicated) data:
-  (state, images, labels, indices, rng, teacher_variables) -> (state, metrics)."""
-  step = functools.partial(train_step, loss_fn=loss_fn, augment=augment,
-                           rotation_degrees=rotation_degrees, mixup_alpha=mixup_alpha,
-                           num_classes=num_classes)
-
-  def gathered(state, images, labels, indices, rng, teacher_variables):
-    return step(state, _gather(images, labels, indices), rng, teacher_variables)
-  return jax.pmap(gathered, axis_name=AXIS, devices=devices, donate_argnums=(0,))
+def pmap_train_steps(loss_fn: Callable, *, augment: bool, rotation_degrees: float,
+                     mixup: bool, num_classes: int, devices):
+  """train_steps under jax.pmap over `devices`: (state, images, labels,
+  indices [devices, steps, per-device batch], lams [devices, steps], rng,
+  teacher_variables) -> (state, metrics [devices, steps]). The state is donated."""
+  return jax.pmap(functools.partial(
+      train_steps, loss_fn=loss_fn, augment=augment, rotation_degrees=rotation_degrees,
+      mixup=mixup, num_classes=num_classes), axis_name=AXIS, devices=devices,
+                  donate_argnums=(0,))
 
 
 def pmap_eval_step(apply: Callable, method: methods.Method, devices):
-  """eval_step under jax.pmap, gathering by index like pmap_train_step:
+  """eval_step under jax.pmap, gathering by index like the train steps:
   (variables, images, labels, indices, mask) -> sums."""
   step = functools.partial(eval_step, apply=apply, method=method)
 
   def gathered(variables, images, labels, indices, mask):
-    return step(variables, {**_gather(images, labels, indices), 'mask': mask})
+    return step(variables, {'image': images[indices], 'label': labels[indices],
+                            'mask': mask})
   return jax.pmap(gathered, axis_name=AXIS, devices=devices)
 
 
@@ -135,6 +142,12 @@ def replicate(tree, devices):
   """A copy of `tree` on each device, sharded as pmap's outputs are so that the
   first step's inputs and later ones hit the same compiled executable."""
   return jax_utils.replicate(tree, devices, axis_name=AXIS)
+
+
+def first_copy(tree):
+  """This process's first device's copy of every leaf of a mapped output (the
+  copies are equal): device arrays, taken without dispatching anything."""
+  return jax.tree.map(lambda x: x.addressable_data(0), tree)
 
 
 def this_process(devices) -> np.ndarray:

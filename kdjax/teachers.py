@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from kdjax import checkpoint
 from kdjax import models
 from kdjax import study
+from kdjax import workdir as workdir_lib
 
 MODEL_FILE = 'model.json'
 
@@ -49,8 +50,7 @@ def write_model_file(directory: str, model: str, num_classes: int,
   """Records how to rebuild a directory's model, so it can later be a teacher."""
   spec = {'model': model, 'num_classes': num_classes, 'kwargs': kwargs,
           'mean': [float(m) for m in mean], 'std': [float(s) for s in std]}
-  with open(os.path.join(directory, MODEL_FILE), 'w') as f:
-    json.dump(spec, f, indent=2)
+  workdir_lib.write_text(workdir_lib.path(directory) / MODEL_FILE, json.dumps(spec, indent=2))
 
 
 def fetch_instructions(name: str, path: str) -> str:
@@ -69,15 +69,16 @@ def directory_name(path: str) -> str:
 
 
 def is_teacher(path: str) -> bool:
-  return os.path.exists(os.path.join(path, MODEL_FILE))
+  return (workdir_lib.path(path) / MODEL_FILE).exists()
 
 
 def _read_model_file(path):
-  model_file = os.path.join(path, MODEL_FILE)
+  model_file = workdir_lib.path(path) / MODEL_FILE
   study_teacher = directory_name(path)
-  if not os.path.isdir(path) and study_teacher in study.TEACHERS:
+  exists = workdir_lib.path(path).is_dir()
+  if not exists and study_teacher in study.TEACHERS:
     raise TeacherError(f'No teacher at {path!r}. {fetch_instructions(study_teacher, path)}')
-  if not os.path.isdir(path):
+  if not exists:
     raise TeacherError(
         f'No teacher at {path!r}. A teacher is a kdjax workdir (train one with '
         'main.py) or a converted PyTorch checkpoint; set --config.teacher to its '
@@ -86,8 +87,7 @@ def _read_model_file(path):
     raise TeacherError(f'{path!r} has no {MODEL_FILE}, so it is not a kdjax workdir or '
                        'converted teacher; set --config.teacher to one.')
   try:
-    with open(model_file) as f:
-      return json.load(f)
+    return json.loads(model_file.read_text())
   except (OSError, json.JSONDecodeError) as e:
     raise TeacherError(f'Cannot read {model_file}: {e}. Re-create the teacher.') from e
 

@@ -1,6 +1,5 @@
 """The training loop: train_and_evaluate(config, workdir) -> summary."""
 import logging
-import os
 import time
 from typing import Any, Dict
 
@@ -68,8 +67,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  step // steps_per_epoch)
   recorder = records_lib.Recorder(workdir, step, total_steps, is_writer)
   if is_writer:
-    with open(os.path.join(workdir, workdir_lib.CONFIG_FILE), 'w') as f:
-      f.write(config.to_json(indent=2))
+    workdir_lib.write_text(workdir_lib.path(workdir) / workdir_lib.CONFIG_FILE,
+                           config.to_json(indent=2))
     name, kwargs = run.model_spec
     teachers.write_model_file(workdir, name, dataset.num_classes, kwargs, dataset.mean,
                               dataset.std)
@@ -86,64 +85,82 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logging.info('Teacher %s: test top-1 %.2f%%.', run.teacher.description, teacher_top1)
   state, rng = steps.replicate((state, train_key), local_devices)
   per_device = config.batch_size // len(devices)
-  logging.info('Training %s (%s) on %s: %d examples, %d steps/epoch x %d epochs, '
-               'batch %d over %d devices in %d process(es).', config.model, config.method,
-               config.dataset, num_train, steps_per_epoch, config.num_epochs,
-               config.batch_size, len(devices), jax.process_count())
+  per_call = run.steps_per_call
+  calls_per_epoch = steps_per_epoch // per_call
+  logging.info('Training %s (%s, %s) on %s: %d examples, %d steps/epoch (%d calls of %d) '
+               'x %d epochs, batch %d over %d devices in %d process(es).', config.model,
+               config.method, run.dtype, config.dataset, num_train, steps_per_epoch,
+               calls_per_epoch, per_call, config.num_epochs, config.batch_size,
+               len(devices), jax.process_count())
 
-  def save_or_stop(step, top1=None):
-    """Checkpoints the state after `step` (its losses already checked); after
-    SIGTERM, waits for the save and stops."""
-    checkpoint.save(manager, jax.device_get(jax_utils.unreplicate(state)), top1)
-    if notice.received:
+  def save_or_stop(step, stop, top1=None):
+    """Checkpoints the state after `step` (its losses already checked): orbax
+    copies the device arrays and writes them in the background. With `stop`,
+    waits for the save and stops."""
+    checkpoint.save(manager, jax_utils.unreplicate(state), top1)
+    if stop:
       manager.wait_until_finished()
       raise guards.Preempted(f'Stopped by SIGTERM after saving step {step} in {workdir}; '
                              'rerun the same command to resume from it.')
 
+  def losses_of(calls):
+    """The step losses of mapped calls' metrics, in one device-to-host copy."""
+    fetched = jax.device_get(steps.first_copy([m['loss'] for m in calls]))
+    return np.concatenate([loss[0] for loss in fetched])
+
   with guards.PreemptionNotice() as notice:
     while step < total_steps:
       epoch, first = divmod(step, steps_per_epoch)
+      # Calls tile every epoch and every checkpoint is taken between calls.
+      assert first % per_call == 0, (first, per_call)
       order = data.epoch_permutation(config.seed, epoch, num_train)
       order = order[:steps_per_epoch * config.batch_size].astype(np.int32).reshape(
-          steps_per_epoch, len(devices), per_device)[:, local]
+          calls_per_epoch, per_call, len(devices), per_device)[:, :, local].transpose(
+              0, 2, 1, 3)  # [calls, this process's devices, steps, per-device batch]
       epoch_start = time.time()
-      step_metrics, unchecked = [], []  # this epoch's; those since the last finite check
-      for i in range(first, steps_per_epoch):
-        state, metrics = run.train_step(state, train_images, train_labels, order[i], rng,
-                                        teacher_variables)
-        step_metrics.append(metrics)
-        unchecked.append(metrics)
-        step += 1
+      call_metrics, unchecked = [], 0  # this epoch's calls; from which on unchecked
+      for call in range(first // per_call, calls_per_epoch):
+        lams = data.mixup_lambdas(config.seed, step, per_call, config.mixup_alpha)
+        state, metrics = run.train_steps(
+            state, train_images, train_labels, order[call],
+            np.broadcast_to(lams, (len(local), per_call)), rng, teacher_variables)
+        call_metrics.append(metrics)
+        step += per_call
         recorder.report_progress(step)
-        if config.log_every_steps and step % config.log_every_steps == 0:
-          m = jax.device_get(jax_utils.unreplicate(metrics))
+        if config.log_every_steps and (step % config.log_every_steps) < per_call:
           logging.info('step %d/%d  loss %.4f  lr %.5f', step, total_steps,
-                       m['loss'], run.schedule(step - 1))
-        # The epoch's last step is saved below, with the epoch's test accuracy.
-        if i < steps_per_epoch - 1 and (notice.received or (
-            config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0)):
-          guards.check_finite(unchecked, step, steps_per_epoch, manager)
-          unchecked = []
-          save_or_stop(step)
-      guards.check_finite(unchecked, step, steps_per_epoch, manager)
-      train = jax.device_get([jax_utils.unreplicate(m) for m in step_metrics])
+                       losses_of([metrics])[-1], run.schedule(step - 1))
+        stop = notice.should_stop(step // per_call)
+        # The epoch's last call is saved below, with the epoch's test accuracy.
+        if call < calls_per_epoch - 1 and (stop or (
+            config.checkpoint_every_steps
+            and (step % config.checkpoint_every_steps) < per_call)):
+          guards.check_finite(losses_of(call_metrics[unchecked:]), step, steps_per_epoch,
+                              manager)
+          unchecked = len(call_metrics)
+          save_or_stop(step, stop)
+      # The epoch's metrics in one fetch, which also waits for its last step.
+      train = jax.device_get(steps.first_copy(call_metrics))
       train_time = time.time() - epoch_start
+      train_losses = np.concatenate([m['loss'][0] for m in train])
+      guards.check_finite(train_losses[unchecked * per_call:], step, steps_per_epoch,
+                          manager)
       test = evaluate.evaluate(
           run.eval_step, {'params': state.params, 'batch_stats': state.batch_stats},
           test_images, test_labels, num_test, config.eval_batch_size, devices)
       epoch_time = time.time() - epoch_start
       record = {
           'epoch': epoch + 1, 'step': step, 'lr': float(run.schedule(step - 1)),
-          'train_loss': float(np.mean([m['loss'] for m in train])),
-          'train_top1': 100 * float(np.mean([m['accuracy'] for m in train])),
+          'train_loss': float(np.mean(train_losses)),
+          'train_top1': 100 * float(np.mean([m['accuracy'][0] for m in train])),
           **{f'test_{k}': v for k, v in test.items() if k != 'count'},
-          'images_per_sec': len(train) * config.batch_size / train_time,
+          'images_per_sec': len(train_losses) * config.batch_size / train_time,
           'epoch_time_s': epoch_time,
       }
       recorder.add(record)
       records_lib.log_epoch(record, config.num_epochs, run.method.describe_test(test),
-                            (total_steps - step) / steps_per_epoch * epoch_time)
-      save_or_stop(step, test['top1'])
+                            (total_steps - step) / len(train_losses) * epoch_time)
+      save_or_stop(step, stop, test['top1'])
 
   manager.wait_until_finished()
   recorder.close()

@@ -1,12 +1,36 @@
-"""Checks on a run's workdir, made before anything in it is written."""
+"""A run's workdir: its path (local, or any URL etils.epath and orbax accept, such
+as gs://), and the checks made on it before anything in it is written."""
 import datetime
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from typing import Any, Dict
 
+from etils import epath
+
 CONFIG_FILE = 'config.json'
+
+
+def path(workdir: str) -> epath.Path:
+  """The workdir as a path: local ones made absolute (orbax wants that), URLs
+  (gs://bucket/run) as they are."""
+  if '://' in os.fspath(workdir):
+    return epath.Path(workdir)
+  return epath.Path(workdir).absolute()
+
+
+def is_local(workdir: str) -> bool:
+  return '://' not in os.fspath(workdir)
+
+
+def write_text(file: epath.Path, text: str) -> None:
+  """Replaces `file`'s content; a kill mid-write leaves the old content (the
+  rename is atomic on local disks)."""
+  file.parent.mkdir(parents=True, exist_ok=True)
+  partial = file.parent / f'.{file.name}.{uuid.uuid4().hex}'
+  partial.write_text(text)
+  partial.rename(file)
 
 
 def config_as_json(config) -> Dict[str, Any]:
@@ -16,11 +40,10 @@ def config_as_json(config) -> Dict[str, Any]:
 
 def check_config(config, workdir: str) -> None:
   """Refuses a workdir whose saved config differs."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
+  file = path(workdir) / CONFIG_FILE
+  if not file.exists():
     return
-  with open(path) as f:
-    saved = json.load(f)
+  saved = json.loads(file.read_text())
   current = config_as_json(config)
   differing = sorted(k for k in saved.keys() | current.keys()
                      if saved.get(k) != current.get(k))
@@ -35,29 +58,34 @@ def check_config(config, workdir: str) -> None:
 def move_aside(workdir: str) -> str:
   """Moves an existing workdir to <workdir>.previous-<time> (nothing is deleted);
   returns where it went, or '' if there was nothing to move."""
-  if not os.path.exists(workdir) or not os.listdir(workdir):
+  directory = path(workdir)
+  if not directory.exists() or not any(directory.iterdir()):
     return ''
   stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
-  destination = f'{os.path.normpath(workdir)}.previous-{stamp}'
-  os.rename(workdir, destination)
-  return destination
+  destination = directory.parent / f'{directory.name}.previous-{stamp}'
+  directory.rename(destination)
+  return os.fspath(destination)
 
 
 def check_writable(workdir: str) -> None:
   """Creates the workdir if needed and proves a file can be written in it."""
+  probe = path(workdir) / f'.kdjax-write-test-{uuid.uuid4().hex}'
   try:
-    os.makedirs(workdir, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=workdir):
-      pass
+    probe.parent.mkdir(parents=True, exist_ok=True)
+    probe.write_text('')
+    probe.unlink()
   except OSError as e:
     raise ValueError(f'Cannot write to --workdir={workdir} ({type(e).__name__}: {e}); '
                      'choose a directory you can write to.') from e
 
 
 def check_free_space(workdir: str, checkpoint_bytes: int, num_checkpoints: int) -> None:
-  """Refuses to start when the disk cannot hold the checkpoints the run keeps."""
+  """Refuses to start when a local disk cannot hold the checkpoints the run
+  keeps (object stores have no such limit to check)."""
+  if not is_local(workdir):
+    return
   needed = checkpoint_bytes * num_checkpoints
-  free = shutil.disk_usage(workdir).free
+  free = shutil.disk_usage(path(workdir)).free
   if free < needed:
     raise ValueError(
         f'The disk of --workdir={workdir} has {free / 2**20:.1f} MiB free, but this run '

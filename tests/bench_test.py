@@ -24,13 +24,14 @@ TORCH_OPTIONS = bench.Options(batch_size=2, steps=1, warmup_steps=0, width=64)
 
 
 def test_run_reports_every_figure():
-  options = bench.Options(batch_size=8, steps=1, warmup_steps=0, width=4)
+  options = bench.Options(batch_size=8, steps=2, warmup_steps=0, width=4, steps_per_call=2)
   report = bench.run(['baseline', 'offline_kd_repvgg_a0'], options, with_torch=False,
                      with_host_boundness=False)
   baseline, offline = report['methods']['baseline'], report['methods']['offline_kd_repvgg_a0']
   for result in (baseline, offline):
     assert result['compile_s'] > 0 and result['step_s'] > 0
-    assert result['train_images_per_s'] == pytest.approx(8 / result['step_s'])
+    assert (result['steps_per_call'], result['dtype']) == (2, 'float32')  # 'auto' on a CPU
+    assert result['train_images_per_s'] == pytest.approx(8 / result['pipelined_step_s'])
     assert result['train_images_per_s_per_device'] == pytest.approx(
         result['train_images_per_s'] / len(jax.local_devices()))
     assert result['eval_images_per_s'] > 0

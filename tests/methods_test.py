@@ -12,6 +12,7 @@ from kdjax import steps
 from tiny import first
 from tiny import flat_leaves
 from tiny import random_teacher
+from tiny import step
 from tiny import tiny_config
 from tiny import unmapped
 
@@ -70,8 +71,8 @@ def _run_steps(run, state, teacher_variables, num_steps=2):
       (state, images, labels, jax.random.PRNGKey(2), teacher_variables), run.devices)
   losses = []
   for i in range(num_steps):
-    st, metrics = run.train_step(st, imgs, lbls, np.arange(16 * i, 16 * (i + 1)).reshape(4, 4),
-                                 key, tv)
+    st, metrics = step(run, st, imgs, lbls, np.arange(16 * i, 16 * (i + 1)).reshape(4, 4),
+                       key, tv)
     losses.append(float(first(metrics)['loss']))
   return first(st), first(tv), losses
 

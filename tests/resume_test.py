@@ -22,8 +22,11 @@ from tiny import tiny_config
 from tiny import train_on_mock_cifar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# digits: 1437 training images / 64 = 22 steps per epoch, 44 in all.
-OVERRIDES = {'width': 4, 'num_epochs': 2, 'log_every_steps': 1, 'checkpoint_every_steps': 5}
+# digits: 1437 training images / 64 = 22 steps per epoch, 44 in all, in mapped
+# calls of 2 steps; a checkpoint is due every 5 steps, so it is taken at the end
+# of the call in which it falls due (steps 6, 10, 16, 20, 22, 26, ...).
+OVERRIDES = {'width': 4, 'num_epochs': 2, 'log_every_steps': 1, 'checkpoint_every_steps': 5,
+             'steps_per_call': 2}
 RUN = ('--config=configs/digits.py', *(f'--config.{k}={v}' for k, v in OVERRIDES.items()))
 TOTAL_STEPS = 44
 
@@ -81,18 +84,19 @@ def test_killed_and_preempted_runs_end_bit_identical_to_an_uninterrupted_one(tmp
   # been in flight, as saves are asynchronous).
   _signal_after(_start(run), 12, signal.SIGKILL)
   killed_at = max(_steps(run))
-  assert killed_at in (5, 10)
+  assert killed_at in (6, 10)
   # A save cut short leaves only orbax's temporary directory, which is no checkpoint.
   partial = os.path.join(run, 'checkpoints', f'{killed_at + 5}.orbax-checkpoint-tmp-1')
   shutil.copytree(os.path.join(run, 'checkpoints', str(killed_at)), partial)
   os.remove(os.path.join(partial, 'default', '_METADATA'))
-  # SIGTERM (the preemption notice) in the second epoch: the current step is saved.
+  # SIGTERM (the preemption notice) in the second epoch: the current call's
+  # last step is saved.
   process = _start(run)
-  log = _signal_after(process, 33, signal.SIGTERM)
+  log = _signal_after(process, 34, signal.SIGTERM)
   assert f'Resuming from the checkpoint at step {killed_at} ' in log, log[-3000:]
   assert process.returncode == 128 + signal.SIGTERM, log[-3000:]
   saved = max(_steps(run))
-  assert saved >= 33 and f'Stopped by SIGTERM after saving step {saved} ' in log
+  assert saved >= 34 and f'Stopped by SIGTERM after saving step {saved} ' in log
   log = _run_to_end(run)
   assert f'Resuming from the checkpoint at step {saved} ' in log
 
@@ -129,7 +133,8 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
 
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
   # No warm-up and a huge learning rate: the first update blows the weights up.
-  config = tiny_config(learning_rate=1e20, warmup_epochs=0.0, checkpoint_every_steps=1)
+  config = tiny_config(learning_rate=1e20, warmup_epochs=0.0, checkpoint_every_steps=1,
+                       steps_per_call=1)
   with pytest.raises(guards.NonFiniteLossError,
                      match=r'The loss became (nan|inf) at step 2 \(epoch 1\); training stopped '
                      r'without saving it. The last good checkpoint \(step 1\) is kept'):

@@ -52,3 +52,13 @@ def unmapped(fn):
     outputs = jax.vmap(fn, axis_name=steps.AXIS)(*jax.tree.map(lambda x: x[None], args))
     return jax.tree.map(lambda x: x[0], outputs)
   return jax.jit(on_one_device)
+
+
+def step(run, state, images, labels, indices, key, teacher_variables, lam=0.3):
+  """One train step of `run` on replicated data: `indices` [devices, per-device
+  batch], mixup weight `lam` (if the config mixes). Returns (state, metrics)
+  with each metric a [devices] array."""
+  state, metrics = run.train_steps(state, images, labels, indices[:, None],
+                                   np.full((len(indices), 1), lam, np.float32), key,
+                                   teacher_variables)
+  return state, jax.tree.map(lambda x: x[:, 0], metrics)

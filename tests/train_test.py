@@ -14,6 +14,7 @@ from kdjax import train
 from tiny import first
 from tiny import flat_leaves
 from tiny import random_teacher
+from tiny import step
 from tiny import tiny_config
 from tiny import train_on_mock_cifar
 
@@ -51,7 +52,7 @@ def test_one_step_on_4_devices_equals_the_same_global_batch_on_1_device(method, 
         (state, images, labels, jax.random.PRNGKey(3), random_teacher().variables), devices)
     losses = []
     for indices in (np.arange(16), np.arange(16, 32)):
-      st, metrics = run.train_step(st, imgs, lbls, indices.reshape(n, 16 // n), key, tv)
+      st, metrics = step(run, st, imgs, lbls, indices.reshape(n, 16 // n), key, tv)
       losses.append(float(first(metrics)['loss']))
     results.append((first(st), losses))
   (one, one_losses), (four, four_losses) = results
@@ -173,7 +174,7 @@ def test_bfloat16_step_keeps_float32_params_and_a_finite_loss():
   labels = rng.integers(0, 10, 16).astype(np.int32)
   st, imgs, lbls, key = steps.replicate((state, images, labels, jax.random.PRNGKey(0)),
                                         run.devices)
-  st, metrics = run.train_step(st, imgs, lbls, np.arange(16).reshape(4, 4), key, {})
+  st, metrics = step(run, st, imgs, lbls, np.arange(16).reshape(4, 4), key, {})
   assert np.isfinite(first(metrics)['loss'])
   assert {x.dtype for x in jax.tree.leaves(first(st).params)} == {np.dtype('float32')}
 

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# One prepared check of kdjax on a machine with a GPU or TPU (about 8 minutes):
+#   1. kdjax.bench of every row of the study in the platform's default precision
+#      (dtype auto: bfloat16), pipelined throughput, MFU and host-boundness;
+#   2. one real-shape epoch (50,000 random CIFAR-100-shaped images) of the
+#      baseline and of offline + self (a random RepVGG-A0 teacher) through main.py,
+#      counting how often the train call compiles;
+# all into one JSON file: scripts/accelerator_check.sh [OUTPUT_DIR] (default
+# accelerator_check/). SMOKE=1 shrinks everything to run on a CPU in minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=$(realpath -m "${1:-accelerator_check}")
+mkdir -p "$out"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+bench=(--steps=5 --warmup_steps=2 --torch=false)
+overrides=(--config.dataset=synthetic --config.num_epochs=1 --config.log_every_steps=100)
+if [[ "${SMOKE:-0}" == 1 ]]; then
+  bench=(--steps=1 --warmup_steps=0 --torch=false --width=4 --batch_size=8
+         --methods=baseline,offline_self_kd_repvgg_a0 --host_boundness=false)
+  overrides+=(--config.width=4 '--config.stage_sizes=(1,1,1,1)' --config.batch_size=1000
+              --config.steps_per_call=2)
+fi
+
+echo "== kdjax.bench" >&2
+python -m kdjax.bench "${bench[@]}" --output="$out/bench.json" | tee "$out/bench.txt"
+
+echo "== a random RepVGG-A0 teacher" >&2
+python - "$work/teacher" "${SMOKE:-0}" <<'EOF'
+import sys
+import jax, jax.numpy as jnp
+from kdjax import checkpoint, data, models, teachers
+out, smoke = sys.argv[1], sys.argv[2] == '1'
+kwargs = {'width': 4} if smoke else {}
+model = models.get_model('repvgg_a0', 100, **kwargs)
+variables = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3)), train=False)
+teachers.write_model_file(out, 'repvgg_a0', 100, kwargs, data.CIFAR100_MEAN,
+                          data.CIFAR100_STD)
+checkpoint.save_variables(out, variables)
+EOF
+
+for row in baseline offline_self; do
+  config=configs/$row.py
+  [[ $row == offline_self ]] && config="configs/offline_self_kd.py:repvgg_a0"
+  echo "== one epoch of $config on synthetic data" >&2
+  extra=()
+  [[ $row == offline_self ]] && extra=(--config.teacher="$work/teacher")
+  JAX_LOG_COMPILES=1 python main.py --config="$config" --workdir="$work/$row" \
+      "${overrides[@]}" "${extra[@]}" 2> "$out/$row.log"
+  cp "$work/$row/metrics.jsonl" "$out/$row.metrics.jsonl"
+done
+
+python - "$out" <<'EOF'
+import json, os, re, sys
+out = sys.argv[1]
+report = {'bench': json.load(open(os.path.join(out, 'bench.json'))), 'epochs': {}}
+for row in ('baseline', 'offline_self'):
+  log = open(os.path.join(out, f'{row}.log')).read()
+  record = [json.loads(l) for l in open(os.path.join(out, f'{row}.metrics.jsonl'))][-1]
+  report['epochs'][row] = {
+      'images_per_sec': record['images_per_sec'], 'epoch_time_s': record['epoch_time_s'],
+      # jax_log_compiles names each compiled function once per compilation.
+      'train_call_compilations': len(re.findall(r'Finished XLA compilation of .*train_steps',
+                                                log)),
+  }
+with open(os.path.join(out, 'accelerator_check.json'), 'w') as f:
+  json.dump(report, f, indent=2)
+print(json.dumps(report['epochs'], indent=2))
+print('host-boundness:', report['bench'].get('host_boundness', {}).get('ratio'))
+print('Wrote', os.path.join(out, 'accelerator_check.json'))
+EOF

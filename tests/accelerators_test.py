@@ -1,0 +1,167 @@
+"""What accelerators need of kdjax, checked on CPUs: any device count, XLA flags
+only where they are read, no data-dependent loops, several steps per call,
+one compilation, object-store workdirs."""
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default
+from kdjax import build
+from kdjax import checkpoint
+from kdjax import data
+from kdjax import steps
+from kdjax import workdir as workdir_lib
+from tiny import flat_leaves
+from tiny import random_teacher
+from tiny import tiny_config
+from tiny import train_on_mock_cifar
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INFO = data.DatasetInfo('random', 10, (32, 32, 3), (0.5, 0.4, 0.3), (0.25, 0.25, 0.3))
+
+
+def _python(code, env):
+  return subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, text=True,
+                        capture_output=True, timeout=600)
+
+
+def test_eight_devices_train_and_evaluate_with_the_default_eval_batch(tmp_path):
+  # The default eval batch (500) does not divide over 8 devices: evaluation pads
+  # it to 504 and still counts each of the 360 test images once.
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+  assert default.get_config().eval_batch_size % 8
+  result = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/digits.py', f'--workdir={tmp_path}',
+       '--config.width=4', '--config.num_epochs=1', '--config.eval_batch_size=500'],
+      cwd=ROOT, env=env, text=True, capture_output=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'over 8 devices' in result.stderr
+  counted = _python(
+      'import json, jax, numpy as np\n'
+      'from kdjax import build, data, evaluate, steps\n'
+      'from tiny import tiny_config\n'
+      'devices = jax.devices()\n'
+      'info = data.DatasetInfo("random", 10, (32, 32, 3), (0.5,) * 3, (0.25,) * 3)\n'
+      'run = build.build(tiny_config(), info, 4, devices)\n'
+      'state = run.init_state(jax.random.PRNGKey(0))\n'
+      'rng = np.random.default_rng(1)\n'
+      'images = rng.integers(0, 256, (37, 32, 32, 3), np.uint8)\n'
+      'labels = rng.integers(0, 10, 37).astype(np.int32)\n'
+      'variables = {"params": state.params, "batch_stats": state.batch_stats}\n'
+      'result = evaluate.evaluate(run.eval_step, steps.replicate(variables, devices),\n'
+      '    *steps.replicate((images, labels), devices), 37, 500, devices)\n'
+      'logits = run.apply(state.params, state.batch_stats, images / 255.0, train=False)[0]\n'
+      'expected = 100 * float(np.mean(np.argmax(logits["logits"], -1) == labels))\n'
+      'print(json.dumps([len(devices), result["count"], result["top1"], expected]))\n',
+      {**env, 'PYTHONPATH': f'{ROOT}:{ROOT}/tests'})
+  num_devices, count, top1, expected = json.loads(counted.stdout.strip().splitlines()[-1])
+  assert (num_devices, count) == (8, 37) and top1 == pytest.approx(expected)
+
+
+def _xla_flags_after_import(env):
+  env = {k: v for k, v in env.items() if k not in ('XLA_FLAGS', 'JAX_PLATFORMS')}
+  return _python('import os, kdjax; print(os.environ.get("XLA_FLAGS", ""))', env).stdout
+
+
+def test_the_cpu_option_is_set_only_where_jax_runs_on_the_cpu_alone(tmp_path):
+  ynn = '--xla_cpu_experimental_ynn_fusion_type='
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  assert _xla_flags_after_import({**env, 'JAX_PLATFORMS': 'cpu'}).strip() == ynn
+  assert _xla_flags_after_import(env).strip() == ynn  # this machine: no plugin
+  # A GPU or TPU plugin may not know the option, and it would abort on it.
+  assert _xla_flags_after_import({**env, 'JAX_PLATFORMS': 'cuda'}).strip() == ''
+  assert _xla_flags_after_import({**env, 'JAX_PLATFORMS': 'cpu,tpu'}).strip() == ''
+  plugin = tmp_path / 'jax_plugins' / 'some_accelerator'
+  plugin.mkdir(parents=True)
+  (plugin / '__init__.py').write_text('def initialize():\n  pass\n')
+  assert _xla_flags_after_import({**env, 'PYTHONPATH': f'{tmp_path}:{ROOT}'}).strip() == ''
+
+
+ROW_CONFIGS = ['configs/baseline.py', 'configs/offline_kd.py:repvgg_a0',
+               'configs/offline_kd_no_mixup.py:repvgg_a0', 'configs/self_kd.py',
+               'configs/offline_self_kd.py:repvgg_a0']
+
+
+@pytest.mark.parametrize('spec', ROW_CONFIGS)
+def test_no_train_step_of_a_row_has_a_data_dependent_loop(spec):
+  # XLA:GPU runs a while loop by copying its condition to the host each trip.
+  config = build.load_config(spec)
+  config.update(width=4, stage_sizes=(1, 1, 1, 1), batch_size=8)
+  run = build.build(config, INFO, 4, jax.devices()[:1], random_teacher())
+  step = jax.vmap(lambda state, batch, rng, lam, teacher: steps.train_step(
+      state, batch, rng, lam, teacher, loss_fn=run.loss_fn, augment=config.augment,
+      rotation_degrees=config.rotation_degrees, mixup=bool(config.mixup_alpha),
+      num_classes=10), axis_name=steps.AXIS)
+  args = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1, *np.shape(x)), jnp.result_type(x)), (
+      run.init_state(jax.random.PRNGKey(0)),
+      {'image': np.zeros((8, 32, 32, 3), np.uint8), 'label': np.zeros(8, np.int32)},
+      jax.random.PRNGKey(0), np.float32(0.3), random_teacher().variables if run.teacher else {}))
+  exported = jax.export.export(jax.jit(step), platforms=('cuda', 'tpu'))(*args)
+  assert 'stablehlo.while' not in exported.mlir_module()
+  # The check sees loops: jax.random.beta, which mixup drew from before, has them.
+  beta = jax.export.export(jax.jit(lambda key: jax.random.beta(key, 0.4, 0.4)),
+                           platforms=('cuda', 'tpu'))(jax.random.PRNGKey(0))
+  assert 'stablehlo.while' in beta.mlir_module()
+
+
+def test_a_call_of_three_steps_equals_three_calls_of_one():
+  config = tiny_config(method='self', mixup_alpha=0.4)
+  devices = jax.devices()[:4]
+  run = build.build(config, INFO, 3, devices, random_teacher())
+  state = run.init_state(jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)
+  images, labels, st, key = steps.replicate(
+      (rng.integers(0, 256, (48, 32, 32, 3), np.uint8),
+       rng.integers(0, 10, 48).astype(np.int32), state, jax.random.PRNGKey(1)), devices)
+  order = np.arange(48, dtype=np.int32).reshape(3, 4, 4).transpose(1, 0, 2)
+  lams = np.broadcast_to(data.mixup_lambdas(0, 0, 3, 0.4), (4, 3))
+  three, three_metrics = run.train_steps(st, images, labels, order, lams, key, {})
+  one = steps.replicate(state, devices)
+  losses = []
+  for i in range(3):
+    one, metrics = run.train_steps(one, images, labels, order[:, i:i + 1], lams[:, i:i + 1],
+                                   key, {})
+    losses.append(np.asarray(metrics['loss'])[0, 0])
+  np.testing.assert_array_equal(np.asarray(three_metrics['loss'])[0], losses)
+  for path, value in flat_leaves(jax.device_get(steps.first_copy(three))).items():
+    np.testing.assert_array_equal(
+        value, flat_leaves(jax.device_get(steps.first_copy(one)))[path], err_msg=path)
+  assert int(np.asarray(three.step)[0]) == 3
+
+
+def test_the_train_call_compiles_once_per_run(tmp_path, caplog):
+  # Two epochs of 2 calls each, with a checkpoint and a log line between calls.
+  config = tiny_config(steps_per_call=2, checkpoint_every_steps=2, log_every_steps=1)
+  jax.config.update('jax_log_compiles', True)
+  try:
+    with caplog.at_level(logging.WARNING):
+      train_on_mock_cifar(config, tmp_path / 'run')
+  finally:
+    jax.config.update('jax_log_compiles', False)
+  compiles = [r.getMessage() for r in caplog.records
+              if 'train_steps' in r.getMessage() and 'ompil' in r.getMessage()]
+  assert len(compiles) == 1, compiles
+
+
+def test_a_url_workdir_reaches_orbax_unchanged(monkeypatch, tmp_path):
+  seen = []
+
+  class Manager:
+    def __init__(self, directory, options):
+      del options
+      seen.append(directory)
+
+  monkeypatch.setattr(checkpoint.ocp, 'CheckpointManager', Manager)
+  checkpoint.create_manager('gs://bucket/runs/baseline', 2)
+  checkpoint.create_manager(str(tmp_path / 'run'), 2)
+  assert [os.fspath(d) for d in seen] == ['gs://bucket/runs/baseline/checkpoints',
+                                          f'{tmp_path}/run/checkpoints']
+  assert os.fspath(workdir_lib.path('runs/x')) == os.path.join(os.getcwd(), 'runs/x')
+  assert not workdir_lib.is_local('gs://bucket/runs/baseline')
