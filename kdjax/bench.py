@@ -124,7 +124,9 @@ def bench_method(spec: str, options: Options, devices) -> Dict[str, Any]:
   mask = np.ones_like(eval_indices, np.float32)
   eval_s = _median_seconds(
       lambda: run.eval_step(variables, images, labels, eval_indices, mask), 1, options.steps)
-  flops_per_step = flops / per_call if flops else None
+  # XLA's cost analysis counts a while loop's body once, not per trip: the
+  # call's count is one step's.
+  flops_per_step = flops
   result = {
       'dtype': run.dtype, 'steps_per_call': per_call, 'compile_s': compile_s,
       'step_s': step_s, 'pipelined_step_s': pipelined_step_s,

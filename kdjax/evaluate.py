@@ -35,7 +35,7 @@ def evaluate(eval_step, variables, images, labels, num_examples: int, global_bat
   sums = [eval_step(variables, images, labels, i[local], m[local])
           for i, m in zip(indices.reshape(shape), mask.reshape(shape))]
   totals = jax.tree.map(lambda *x: float(np.sum(x)),
-                        *jax.device_get(steps.first_copy(sums)))
+                        *steps.fetch_first(sums))
   count = totals.pop('count')
   result = {k: (100 if k.endswith(('top1', 'top5')) else 1) * v / count
             for k, v in totals.items()}

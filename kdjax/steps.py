@@ -144,10 +144,11 @@ def replicate(tree, devices):
   return jax_utils.replicate(tree, devices, axis_name=AXIS)
 
 
-def first_copy(tree):
+def fetch_first(tree):
   """This process's first device's copy of every leaf of a mapped output (the
-  copies are equal): device arrays, taken without dispatching anything."""
-  return jax.tree.map(lambda x: x.addressable_data(0), tree)
+  copies are equal), on the host: one transfer, nothing dispatched."""
+  return jax.tree.map(lambda x: x[0],
+                      jax.device_get(jax.tree.map(lambda x: x.addressable_data(0), tree)))
 
 
 def this_process(devices) -> np.ndarray:

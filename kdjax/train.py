@@ -105,8 +105,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   def losses_of(calls):
     """The step losses of mapped calls' metrics, in one device-to-host copy."""
-    fetched = jax.device_get(steps.first_copy([m['loss'] for m in calls]))
-    return np.concatenate([loss[0] for loss in fetched])
+    return np.concatenate(steps.fetch_first([m['loss'] for m in calls]))
 
   with guards.PreemptionNotice() as notice:
     while step < total_steps:
@@ -140,9 +139,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           unchecked = len(call_metrics)
           save_or_stop(step, stop)
       # The epoch's metrics in one fetch, which also waits for its last step.
-      train = jax.device_get(steps.first_copy(call_metrics))
+      train = steps.fetch_first(call_metrics)
       train_time = time.time() - epoch_start
-      train_losses = np.concatenate([m['loss'][0] for m in train])
+      train_losses = np.concatenate([m['loss'] for m in train])
       guards.check_finite(train_losses[unchecked * per_call:], step, steps_per_epoch,
                           manager)
       test = evaluate.evaluate(
@@ -152,7 +151,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       record = {
           'epoch': epoch + 1, 'step': step, 'lr': float(run.schedule(step - 1)),
           'train_loss': float(np.mean(train_losses)),
-          'train_top1': 100 * float(np.mean([m['accuracy'][0] for m in train])),
+          'train_top1': 100 * float(np.mean([m['accuracy'] for m in train])),
           **{f'test_{k}': v for k, v in test.items() if k != 'count'},
           'images_per_sec': len(train_losses) * config.batch_size / train_time,
           'epoch_time_s': epoch_time,

@@ -30,7 +30,7 @@ def write_text(file: epath.Path, text: str) -> None:
   file.parent.mkdir(parents=True, exist_ok=True)
   partial = file.parent / f'.{file.name}.{uuid.uuid4().hex}'
   partial.write_text(text)
-  partial.rename(file)
+  partial.replace(file)
 
 
 def config_as_json(config) -> Dict[str, Any]:
