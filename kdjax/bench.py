@@ -170,16 +170,20 @@ def bare_forward_backward_s(options: Options, device) -> float:
                                train=True, mutable=['batch_stats'])
       return -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(outputs['logits']), -1))
     return jax.grad(loss)(params)
+  # At least one untimed call: it compiles.
   return _median_seconds(lambda: grads(variables['params'], variables['batch_stats']),
-                         options.warmup_steps, options.steps)
+                         max(1, options.warmup_steps), options.steps)
 
 
-def host_boundness(epochs: int = 3) -> Dict[str, float]:
+def host_boundness(epochs: int = 3, steps_per_call: int = 0) -> Dict[str, float]:
   """Steps/s of main.py's whole loop (data order, metrics, logging, checkpoints)
   against a bare loop of the same mapped call, with a model small enough that
-  host work would show: configs/digits.py at width 4, batch 32."""
+  host work would show: configs/digits.py at width 4, batch 32 (44 steps an
+  epoch), `steps_per_call` steps per call (0: the config's)."""
   config = load_config('configs/digits.py')
   config.update(width=4, batch_size=32, num_epochs=epochs, warmup_epochs=0.0)
+  if steps_per_call:
+    config.steps_per_call = steps_per_call
   with tempfile.TemporaryDirectory() as workdir:
     train.train_and_evaluate(config, workdir)
     with open(os.path.join(workdir, 'metrics.jsonl')) as f:
@@ -260,7 +264,7 @@ def run(specs: Sequence[str], options: Options, with_torch: bool = True,
   report['overhead_ratios'] = ratios
   if with_host_boundness:
     logging.info('Measuring host-boundness ...')
-    report['host_boundness'] = host_boundness()
+    report['host_boundness'] = host_boundness(steps_per_call=options.steps_per_call)
   if with_torch:
     logging.info('Measuring the PyTorch reference ...')
     add_torch_reference(report, torch_reference(specs, options))
@@ -317,7 +321,8 @@ flags.DEFINE_enum('dtype', Options.dtype, sorted((*build_lib.DTYPES, build_lib.A
 flags.DEFINE_integer('steps', Options.steps, 'Timed calls per method (median reported).')
 flags.DEFINE_integer('warmup_steps', Options.warmup_steps, 'Untimed calls first.')
 flags.DEFINE_integer('steps_per_call', Options.steps_per_call,
-                     'Train steps per mapped call; 0 = the config\'s (13).')
+                     'Train steps per mapped call; 0 = the config\'s (auto: 13 on GPUs and '
+                     'TPUs, 1 on CPUs).')
 flags.DEFINE_integer('width', Options.width, 'Model width; 64 is the real ResNet18.')
 flags.DEFINE_bool('torch', True, 'Also time the PyTorch reference (if torch is installed).')
 flags.DEFINE_bool('host_boundness', True, 'Also compare the full loop with a bare one.')

@@ -7,6 +7,7 @@ checkpoint.
 import logging
 from typing import Any, Optional, Tuple
 
+import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
@@ -82,12 +83,16 @@ def resume(workdir: str, keep_last: int, state) -> Tuple[ocp.CheckpointManager, 
   return manager, state
 
 
-def save(manager: ocp.CheckpointManager, state, top1: Optional[float] = None) -> None:
-  """Saves `state` (host or device arrays; orbax copies them to the host, then
-  writes in the background), with its test top-1 for best tracking at epoch
-  ends; mid-epoch saves have none and are kept only as latest."""
+def save(manager: ocp.CheckpointManager, step: int, replicated_state,
+         top1: Optional[float] = None) -> None:
+  """Saves step `step`'s state, replicated over the devices (a pmap's output), with its test
+  top-1 for best tracking at epoch ends; mid-epoch saves have none and are kept
+  only as latest. Orbax copies one replica to the host and writes it in the
+  background; with several processes, process 0 writes."""
   metrics = None if top1 is None else {'top1': float(top1)}
-  manager.save(int(state.step), args=ocp.args.StandardSave(state), metrics=metrics)
+  state = jax.tree.map(ocp.utils.fully_replicated_host_local_array_to_global_array,
+                       replicated_state)
+  manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics)
 
 
 def restore_best_variables(workdir: str, abstract_variables) -> Tuple[int, Any]:

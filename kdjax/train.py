@@ -3,7 +3,6 @@ import logging
 import time
 from typing import Any, Dict
 
-from flax import jax_utils
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
@@ -97,7 +96,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     """Checkpoints the state after `step` (its losses already checked): orbax
     copies the device arrays and writes them in the background. With `stop`,
     waits for the save and stops."""
-    checkpoint.save(manager, jax_utils.unreplicate(state), top1)
+    checkpoint.save(manager, step, state, top1)
     if stop:
       manager.wait_until_finished()
       raise guards.Preempted(f'Stopped by SIGTERM after saving step {step} in {workdir}; '

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared check of kdjax on a machine with a GPU or TPU (about 8 minutes):
 #   1. kdjax.bench of every row of the study in the platform's default precision
-#      (dtype auto: bfloat16), pipelined throughput, MFU and host-boundness;
+#      (dtype auto: bfloat16), pipelined throughput, MFU and host-boundness, and
+#      of the baseline with one step per call against the default 13;
 #   2. one real-shape epoch (50,000 random CIFAR-100-shaped images) of the
 #      baseline and of offline + self (a random RepVGG-A0 teacher) through main.py,
 #      counting how often the train call compiles;
@@ -25,6 +26,10 @@ fi
 
 echo "== kdjax.bench" >&2
 python -m kdjax.bench "${bench[@]}" --output="$out/bench.json" | tee "$out/bench.txt"
+echo "== kdjax.bench, one step per call (checks the default of 13)" >&2
+python -m kdjax.bench "${bench[@]}" --methods=baseline --steps_per_call=1 \
+    --host_boundness=false --output="$out/bench_one_step_per_call.json" \
+    | tee "$out/bench_one_step_per_call.txt"
 
 echo "== a random RepVGG-A0 teacher" >&2
 python - "$work/teacher" "${SMOKE:-0}" <<'EOF'
@@ -54,7 +59,9 @@ done
 python - "$out" <<'EOF'
 import json, os, re, sys
 out = sys.argv[1]
-report = {'bench': json.load(open(os.path.join(out, 'bench.json'))), 'epochs': {}}
+report = {'bench': json.load(open(os.path.join(out, 'bench.json'))),
+          'bench_one_step_per_call': json.load(open(
+              os.path.join(out, 'bench_one_step_per_call.json'))), 'epochs': {}}
 for row in ('baseline', 'offline_self'):
   log = open(os.path.join(out, f'{row}.log')).read()
   record = [json.loads(l) for l in open(os.path.join(out, f'{row}.metrics.jsonl'))][-1]

@@ -1,5 +1,6 @@
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -13,10 +14,16 @@ def _state(step, value):
                           batch_stats={'mean': np.full((2,), -value, np.float32)})
 
 
+def _save(manager, step, top1):
+  """Saves step `step`'s state (values `step`) replicated over 4 devices, as
+  training holds it."""
+  checkpoint.save(manager, step, steps.replicate(_state(step, step), jax.devices()[:4]), top1)
+
+
 def test_keeps_the_last_two_and_the_best_and_restores_the_latest(tmp_path):
   manager = checkpoint.create_manager(str(tmp_path), keep_last=2)
   for step, top1 in ((1, 50.0), (2, 90.0), (3, 60.0), (4, 70.0), (5, 65.0)):
-    checkpoint.save(manager, _state(step, step), top1)
+    _save(manager, step, top1)
   manager.wait_until_finished()
   assert sorted(manager.all_steps()) == [2, 4, 5]
   assert manager.best_step() == 2
@@ -37,7 +44,7 @@ def test_resume_without_checkpoints_returns_the_given_state(tmp_path):
 def test_mid_epoch_saves_are_kept_only_while_among_the_latest(tmp_path):
   manager = checkpoint.create_manager(str(tmp_path), keep_last=2)
   for step, top1 in ((1, None), (2, 80.0), (3, None), (4, None), (5, 60.0), (6, None)):
-    checkpoint.save(manager, _state(step, step), top1)
+    _save(manager, step, top1)
   manager.wait_until_finished()
   assert sorted(manager.all_steps()) == [2, 5, 6] and manager.best_step() == 2
 
@@ -52,7 +59,7 @@ def _damage(directory):
 def test_when_the_two_latest_checkpoints_are_unreadable_nothing_is_moved(tmp_path):
   manager = checkpoint.create_manager(str(tmp_path), keep_last=3)
   for step in (1, 2, 3):
-    checkpoint.save(manager, _state(step, step), 50.0)
+    _save(manager, step, 50.0)
   manager.wait_until_finished()
   _damage(tmp_path / 'checkpoints' / '2')
   _damage(tmp_path / 'checkpoints' / '3')
@@ -65,7 +72,7 @@ def test_when_the_two_latest_checkpoints_are_unreadable_nothing_is_moved(tmp_pat
 
 def test_an_only_checkpoint_that_is_unreadable_is_a_clear_error(tmp_path):
   manager = checkpoint.create_manager(str(tmp_path), keep_last=2)
-  checkpoint.save(manager, _state(1, 1), 50.0)
+  _save(manager, 1, 50.0)
   manager.wait_until_finished()
   _damage(tmp_path / 'checkpoints' / '1')
   with pytest.raises(ValueError, match='The only checkpoint in .* cannot be read'):
@@ -76,7 +83,7 @@ def test_an_only_checkpoint_that_is_unreadable_is_a_clear_error(tmp_path):
 def test_restore_best_variables_reads_only_the_requested_collections(tmp_path):
   manager = checkpoint.create_manager(str(tmp_path), keep_last=1)
   for step, top1 in ((1, 50.0), (2, 90.0), (3, 60.0)):
-    checkpoint.save(manager, _state(step, step), top1)
+    _save(manager, step, top1)
   manager.wait_until_finished()
   abstract = {'params': {'w': np.zeros(3, np.float32)},
               'batch_stats': {'mean': np.zeros(2, np.float32)}}

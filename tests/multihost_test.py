@@ -1,6 +1,8 @@
 """Several processes train as one: 2 processes x 2 CPU devices match 1 process x 4."""
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -70,3 +72,32 @@ def test_two_processes_of_two_devices_train_like_one_process_of_four(tmp_path):
   assert relative('batch_stats').max() < 1e-3
   params = relative('params')
   assert len(params) > 30 and np.median(params) < 1e-4 and params.max() < 2e-2
+
+
+def test_sigterm_to_one_process_makes_every_process_save_the_same_step(tmp_path):
+  # A preemption notice reaches one host: JAX's preemption sync service makes
+  # both processes stop after the same call and save it.
+  workdir = str(tmp_path / 'run')
+  env = dict(os.environ, XLA_FLAGS=os.environ['XLA_FLAGS'].replace(
+      'device_count=4', 'device_count=2'))
+  address = f'localhost:{_free_port()}'
+  processes = [subprocess.Popen(
+      [sys.executable, 'main.py', '--config=configs/digits.py', '--config.width=4',
+       '--config.num_epochs=2', '--config.steps_per_call=1', '--config.log_every_steps=1',
+       f'--workdir={workdir}', '--distributed', f'--coordinator_address={address}',
+       '--num_processes=2', f'--process_id={i}'], cwd=ROOT, env=env, text=True,
+      stderr=subprocess.PIPE) for i in range(2)]
+  lines = []
+  for line in processes[0].stderr:
+    lines.append(line)
+    if ' step 5/44 ' in line:
+      processes[1].send_signal(signal.SIGTERM)
+      break
+  logs = [''.join(lines) + processes[0].communicate(timeout=300)[1],
+          processes[1].communicate(timeout=300)[1]]
+  saved = []
+  for process, log in zip(processes, logs):
+    assert process.returncode == 128 + signal.SIGTERM, log[-3000:]
+    saved.append(int(re.search(r'Stopped by SIGTERM after saving step (\d+) ', log)[1]))
+  assert saved[0] == saved[1] and 5 <= saved[0] < 44
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints', str(saved[0])))

@@ -13,6 +13,7 @@ from configs import offline_kd
 from configs import offline_kd_no_mixup
 from configs import self_kd
 from kdjax import report
+from kdjax import reproduce
 from kdjax import study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -150,3 +151,33 @@ def test_reproduce_stops_before_training_when_a_teacher_is_missing(tmp_path):
   assert 'Nothing was trained: teachers/resnet50 is missing' in result.stderr
   assert 'python -m kdjax.teachers fetch resnet50' in result.stderr
   assert not (tmp_path / 'out').exists()
+
+
+def test_reproduce_dry_run_gives_each_concurrent_run_its_own_devices():
+  result = subprocess.run(['bash', 'scripts/reproduce.sh', '--dry_run', '--seeds=1',
+                           '--rows=baseline,self_kd,offline_kd_repvgg_a0',
+                           '--devices_per_run=2', '--devices=0,1,2,3,4'],
+                          cwd=ROOT, text=True, capture_output=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  commands = result.stdout.strip().splitlines()
+  # Two groups of 2 from 5 devices; the third run waits for the first group.
+  assert [c.split()[0] for c in commands] == [
+      'CUDA_VISIBLE_DEVICES=0,1', 'CUDA_VISIBLE_DEVICES=2,3', 'CUDA_VISIBLE_DEVICES=0,1']
+
+
+def test_reproduce_runs_concurrently_each_run_on_its_own_devices(tmp_path):
+  code = ('import os, sys, time; print("start", time.time(), os.environ["CUDA_VISIBLE_DEVICES"]); '
+          'time.sleep(0.5); print("end", time.time())')
+  todo = [[sys.executable, '-c', code] for _ in range(5)]
+  logs = [str(tmp_path / f'run{i}.log') for i in range(5)]
+  codes = reproduce.run_concurrently(todo, [['0', '1'], ['2', '3']], 'gpu', logs)
+  assert codes == [0] * 5
+  spans, devices = [], set()
+  for log in logs:
+    start, end = (line.split() for line in open(log).read().splitlines())
+    spans.append((float(start[1]), float(end[1])))
+    devices.add(start[2])
+  assert devices == {'0,1', '2,3'}
+  # At most two at once (one per group), and some did run together.
+  overlaps = [sum(s <= t < e for s, e in spans) for t, _ in spans]
+  assert max(overlaps) == 2
