@@ -1,6 +1,5 @@
 """Trains and evaluates a kdjax config: python main.py --config=configs/baseline.py --workdir=runs/baseline"""
 import logging as std_logging
-import signal
 import sys
 
 from absl import app
@@ -9,6 +8,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from kdjax import errors
 from kdjax import guards
 from kdjax import train
 
@@ -35,13 +35,17 @@ def parse_flags(argv):
   except (AttributeError, KeyError) as e:
     while e.args and isinstance(e.args[0], BaseException):  # ml_collections nests them
       e = e.args[0]
-    sys.exit(f'Unknown config field in the command line: {e.args[0] if e.args else e}\n'
-             'Every field is listed, with its meaning, in configs/default.py.')
+    problem = ' '.join(str(e.args[0] if e.args else e).split())  # one line
+    print(f'error: unknown config field {problem} Every field is listed, with its meaning, '
+          'in configs/default.py.', file=sys.stderr)
+    sys.exit(2)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # JAX logs each platform it finds missing ('Unable to initialize backend').
+  std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.WARNING)
   if FLAGS.distributed:
     # CPU processes exchange collectives over gloo; accelerators ignore this.
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
@@ -57,9 +61,13 @@ def main(argv):
           and 'did not provide metrics' not in record.getMessage()))
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir, fresh=FLAGS.fresh)
+  except errors.UserError as e:
+    # What the user asked for cannot run: say so on one line, no traceback.
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
   except guards.Preempted as e:
     logging.warning('%s', e)
-    sys.exit(128 + signal.SIGTERM)  # the shell's status for a SIGTERM-ed process
+    sys.exit(e.exit_status)  # the shell's status for the signal: 143 or 130
 
 
 if __name__ == '__main__':

@@ -17,6 +17,7 @@ from ml_collections.config_flags import config_flags
 import optax
 
 from kdjax import data
+from kdjax import errors
 from kdjax import methods
 from kdjax import models
 from kdjax import optim
@@ -57,17 +58,55 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   return config_flags.ConfigFileFlagParser('config', lock_config=False).parse(spec)
 
 
+# Fields whose values must lie in a range: (fields, test, what to set).
+_RANGES = (
+    (('batch_size', 'eval_batch_size', 'num_epochs', 'width', 'restart_epochs',
+      'keep_checkpoints'), lambda v: isinstance(v, int) and v >= 1,
+     'set a whole number of at least 1.'),
+    (('steps_per_call', 'log_every_steps', 'checkpoint_every_steps', 'seed', 'hint_stage'),
+     lambda v: isinstance(v, int) and v >= 0, 'set a whole number of at least 0.'),
+    (('learning_rate', 'min_learning_rate', 'weight_decay', 'warmup_epochs', 'mixup_alpha',
+      'self_feature_weight', 'hint_weight', 'rkd_distance_weight', 'rkd_angle_weight',
+      'online_weight'), lambda v: v >= 0, 'set a number of at least 0.'),
+    (('kd_temperature', 'self_kd_temperature', 'online_temperature', 'restart_decay'),
+     lambda v: v > 0, 'set a positive number.'),
+    (('kd_weight', 'self_kd_weight'), lambda v: 0 <= v <= 1,
+     'set a weight from 0 to 1 (it splits the loss with the cross-entropy).'),
+    (('momentum',), lambda v: 0 <= v < 1, 'set a momentum from 0 up to, not including, 1.'),
+    (('rotation_degrees',), lambda v: 0 <= v <= 180, 'set an angle from 0 to 180 degrees.'),
+)
+
+
 def check_config(config: ml_collections.ConfigDict, num_devices: int) -> methods.Method:
-  """The config's method, once the settings that need no data are consistent."""
+  """The config's method, once every field that needs no data holds a value its
+  run can use; else a errors.ConfigError naming the field and what to set."""
+  for fields, test, fix in _RANGES:
+    for field in fields:
+      if not test(config[field]):
+        raise errors.ConfigError(field, config[field], fix)
   if config.batch_size % num_devices:
-    raise ValueError(
-        f'config.batch_size={config.batch_size} does not divide evenly over '
-        f'{num_devices} devices; set --config.batch_size to a multiple of '
-        f'{num_devices}.')
-  if config.dtype not in (*DTYPES, AUTO):
-    raise ValueError(f'Unknown dtype {config.dtype!r}; set --config.dtype to one '
-                     f'of {sorted((*DTYPES, AUTO))}.')
-  method = methods.get_method(config.method)
+    raise errors.ConfigError('batch_size', config.batch_size, f'it must divide evenly over '
+                             f'the {num_devices} devices; set a multiple of {num_devices}.')
+  if config.min_learning_rate > config.learning_rate:
+    raise errors.ConfigError('min_learning_rate', config.min_learning_rate,
+                             f'set it at most learning_rate ({config.learning_rate}).')
+  if any(not isinstance(n, int) or n < 1 for n in config.stage_sizes):
+    raise errors.ConfigError('stage_sizes', tuple(config.stage_sizes),
+                             'give each stage at least 1 block, or () for the model\'s own.')
+  optim.check_schedule(config)
+  for field, choices in (('dataset', data.DATASETS), ('dtype', (*DTYPES, AUTO)),
+                         ('kd_reduction', methods.KD_REDUCTIONS),
+                         ('head_labels', methods.HEAD_LABELS),
+                         ('self_feature_reduction', methods.FEATURE_REDUCTIONS)):
+    methods.check_choice(config, field, choices)
+  for name in (config.model, *config.peers):
+    if name not in models.NAMES:
+      raise errors.ConfigError('model' if name == config.model else 'peers', name,
+                               f'name one of {list(models.NAMES)}.')
+  try:
+    method = methods.get_method(config.method)
+  except ValueError as e:
+    raise errors.ConfigError('method', config.method, str(e)) from None
   method.check(config)
   return method
 

@@ -1,5 +1,6 @@
-"""Guards of a running loop: preemption notices and non-finite losses."""
+"""Guards of a running loop: preemption notices, Ctrl-C and non-finite losses."""
 import logging
+import os
 import signal
 import threading
 
@@ -7,43 +8,70 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from kdjax import errors
+
 
 class Preempted(Exception):
-  """SIGTERM arrived; the current step was checkpointed and training stopped."""
+  """SIGTERM or Ctrl-C arrived; the state after the current call was saved."""
+
+  def __init__(self, message: str, exit_status: int):
+    super().__init__(message)
+    self.exit_status = exit_status  # the shell's for the signal: 143 or 130
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.UserError, FloatingPointError):
   """The loss became NaN or infinite; no checkpoint of it was saved."""
 
 
 class PreemptionNotice:
-  """Within the `with` block, SIGTERM (a preemption notice) is noted rather than
-  fatal, so the loop can save its state before it exits; `should_stop(i)` at
-  the boundary of mapped call i says whether to. With several processes, JAX's
-  preemption sync service (started by jax.distributed, it catches SIGTERM
-  itself) makes every process answer True at the same call, whichever of them
-  got the signal, so all save the same step."""
+  """Within the `with` block, SIGTERM (a preemption notice) and Ctrl-C (SIGINT)
+  are noted rather than fatal, so the loop saves its state after the current
+  mapped call and stops; `should_stop(i)` at the end of call i says whether to.
+  A second Ctrl-C exits at once (orbax writes checkpoints to a temporary
+  directory first, so the last complete one stays). With several processes,
+  JAX's preemption sync service (started by jax.distributed, it catches SIGTERM
+  itself; Ctrl-C is handed to it as SIGTERM) makes every process answer True at
+  the same call, whichever got the signal, so all save the same step."""
 
   def __enter__(self):
-    self._received = False
-    self._previous = None
-    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self.reason = ''  # 'SIGTERM' or 'Ctrl-C' once one arrived here
+    self._previous = {}
+    if threading.current_thread() is threading.main_thread():
+      self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
+      if jax.process_count() == 1:
+        self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_sigterm)
     return self
 
-  def _handle(self, signum, frame):
+  def _on_sigterm(self, signum, frame):
     del signum, frame
     logging.warning('SIGTERM: saving a checkpoint after this call, then stopping.')
-    self._received = True
+    self.reason = self.reason or 'SIGTERM'
+
+  def _on_sigint(self, signum, frame):
+    del signum, frame
+    if self.reason == 'Ctrl-C':
+      logging.warning('Second Ctrl-C: stopping now; the last complete checkpoint is kept.')
+      os._exit(130)  # pylint: disable=protected-access  (no cleanup may run: stop now)
+    logging.warning('Ctrl-C: saving a checkpoint after this call, then stopping (Ctrl-C '
+                    'again stops at once).')
+    self.reason = 'Ctrl-C'
+    if jax.process_count() > 1:
+      os.kill(os.getpid(), signal.SIGTERM)  # to the preemption sync service
+
+  @property
+  def exit_status(self) -> int:
+    return 128 + (signal.SIGINT if self.reason == 'Ctrl-C' else signal.SIGTERM)
 
   def should_stop(self, call_index: int) -> bool:
     if jax.process_count() > 1:
-      return multihost_utils.reached_preemption_sync_point(call_index)
-    return self._received
+      stop = multihost_utils.reached_preemption_sync_point(call_index)
+      self.reason = self.reason or ('SIGTERM' if stop else '')
+      return stop
+    return bool(self.reason)
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
 
 
 def check_finite(losses: np.ndarray, last_step: int, steps_per_epoch: int, manager) -> None:

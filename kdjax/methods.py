@@ -17,6 +17,7 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from kdjax import errors
 from kdjax import losses
 from kdjax import models
 
@@ -55,20 +56,21 @@ class Method:
   def check(self, config) -> None:
     """Refuses a teacher or peers that the method does not use, or their absence."""
     if self.uses_peers and not config.peers:
-      raise ValueError(f'Method {config.method!r} trains students together; set '
-                       '--config.peers to the models that learn alongside config.model '
-                       '(e.g. configs/online_kd.py:repvgg_a0).')
+      raise errors.ConfigError('peers', '', f'method {config.method!r} trains students '
+                               'together; set it to the models that learn alongside '
+                               'config.model (e.g. configs/online_kd.py:repvgg_a0).')
     if config.peers and not self.uses_peers:
-      raise ValueError(f'config.peers is set but method {config.method!r} trains one '
-                       'student; clear it or add the online term to the method.')
+      raise errors.ConfigError('peers', ','.join(config.peers), f'method {config.method!r} '
+                               'trains one student; clear it or add the online term to the '
+                               'method.')
     if self.uses_teacher and not config.teacher:
-      raise ValueError(f'Method {config.method!r} learns from a teacher; set '
-                       '--config.teacher to a teacher directory (a kdjax workdir or a '
-                       'converted PyTorch teacher).')
+      raise errors.ConfigError('teacher', '', f'method {config.method!r} learns from a '
+                               'teacher; set it to a teacher directory (a kdjax workdir or a '
+                               'converted PyTorch teacher).')
     if config.teacher and not self.uses_teacher:
-      raise ValueError(f'config.teacher is set but method {config.method!r} uses no '
-                       'teacher; clear it (--config.teacher=) or pick a method that '
-                       'does.')
+      raise errors.ConfigError('teacher', config.teacher, f'method {config.method!r} uses no '
+                               'teacher; clear it (--config.teacher=) or pick a method that '
+                               'does.')
 
   def model_spec(self, config, hint_channels: Sequence[int] = ()) -> Tuple[str, dict]:
     """(name, constructor arguments) of the trained model, as model.json saves
@@ -174,10 +176,9 @@ HEAD_LABELS = ('own', 'mixed')
 FEATURE_REDUCTIONS = ('sum', 'mean')
 
 
-def _check_choice(config, field, choices):
+def check_choice(config, field, choices):
   if config[field] not in choices:
-    raise ValueError(f'Unknown {field} {config[field]!r}; set --config.{field} to one of '
-                     f'{list(choices)}.')
+    raise errors.ConfigError(field, config[field], f'set it to one of {list(choices)}.')
 
 
 def _heads_term(outputs, targets, own_targets, config, global_batch):
@@ -251,9 +252,9 @@ def get_loss_fn(config, student_apply: Callable, teacher_apply: Optional[Callabl
   method = get_method(config.method)
   if method.uses_teacher and teacher_apply is None:
     raise ValueError(f'Method {config.method!r} needs a teacher.')
-  _check_choice(config, 'kd_reduction', KD_REDUCTIONS)
-  _check_choice(config, 'head_labels', HEAD_LABELS)
-  _check_choice(config, 'self_feature_reduction', FEATURE_REDUCTIONS)
+  check_choice(config, 'kd_reduction', KD_REDUCTIONS)
+  check_choice(config, 'head_labels', HEAD_LABELS)
+  check_choice(config, 'self_feature_reduction', FEATURE_REDUCTIONS)
 
   def gather(x):
     return x if axis_name is None else lax.all_gather(x, axis_name, axis=0, tiled=True)

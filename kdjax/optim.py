@@ -1,6 +1,8 @@
 """Optimizer: the learning-rate schedule chained with SGD and weight decay."""
 import optax
 
+from kdjax import errors
+
 # config.schedule: how the learning rate moves between min_learning_rate and
 # learning_rate.
 SCHEDULES = (
@@ -18,28 +20,40 @@ SCHEDULES = (
 )
 
 
+def check_schedule(config) -> None:
+  """Refuses a schedule its run cannot follow, before anything is built."""
+  if config.schedule not in SCHEDULES:
+    raise errors.ConfigError('schedule', config.schedule,
+                             f'set it to one of {list(SCHEDULES)}.')
+  warmup = config.warmup_epochs
+  if config.schedule == 'restarts':
+    cycle = config.restart_epochs
+    if warmup != int(warmup) or not 0 <= warmup < cycle:
+      raise errors.ConfigError(
+          'warmup_epochs', warmup, f'schedule=restarts warms up for whole epochs at the '
+          f'start of each {cycle}-epoch cycle (restart_epochs); set it to 0..{cycle - 1} '
+          '(the study: 1 of 30).')
+  elif warmup >= config.num_epochs:
+    raise errors.ConfigError(
+        'warmup_epochs', warmup, f'leaves no cosine phase in num_epochs={config.num_epochs}; '
+        'set it below num_epochs (e.g. 0 for a short smoke test).')
+
+
 def create_schedule(config, steps_per_epoch: int) -> optax.Schedule:
   """The learning rate of every step (0-based) of `config`'s run."""
+  check_schedule(config)
   if config.schedule == 'restarts':
     return _restarts(config, steps_per_epoch)
-  if config.schedule == 'warmup_cosine':
-    return _warmup_cosine(config, steps_per_epoch)
-  raise ValueError(f'Unknown schedule {config.schedule!r}; set --config.schedule to one '
-                   f'of {list(SCHEDULES)}.')
+  return _warmup_cosine(config, steps_per_epoch)
 
 
 def _restarts(config, steps_per_epoch):
-  cycle, warmup = config.restart_epochs, config.warmup_epochs
-  if cycle < 1 or warmup != int(warmup) or not 0 <= warmup < cycle:
-    raise ValueError(
-        f'schedule=restarts needs a whole number of warm-up epochs below the cycle: '
-        f'warmup_epochs={warmup}, restart_epochs={cycle}; set --config.warmup_epochs to '
-        f'0..{max(cycle - 1, 0)} (the study: 1 of 30).')
+  cycle, warmup = config.restart_epochs, int(config.warmup_epochs)
   num_cycles = -(-config.num_epochs // cycle)
   floor = config.min_learning_rate
   by_epoch = optax.sgdr_schedule([
       {'init_value': floor, 'peak_value': config.learning_rate * config.restart_decay**c,
-       'warmup_steps': int(warmup), 'decay_steps': cycle, 'end_value': floor}
+       'warmup_steps': warmup, 'decay_steps': cycle, 'end_value': floor}
       for c in range(num_cycles)])
   return lambda step: by_epoch(step // steps_per_epoch)
 
@@ -47,11 +61,6 @@ def _restarts(config, steps_per_epoch):
 def _warmup_cosine(config, steps_per_epoch):
   total_steps = steps_per_epoch * config.num_epochs
   warmup_steps = int(config.warmup_epochs * steps_per_epoch)
-  if warmup_steps >= total_steps:
-    raise ValueError(
-        f'warmup_epochs={config.warmup_epochs} leaves no cosine phase in '
-        f'num_epochs={config.num_epochs}; set --config.warmup_epochs below num_epochs '
-        '(e.g. 0 for a short smoke test).')
   return optax.warmup_cosine_decay_schedule(
       init_value=config.min_learning_rate, peak_value=config.learning_rate,
       warmup_steps=warmup_steps, decay_steps=total_steps,

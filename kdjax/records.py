@@ -10,10 +10,6 @@ import logging
 import os
 from typing import Any, Dict, List, Optional
 
-from clu import metric_writers
-from clu import periodic_actions
-import tensorflow as tf
-
 from kdjax import timing
 from kdjax import workdir as workdir_lib
 
@@ -34,6 +30,11 @@ class Recorder:
   """The records of a run resumed at `start_step`, and the writers that keep them."""
 
   def __init__(self, workdir: str, start_step: int, total_steps: int, is_writer: bool):
+    # clu's writers import TensorFlow (seconds): only a run that starts training
+    # pays for it, not one refused at start.
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
+    from clu import periodic_actions  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     self.records = read_records(workdir, start_step)
     self._file = workdir_lib.path(workdir) / METRICS_FILE
     self._writer = None

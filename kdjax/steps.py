@@ -96,6 +96,11 @@ def train_steps(state: TrainState, images, labels, indices, lams, rng, teacher_v
     batch_indices, lam = step_inputs
     batch = {'image': images[batch_indices], 'label': labels[batch_indices]}
     return train_step(state, batch, rng, lam, teacher_variables, **step_kwargs)
+  if len(indices) == 1:
+    # No loop for one step: XLA:CPU runs a step's gradient about 4x slower
+    # inside one (117 against 29 ms measured), and one step needs none.
+    state, metrics = body(state, (indices[0], lams[0]))
+    return state, jax.tree.map(lambda x: x[None], metrics)
   return lax.scan(body, state, (indices, lams))
 
 

@@ -1,4 +1,5 @@
 """The training loop: train_and_evaluate(config, workdir) -> summary."""
+import contextlib
 import logging
 import time
 from typing import Any, Dict
@@ -11,6 +12,7 @@ import numpy as np
 from kdjax import build as build_lib
 from kdjax import checkpoint
 from kdjax import data
+from kdjax import errors
 from kdjax import evaluate
 from kdjax import guards
 from kdjax import records as records_lib
@@ -19,41 +21,57 @@ from kdjax import teachers
 from kdjax import workdir as workdir_lib
 
 
-def _prepare_workdir(config, workdir, fresh, is_writer):
-  if fresh and is_writer:
-    moved = workdir_lib.move_aside(workdir)
-    if moved:
-      logging.info('Moved the previous run in %s to %s.', workdir, moved)
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices('kdjax: workdir ready')
-  workdir_lib.check_config(config, workdir)
-  workdir_lib.check_writable(workdir)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        fresh: bool = False) -> Dict[str, Any]:
   """Trains `config` in `workdir`, resuming from its latest checkpoint; returns
   the summary. With `fresh`, an existing run there is first moved to
-  <workdir>.previous-<time>. Raises guards.Preempted after saving on SIGTERM."""
-  # Every process's devices, in the order the steps map over them; this
-  # process feeds the `local` ones its slice of each global batch.
+  <workdir>.previous-<time>. Raises guards.Preempted after saving on SIGTERM or
+  Ctrl-C, an errors.UserError for what the user must change.
+
+  Everything that can refuse the run without data is checked first: the
+  config, then the workdir (taking its lock), then the teacher; only then is
+  the dataset loaded (or downloaded)."""
+  # Every process's devices, in the order the steps map over them.
   devices = jax.devices()
+  method = build_lib.check_config(config, len(devices))
+  is_writer = jax.process_index() == 0
+  with contextlib.ExitStack() as stack:
+    if is_writer:  # process 0 holds the lock for all
+      if fresh:
+        with workdir_lib.exclusive(workdir):
+          moved = workdir_lib.move_aside(workdir)
+        if moved:
+          logging.info('Moved the previous run in %s to %s.', workdir, moved)
+      stack.enter_context(workdir_lib.exclusive(workdir))
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('kdjax: workdir locked')
+    workdir_lib.check_config(config, workdir)
+    workdir_lib.check_writable(workdir)
+    info = data.describe(config.dataset)
+    teacher = None
+    if method.uses_teacher:
+      teacher = teachers.load(config.teacher, build_lib.DTYPES[build_lib.compute_dtype(
+          config.dtype)], info.num_classes, info.name)
+    load_start = time.time()
+    dataset = data.load_dataset(config.dataset, config.data_dir, config.manual_dir)
+    logging.info('Loaded %s: %d train / %d test images in %.1f s.', config.dataset,
+                 len(dataset.train_labels), len(dataset.test_labels),
+                 time.time() - load_start)
+    return _train(config, workdir, dataset, teacher, devices, is_writer)
+
+
+def _train(config, workdir, dataset, teacher, devices, is_writer):
+  """The run itself, on a checked config, workdir and teacher, and loaded data."""
+  # This process feeds the `local` devices its slice of each global batch.
   local = steps.this_process(devices)
   local_devices = [devices[i] for i in local]
-  build_lib.check_config(config, len(devices))
-  is_writer = jax.process_index() == 0
-  _prepare_workdir(config, workdir, fresh, is_writer)
-  load_start = time.time()
-  dataset = data.load_dataset(config.dataset, config.data_dir, config.manual_dir)
   num_train, num_test = len(dataset.train_labels), len(dataset.test_labels)
-  logging.info('Loaded %s: %d train / %d test images in %.1f s.', config.dataset,
-               num_train, num_test, time.time() - load_start)
   steps_per_epoch = num_train // config.batch_size
   if steps_per_epoch == 0:
-    raise ValueError(f'config.batch_size={config.batch_size} is larger than the '
-                     f'{num_train} training examples of {config.dataset}.')
+    raise errors.ConfigError('batch_size', config.batch_size, f'it is larger than the '
+                             f'{num_train} training examples of {config.dataset}.')
   total_steps = steps_per_epoch * config.num_epochs
-  run = build_lib.build(config, dataset.info, steps_per_epoch, devices)
+  run = build_lib.build(config, dataset.info, steps_per_epoch, devices, teacher)
   init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
   state = jax.device_get(run.init_state(init_key))
   # Room for the last keep_checkpoints, the best, and one being written.
@@ -99,8 +117,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     checkpoint.save(manager, step, state, top1)
     if stop:
       manager.wait_until_finished()
-      raise guards.Preempted(f'Stopped by SIGTERM after saving step {step} in {workdir}; '
-                             'rerun the same command to resume from it.')
+      raise guards.Preempted(f'Stopped by {notice.reason} after saving step {step} in '
+                             f'{workdir}; rerun the same command to resume from it.',
+                             notice.exit_status)
 
   def losses_of(calls):
     """The step losses of mapped calls' metrics, in one device-to-host copy."""
@@ -124,7 +143,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             np.broadcast_to(lams, (len(local), per_call)), rng, teacher_variables)
         call_metrics.append(metrics)
         step += per_call
-        recorder.report_progress(step)
         if config.log_every_steps and (step % config.log_every_steps) < per_call:
           logging.info('step %d/%d  loss %.4f  lr %.5f', step, total_steps,
                        losses_of([metrics])[-1], run.schedule(step - 1))
@@ -137,9 +155,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                               manager)
           unchecked = len(call_metrics)
           save_or_stop(step, stop)
-      # The epoch's metrics in one fetch, which also waits for its last step.
+      # The epoch's metrics in one fetch, which also waits for its last step (the
+      # host dispatches ahead of the device, so progress is timed only here).
       train = steps.fetch_first(call_metrics)
       train_time = time.time() - epoch_start
+      recorder.report_progress(step)
       train_losses = np.concatenate([m['loss'] for m in train])
       guards.check_finite(train_losses[unchecked * per_call:], step, steps_per_epoch,
                           manager)

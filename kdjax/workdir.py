@@ -1,15 +1,26 @@
 """A run's workdir: its path (local, or any URL etils.epath and orbax accept, such
-as gs://), and the checks made on it before anything in it is written."""
+as gs://), its lock, and the checks made on it before anything in it is written."""
+import contextlib
 import datetime
+import fcntl
 import json
+import logging
 import os
 import shutil
+import socket
 import uuid
 from typing import Any, Dict
 
 from etils import epath
 
+from kdjax import errors
+
 CONFIG_FILE = 'config.json'
+LOCK_FILE = '.kdjax.lock'
+
+
+class WorkdirError(errors.UserError, ValueError):
+  """A workdir this run may not use, with what to do instead."""
 
 
 def path(workdir: str) -> epath.Path:
@@ -49,7 +60,7 @@ def check_config(config, workdir: str) -> None:
                      if saved.get(k) != current.get(k))
   if differing:
     changes = ', '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in differing)
-    raise ValueError(
+    raise WorkdirError(
         f'{workdir} holds a run of a different config ({changes}). Resuming it '
         'would mix two experiments. Pass the same config to resume, use a new '
         '--workdir, or pass --fresh to move the old run aside and start again here.')
@@ -75,8 +86,8 @@ def check_writable(workdir: str) -> None:
     probe.write_text('')
     probe.unlink()
   except OSError as e:
-    raise ValueError(f'Cannot write to --workdir={workdir} ({type(e).__name__}: {e}); '
-                     'choose a directory you can write to.') from e
+    raise WorkdirError(f'Cannot write to --workdir={workdir} ({type(e).__name__}: {e}); '
+                       'choose a directory you can write to.') from e
 
 
 def check_free_space(workdir: str, checkpoint_bytes: int, num_checkpoints: int) -> None:
@@ -87,7 +98,47 @@ def check_free_space(workdir: str, checkpoint_bytes: int, num_checkpoints: int) 
   needed = checkpoint_bytes * num_checkpoints
   free = shutil.disk_usage(path(workdir)).free
   if free < needed:
-    raise ValueError(
+    raise WorkdirError(
         f'The disk of --workdir={workdir} has {free / 2**20:.1f} MiB free, but this run '
         f'keeps up to {num_checkpoints} checkpoints of {checkpoint_bytes / 2**20:.1f} MiB. '
         'Free some space, lower --config.keep_checkpoints, or use another --workdir.')
+
+
+@contextlib.contextmanager
+def exclusive(workdir: str):
+  """Holds the workdir's lock for the `with` block, so a second run in the same
+  workdir stops at once, writing nothing, and names this one. An flock: the
+  kernel releases it when the process ends however it ends, so a lock left by a
+  dead run is taken over (NFS clients hold it on the server). Object stores
+  (gs://) have no lock: there kdjax warns and proceeds."""
+  if not is_local(workdir):
+    logging.warning('%s is on an object store, which kdjax cannot lock: make sure one run '
+                    'at a time uses it.', workdir)
+    yield
+    return
+  directory = path(workdir)
+  directory.mkdir(parents=True, exist_ok=True)
+  descriptor = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(descriptor, 1024, 0).decode(errors='replace').strip() or 'unknown'
+      raise WorkdirError(
+          f'{workdir} is in use by another run ({holder}); two runs in one workdir would '
+          'overwrite each other\'s checkpoints. Wait for that run to end (or stop it: Ctrl-C '
+          'saves it), or pass another --workdir.') from None
+    previous = os.pread(descriptor, 1024, 0).decode(errors='replace').strip()
+    if previous:  # a clean exit clears it: this run ended without one
+      logging.warning('Took over the lock of a run that ended without releasing it (%s).',
+                      previous)
+    holder = (f'host {socket.gethostname()}, pid {os.getpid()}, started '
+              f'{datetime.datetime.now().isoformat(sep=" ", timespec="seconds")}')
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, holder.encode(), 0)
+    try:
+      yield
+    finally:
+      os.ftruncate(descriptor, 0)
+  finally:
+    os.close(descriptor)  # releases the lock

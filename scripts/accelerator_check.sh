@@ -21,7 +21,7 @@ if [[ "${SMOKE:-0}" == 1 ]]; then
   bench=(--steps=1 --warmup_steps=0 --torch=false --width=4 --batch_size=8
          --methods=baseline,offline_self_kd_repvgg_a0 --host_boundness=false)
   overrides+=(--config.width=4 '--config.stage_sizes=(1,1,1,1)' --config.batch_size=1000
-              --config.steps_per_call=2)
+              --config.steps_per_call=1)
 fi
 
 echo "== kdjax.bench" >&2

@@ -3,12 +3,14 @@ only where they are read, no data-dependent loops, several steps per call,
 one compilation, object-store workdirs."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from configs import default
@@ -152,6 +154,23 @@ def test_the_train_call_compiles_once_per_run(tmp_path, monkeypatch):
       tiny_config(steps_per_call=2, checkpoint_every_steps=2, log_every_steps=1),
       tmp_path / 'run')
   assert summary['epochs_completed'] == 2 and len(traces) == 1
+
+
+def test_a_run_resumed_between_calls_ends_bit_identical(tmp_path):
+  # 4 steps an epoch in calls of 2; a checkpoint falls due at step 3, inside a
+  # call, and is taken at its end (step 4), then at 6: resume from 6.
+  config = tiny_config(steps_per_call=2, checkpoint_every_steps=3)
+  reference = tmp_path / 'reference'
+  summary = train_on_mock_cifar(config, reference)
+  run = tmp_path / 'run'
+  shutil.copytree(reference, run)
+  assert {'6', '8'} <= set(os.listdir(run / 'checkpoints'))
+  shutil.rmtree(run / 'checkpoints' / '8')
+  assert train_on_mock_cifar(config, run)['final_top1'] == summary['final_top1']
+  final = [flat_leaves(ocp.PyTreeCheckpointer().restore(w / 'checkpoints' / '8' / 'default'))
+           for w in (reference, run)]
+  for path, value in final[0].items():
+    np.testing.assert_array_equal(final[1][path], value, err_msg=path)
 
 
 def test_a_url_workdir_reaches_orbax_unchanged(monkeypatch, tmp_path):

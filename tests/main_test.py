@@ -39,7 +39,9 @@ def test_unknown_config_field_is_an_error_naming_it(tmp_path):
   result = _main('--config=configs/baseline.py', f'--workdir={tmp_path}',
                  '--config.num_epoch=3')
   assert result.returncode != 0
-  assert "Unknown config field in the command line: 'num_epoch'" in result.stderr
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      "error: unknown config field 'num_epoch' Did you mean \"num_epochs\"")
   assert not os.listdir(tmp_path)
 
 

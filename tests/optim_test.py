@@ -118,12 +118,12 @@ def test_sgd_matches_torch_sgd_with_momentum_and_weight_decay():
 
 @pytest.mark.parametrize('fields,message', [
     ({'schedule': 'warmup_cosine', 'num_epochs': 5, 'warmup_epochs': 5.0},
-     r'warmup_epochs=5.0 leaves no cosine phase in num_epochs=5; set --config.warmup_epochs '
-     r'below num_epochs'),
-    ({'warmup_epochs': 0.5}, r'whole number of warm-up epochs below the cycle: '
-     r'warmup_epochs=0.5, restart_epochs=30; set --config.warmup_epochs to 0..29'),
-    ({'warmup_epochs': 30}, r'warmup_epochs=30.0, restart_epochs=30'),
-    ({'schedule': 'step'}, r"Unknown schedule 'step'; set --config.schedule to one of "
+     r'--config.warmup_epochs=5.0: leaves no cosine phase in num_epochs=5; set it below '
+     r'num_epochs'),
+    ({'warmup_epochs': 0.5}, r'--config.warmup_epochs=0.5: schedule=restarts warms up for '
+     r'whole epochs at the start of each 30-epoch cycle \(restart_epochs\); set it to 0..29'),
+    ({'warmup_epochs': 30}, r'--config.warmup_epochs=30.0: .* set it to 0..29'),
+    ({'schedule': 'step'}, r"--config.schedule=step: set it to one of "
      r"\['restarts', 'warmup_cosine'\]"),
 ])
 def test_a_schedule_that_cannot_run_is_a_clear_error(fields, message):

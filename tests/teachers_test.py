@@ -19,6 +19,7 @@ from kdjax import models
 from kdjax import steps
 from kdjax import teachers
 from kdjax import train
+from kdjax import workdir as workdir_lib
 from tiny import tiny_config
 from tiny import train_on_mock_cifar
 
@@ -145,15 +146,15 @@ def test_a_teacher_for_another_class_count_is_refused_before_writing(cifar_teach
   config = tiny_config(method='offline', teacher=cifar_teacher, dataset='digits')
   with pytest.raises(teachers.TeacherError, match='predicts 100 classes, but digits has 10; use a teacher trained on digits'):
     train.train_and_evaluate(config, str(tmp_path))
-  assert not os.listdir(tmp_path)
+  assert os.listdir(tmp_path) == [workdir_lib.LOCK_FILE]  # the run's lock, released
 
 
 @pytest.mark.parametrize('method,teacher,peers,message', [
-    ('offline', '', (), "'offline' learns from a teacher; set --config.teacher"),
-    ('relation_self', '', (), "'relation_self' learns from a teacher; set --config.teacher"),
-    ('baseline', 'runs/x', (), "config.teacher is set but method 'baseline' uses no teacher"),
-    ('online', '', (), "'online' trains students together; set --config.peers"),
-    ('self', '', ('resnet18',), "config.peers is set but method 'self' trains one student"),
+    ('offline', '', (), "--config.teacher=: method 'offline' learns from a teacher; set it"),
+    ('relation_self', '', (), "--config.teacher=: method 'relation_self' learns from a teacher"),
+    ('baseline', 'runs/x', (), "--config.teacher=runs/x: method 'baseline' uses no teacher"),
+    ('online', '', (), "--config.peers=: method 'online' trains students together; set it"),
+    ('self', '', ('resnet18',), "--config.peers=resnet18: method 'self' trains one student"),
 ])
 def test_a_teacher_or_peer_setting_that_does_not_fit_the_method_is_refused(
     method, teacher, peers, message, tmp_path):
@@ -167,7 +168,7 @@ def test_a_hint_stage_the_student_lacks_is_refused_before_writing(cifar_teacher,
   config = tiny_config(method='feature', teacher=cifar_teacher, hint_stage=4)
   with pytest.raises(ValueError, match=r'config.hint_stage=4, but resnet18 has stages 0 to 3'):
     train_on_mock_cifar(config, tmp_path)
-  assert not os.listdir(tmp_path)
+  assert os.listdir(tmp_path) == [workdir_lib.LOCK_FILE]
 
 
 def test_evaluate_reports_the_teachers_test_accuracy(cifar_teacher):

@@ -8,6 +8,7 @@ import pytest
 
 from kdjax import build
 from kdjax import data
+from kdjax import errors
 from kdjax import evaluate
 from kdjax import steps
 from kdjax import train
@@ -110,8 +111,8 @@ def test_evaluate_counts_every_test_example_exactly_once(method):
 
 
 def test_batch_size_that_does_not_divide_the_devices_is_a_clear_error(tmp_path):
-  with pytest.raises(ValueError, match=r'batch_size=18 does not divide evenly over 4 '
-                     r'devices; set --config.batch_size to a multiple of 4'):
+  with pytest.raises(errors.ConfigError, match=r'--config.batch_size=18: it must divide '
+                     r'evenly over the 4 devices; set a multiple of 4'):
     train.train_and_evaluate(tiny_config(batch_size=18), str(tmp_path))
   assert not os.listdir(tmp_path)  # nothing was written
 
@@ -175,7 +176,8 @@ def test_bfloat16_step_keeps_float32_params_and_a_finite_loss():
 
 
 def test_unknown_dtype_is_a_clear_error():
-  with pytest.raises(ValueError, match="Unknown dtype 'float16'.*bfloat16"):
+  with pytest.raises(errors.ConfigError, match=r"--config.dtype=float16: set it to one of "
+                     r"\['float32', 'bfloat16', 'auto'\]"):
     build.check_config(tiny_config(dtype='float16'), 4)
 
 

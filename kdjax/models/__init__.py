@@ -16,6 +16,7 @@ _MODELS = {
 }
 
 
+NAMES = tuple(_MODELS)  # the models a config can name
 # get_model(COHORT, members=[(name, kwargs), ...]) builds a cohort.Cohort.
 COHORT = 'cohort'
 
