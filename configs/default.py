@@ -114,5 +114,8 @@ def get_config(arg=None):
   # Also checkpoint every N steps within an epoch (0 = at epoch ends only), so a
   # preempted run loses at most N steps; SIGTERM always saves the current step.
   config.checkpoint_every_steps = 0
+  # Record a profile (jax.profiler, through clu) of about this many steps after
+  # the first call, into the workdir for TensorBoard's profiler; 0 = off.
+  config.profile_steps = 0
 
   return config

@@ -63,7 +63,8 @@ _RANGES = (
     (('batch_size', 'eval_batch_size', 'num_epochs', 'width', 'restart_epochs',
       'keep_checkpoints'), lambda v: isinstance(v, int) and v >= 1,
      'set a whole number of at least 1.'),
-    (('steps_per_call', 'log_every_steps', 'checkpoint_every_steps', 'seed', 'hint_stage'),
+    (('steps_per_call', 'log_every_steps', 'checkpoint_every_steps', 'seed', 'hint_stage',
+      'profile_steps'),
      lambda v: isinstance(v, int) and v >= 0, 'set a whole number of at least 0.'),
     (('learning_rate', 'min_learning_rate', 'weight_decay', 'warmup_epochs', 'mixup_alpha',
       'self_feature_weight', 'hint_weight', 'rkd_distance_weight', 'rkd_angle_weight',
@@ -135,10 +136,13 @@ def hint_channels(config, teacher, num_classes, image_shape) -> Tuple[int, ...]:
   for name, student in zip((config.model, *config.peers), methods.students(outputs)):
     stages = student['stage_features']
     if not 0 <= config.hint_stage < len(stages):
-      raise ValueError(f'config.hint_stage={config.hint_stage}, but {name} has stages '
-                       f'0 to {len(stages) - 1}; set --config.hint_stage to one of them.')
+      raise errors.ConfigError('hint_stage', config.hint_stage, f'{name} has stages 0 to '
+                               f'{len(stages) - 1}; set it to one of them.')
     hint_hw = stages[config.hint_stage].shape[1:3]
-    channels.append(shapes[methods.hint_source(hint_hw, shapes)][-1])
+    try:
+      channels.append(shapes[methods.hint_source(hint_hw, shapes)][-1])
+    except ValueError as e:
+      raise errors.ConfigError('hint_stage', config.hint_stage, str(e)) from None
   return tuple(channels)
 
 

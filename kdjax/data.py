@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kdjax import errors
+
 CIFAR100_URL = 'https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz'
 DATASETS = ('cifar100', 'digits', 'synthetic')
 PAD = 4  # pixels of zero padding before the random crop, as in RandomCrop(32, 4)
@@ -21,7 +23,7 @@ CIFAR100_MEAN = (0.5070751592371323, 0.48654887331495095, 0.4409178433670343)
 CIFAR100_STD = (0.2673342858792401, 0.2564384629170883, 0.27615047132568404)
 
 
-class DatasetUnavailableError(RuntimeError):
+class DatasetUnavailableError(errors.UserError, RuntimeError):
   """The dataset could not be loaded or prepared; the message says how to fix it."""
 
 

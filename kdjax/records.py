@@ -29,7 +29,8 @@ def read_records(workdir: str, up_to_step: int) -> List[Dict[str, Any]]:
 class Recorder:
   """The records of a run resumed at `start_step`, and the writers that keep them."""
 
-  def __init__(self, workdir: str, start_step: int, total_steps: int, is_writer: bool):
+  def __init__(self, workdir: str, start_step: int, total_steps: int, is_writer: bool,
+               profile_steps: int = 0, profile_from: int = 0):
     # clu's writers import TensorFlow (seconds): only a run that starts training
     # pays for it, not one refused at start.
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
@@ -47,6 +48,20 @@ class Recorder:
           [metric_writers.SummaryWriter(os.fspath(workdir_lib.path(workdir)))])
     self.report_progress = periodic_actions.ReportProgress(
         num_train_steps=total_steps, writer=self._writer, every_secs=60.0)
+    # A trace of `profile_steps` steps from step `profile_from` (a call boundary
+    # after the first call, which compiles), once, into the workdir for
+    # TensorBoard's profiler (jax.profiler, through clu).
+    self._profile = None
+    if profile_steps and is_writer:
+      self._profile = periodic_actions.Profile(
+          num_profile_steps=profile_steps, profile_duration_ms=None,
+          first_profile=profile_from, every_secs=None,
+          logdir=os.fspath(workdir_lib.path(workdir)))
+
+  def step(self, step: int) -> None:
+    """Called between mapped calls, with the steps done so far."""
+    if self._profile:
+      self._profile(step)
 
   def _write(self):
     # The whole file each time: object stores (gs://) cannot append.

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from kdjax import checkpoint
+from kdjax import errors
 from kdjax import models
 from kdjax import study
 from kdjax import workdir as workdir_lib
@@ -31,7 +32,7 @@ from kdjax import workdir as workdir_lib
 MODEL_FILE = 'model.json'
 
 
-class TeacherError(ValueError):
+class TeacherError(errors.UserError, ValueError):
   """A teacher that cannot be used, with what to do about it."""
 
 

@@ -82,7 +82,8 @@ def _train(config, workdir, dataset, teacher, devices, is_writer):
   if step:
     logging.info('Resuming from the checkpoint at step %d (epoch %d).', step,
                  step // steps_per_epoch)
-  recorder = records_lib.Recorder(workdir, step, total_steps, is_writer)
+  recorder = records_lib.Recorder(workdir, step, total_steps, is_writer,
+                                  config.profile_steps, step + run.steps_per_call)
   if is_writer:
     workdir_lib.write_text(workdir_lib.path(workdir) / workdir_lib.CONFIG_FILE,
                            config.to_json(indent=2))
@@ -143,6 +144,7 @@ def _train(config, workdir, dataset, teacher, devices, is_writer):
             np.broadcast_to(lams, (len(local), per_call)), rng, teacher_variables)
         call_metrics.append(metrics)
         step += per_call
+        recorder.step(step)
         if config.log_every_steps and (step % config.log_every_steps) < per_call:
           logging.info('step %d/%d  loss %.4f  lr %.5f', step, total_steps,
                        losses_of([metrics])[-1], run.schedule(step - 1))

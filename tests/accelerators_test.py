@@ -142,7 +142,7 @@ def test_a_call_of_three_steps_equals_three_calls_of_one():
 
 def test_the_train_call_compiles_once_per_run(tmp_path, monkeypatch):
   # The mapped call is traced once per compilation: count the traces over two
-  # epochs of 2 calls each, with a checkpoint and a log line between calls.
+  # epochs of 2 calls each, with a checkpoint, a log line and a profile between calls.
   traces = []
 
   def counted(*args, **kwargs):
@@ -151,9 +151,11 @@ def test_the_train_call_compiles_once_per_run(tmp_path, monkeypatch):
   train_steps = steps.train_steps
   monkeypatch.setattr(steps, 'train_steps', counted)
   summary = train_on_mock_cifar(
-      tiny_config(steps_per_call=2, checkpoint_every_steps=2, log_every_steps=1),
-      tmp_path / 'run')
+      tiny_config(steps_per_call=2, checkpoint_every_steps=2, log_every_steps=1,
+                  profile_steps=2), tmp_path / 'run')
   assert summary['epochs_completed'] == 2 and len(traces) == 1
+  # The profile of 2 steps after the first call, as TensorBoard's profiler reads it.
+  assert list((tmp_path / 'run' / 'plugins' / 'profile').glob('*/*.xplane.pb'))
 
 
 def test_a_run_resumed_between_calls_ends_bit_identical(tmp_path):

@@ -166,7 +166,7 @@ def test_a_teacher_or_peer_setting_that_does_not_fit_the_method_is_refused(
 
 def test_a_hint_stage_the_student_lacks_is_refused_before_writing(cifar_teacher, tmp_path):
   config = tiny_config(method='feature', teacher=cifar_teacher, hint_stage=4)
-  with pytest.raises(ValueError, match=r'config.hint_stage=4, but resnet18 has stages 0 to 3'):
+  with pytest.raises(ValueError, match=r'--config.hint_stage=4: resnet18 has stages 0 to 3'):
     train_on_mock_cifar(config, tmp_path)
   assert os.listdir(tmp_path) == [workdir_lib.LOCK_FILE]
 
