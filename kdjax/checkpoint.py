@@ -8,6 +8,7 @@ import logging
 from typing import Any, Optional, Tuple
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
@@ -108,9 +109,14 @@ def restore_best_variables(workdir: str, abstract_variables) -> Tuple[int, Any]:
     step = manager.latest_step()
   if step is None:
     raise FileNotFoundError(f'{_directory(workdir)} holds no complete checkpoint.')
+  # As numpy, never onto the devices that wrote it: a run saved by several
+  # hosts names devices this process does not have.
+  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                          abstract_variables)
   variables = ocp.PyTreeCheckpointer().restore(
       _directory(workdir) / str(step) / 'default',
-      args=ocp.args.PyTreeRestore(abstract_variables, partial_restore=True))
+      args=ocp.args.PyTreeRestore(abstract_variables, restore_args=as_numpy,
+                                  partial_restore=True))
   return step, variables
 
 

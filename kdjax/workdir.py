@@ -68,13 +68,15 @@ def check_config(config, workdir: str) -> None:
 
 def move_aside(workdir: str) -> str:
   """Moves an existing workdir to <workdir>.previous-<time> (nothing is deleted);
-  returns where it went, or '' if there was nothing to move."""
+  returns where it went, or '' if there was nothing to move. Called holding
+  the workdir's lock, whose file stays behind with the caller."""
   directory = path(workdir)
-  if not directory.exists() or not any(directory.iterdir()):
+  if not directory.exists() or all(p.name == LOCK_FILE for p in directory.iterdir()):
     return ''
   stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
   destination = directory.parent / f'{directory.name}.previous-{stamp}'
   directory.rename(destination)
+  (destination / LOCK_FILE).unlink(missing_ok=True)
   return os.fspath(destination)
 
 
@@ -86,8 +88,12 @@ def check_writable(workdir: str) -> None:
     probe.write_text('')
     probe.unlink()
   except OSError as e:
-    raise WorkdirError(f'Cannot write to --workdir={workdir} ({type(e).__name__}: {e}); '
-                       'choose a directory you can write to.') from e
+    raise _unwritable(workdir, e) from e
+
+
+def _unwritable(workdir: str, error: OSError) -> 'WorkdirError':
+  return WorkdirError(f'Cannot write to --workdir={workdir} ({type(error).__name__}: '
+                      f'{error}); choose a directory you can write to.')
 
 
 def check_free_space(workdir: str, checkpoint_bytes: int, num_checkpoints: int) -> None:
@@ -117,8 +123,11 @@ def exclusive(workdir: str):
     yield
     return
   directory = path(workdir)
-  directory.mkdir(parents=True, exist_ok=True)
-  descriptor = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    directory.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:
+    raise _unwritable(workdir, e) from e
   try:
     try:
       fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)

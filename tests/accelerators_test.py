@@ -127,13 +127,15 @@ def test_a_call_of_three_steps_equals_three_calls_of_one():
     one, metrics = run.train_steps(one, images, labels, order[:, i:i + 1], lams[:, i:i + 1],
                                    key, {})
     losses.append(np.asarray(metrics['loss'])[0, 0])
-  # The same arithmetic; XLA fuses a loop's body differently from a lone step,
-  # which can move a value by a unit in its last place, and never more.
-  np.testing.assert_allclose(steps.fetch_first(three_metrics)['loss'], losses, rtol=1e-6)
+  # The same arithmetic; XLA fuses a loop's body differently from a lone step
+  # (which runs without one), moving values by units in their last place: 5e-7
+  # relative on the loss; a BatchNorm bias near zero (6e-5, where its layer's
+  # largest is 3e-3) moved 3e-9. Bounded per leaf, relative to its largest value.
+  np.testing.assert_allclose(steps.fetch_first(three_metrics)['loss'], losses, rtol=2e-6)
   start = flat_leaves(state.params)
   for path, value in flat_leaves(steps.fetch_first(three)).items():
     np.testing.assert_allclose(value, flat_leaves(steps.fetch_first(one))[path], rtol=2e-6,
-                               atol=1e-7 * np.abs(value).max(), err_msg=path)
+                               atol=1e-5 * np.abs(value).max(), err_msg=path)
   assert int(np.asarray(three.step)[0]) == 3
   changed = [not np.allclose(v, start[p]) for p, v in
              flat_leaves(steps.fetch_first(three.params)).items()]

@@ -12,11 +12,13 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=4'
                            ' --xla_backend_optimization_level=1')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-# Many tests (and the main.py subprocesses, which inherit the environment) build
-# identical executables; a cache for this session lets them compile once.
-_CACHE = tempfile.mkdtemp(prefix='kdjax-test-jax-cache-')
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
-os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE
+# Many tests (and the main.py subprocesses and pytest-xdist workers, which
+# inherit the environment) build identical executables; a cache for this
+# session lets them compile once.
+if 'KDJAX_TEST_JAX_CACHE' not in os.environ:
+  os.environ['KDJAX_TEST_JAX_CACHE'] = tempfile.mkdtemp(prefix='kdjax-test-jax-cache-')
+  atexit.register(shutil.rmtree, os.environ['KDJAX_TEST_JAX_CACHE'], ignore_errors=True)
+os.environ['JAX_COMPILATION_CACHE_DIR'] = os.environ['KDJAX_TEST_JAX_CACHE']
 os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -67,6 +67,14 @@ def runs(tmp_path):
   return root
 
 
+
+def _reproduce(*args):
+  # The script runs `python` from PATH: this interpreter's, as in an activated venv.
+  env = {**os.environ, 'PATH': os.pathsep.join((os.path.dirname(sys.executable),
+                                                os.environ.get('PATH', '')))}
+  return subprocess.run(['bash', 'scripts/reproduce.sh', *args], cwd=ROOT, env=env, text=True,
+                        capture_output=True, timeout=300)
+
 def test_table_numbers_equal_the_inputs(runs):
   lines = report.table_lines(report.find_runs(str(runs)))
   by_label = {(l.method, l.seeds): l for l in lines}
@@ -129,9 +137,7 @@ def test_report_of_a_folder_without_runs_is_a_clear_error(tmp_path):
 
 
 def test_reproduce_dry_run_lists_every_row_and_seed():
-  result = subprocess.run(['bash', 'scripts/reproduce.sh', '--dry_run', '--seeds=2',
-                           '--runs=out', '--', '--config.dtype=bfloat16'],
-                          cwd=ROOT, text=True, capture_output=True, timeout=300)
+  result = _reproduce('--dry_run', '--seeds=2', '--runs=out', '--', '--config.dtype=bfloat16')
   assert result.returncode == 0, result.stderr[-3000:]
   commands = result.stdout.strip().splitlines()
   assert len(commands) == 2 * len(study.ROWS) == 14
@@ -144,9 +150,7 @@ def test_reproduce_dry_run_lists_every_row_and_seed():
 def test_reproduce_stops_before_training_when_a_teacher_is_missing(tmp_path):
   if os.path.exists(os.path.join(ROOT, 'teachers', 'resnet50', 'model.json')):
     pytest.skip('this checkout has the resnet50 teacher')
-  result = subprocess.run(['bash', 'scripts/reproduce.sh', '--rows=baseline,offline_kd_resnet50',
-                           f'--runs={tmp_path / "out"}'],
-                          cwd=ROOT, text=True, capture_output=True, timeout=300)
+  result = _reproduce('--rows=baseline,offline_kd_resnet50', f'--runs={tmp_path / "out"}')
   assert result.returncode == 1
   assert 'Nothing was trained: teachers/resnet50 is missing' in result.stderr
   assert 'python -m kdjax.teachers fetch resnet50' in result.stderr
@@ -154,10 +158,8 @@ def test_reproduce_stops_before_training_when_a_teacher_is_missing(tmp_path):
 
 
 def test_reproduce_dry_run_gives_each_concurrent_run_its_own_devices():
-  result = subprocess.run(['bash', 'scripts/reproduce.sh', '--dry_run', '--seeds=1',
-                           '--rows=baseline,self_kd,offline_kd_repvgg_a0',
-                           '--devices_per_run=2', '--devices=0,1,2,3,4'],
-                          cwd=ROOT, text=True, capture_output=True, timeout=300)
+  result = _reproduce('--dry_run', '--seeds=1', '--rows=baseline,self_kd,offline_kd_repvgg_a0',
+                      '--devices_per_run=2', '--devices=0,1,2,3,4')
   assert result.returncode == 0, result.stderr[-3000:]
   commands = result.stdout.strip().splitlines()
   # Two groups of 2 from 5 devices; the third run waits for the first group.

@@ -74,7 +74,7 @@ def test_a_lock_left_by_a_run_that_died_is_taken_over(tmp_path, caplog):
   # released it with the process).
   (workdir / workdir_lib.LOCK_FILE).write_text('host elsewhere, pid 4242, started 2026-01-01')
   config = digits.get_config()
-  config.update(TINY, num_epochs=1)
+  config.update(TINY, num_epochs=1, warmup_epochs=0.0)
   with caplog.at_level(logging.WARNING):
     summary = train.train_and_evaluate(config, str(workdir))
   assert summary['epochs_completed'] == 1
@@ -109,18 +109,19 @@ def test_a_missing_teacher_stops_before_the_data_without_touching_the_network(
   assert time.time() - start < 120
 
 
-# Each value outside its field's domain, and what main.py says about it.
+# Each value outside its field's domain, and what main.py says about it (floats
+# as the config holds them: ml_collections casts --config.learning_rate=-1 to -1.0).
 INVALID = [
     ('batch_size', '0', 'set a whole number of at least 1.'),
     ('eval_batch_size', '-5', 'set a whole number of at least 1.'),
     ('num_epochs', '0', 'set a whole number of at least 1.'),
-    ('learning_rate', '-1', 'set a number of at least 0.'),
+    ('learning_rate', '-1.0', 'set a number of at least 0.'),
     ('momentum', '1.5', 'set a momentum from 0 up to, not including, 1.'),
     ('weight_decay', '-0.1', 'set a number of at least 0.'),
-    ('kd_temperature', '0', 'set a positive number.'),
-    ('kd_weight', '2', 'set a weight from 0 to 1'),
+    ('kd_temperature', '0.0', 'set a positive number.'),
+    ('kd_weight', '2.0', 'set a weight from 0 to 1'),
     ('mixup_alpha', '-0.4', 'set a number of at least 0.'),
-    ('rotation_degrees', '200', 'set an angle from 0 to 180 degrees.'),
+    ('rotation_degrees', '200.0', 'set an angle from 0 to 180 degrees.'),
     ('dtype', 'float16', "set it to one of ['float32', 'bfloat16', 'auto']."),
     ('schedule', 'step', "set it to one of ['restarts', 'warmup_cosine']."),
     ('method', 'ofline', "Unknown method 'ofline'"),

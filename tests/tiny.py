@@ -3,6 +3,7 @@ import functools
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import tensorflow_datasets as tfds
 
 from configs import default
@@ -26,6 +27,14 @@ def train_on_mock_cifar(config, workdir, num_examples=64):
   """train_and_evaluate on TFDS mock CIFAR-100 (`num_examples` per split)."""
   with tfds.testing.mock_data(num_examples=num_examples):
     return train.train_and_evaluate(config, str(workdir))
+
+
+def read_checkpoint(directory):
+  """Every array of an orbax checkpoint, as numpy, whichever devices wrote it."""
+  checkpointer = ocp.PyTreeCheckpointer()
+  tree = checkpointer.metadata(directory).item_metadata.tree
+  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  return checkpointer.restore(directory, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
 
 
 def first(tree):
