@@ -1,4 +1,4 @@
-"""Preemption and damage: killed, SIGTERM-ed and corrupted runs resume exactly."""
+"""Preemption and damage: killed, interrupted and corrupted runs resume exactly."""
 import json
 import logging
 import os
@@ -98,15 +98,9 @@ def test_killed_and_preempted_runs_end_bit_identical_to_an_uninterrupted_one(tmp
   interrupted = max(_steps(run))
   assert interrupted >= 24 and (f'Stopped by Ctrl-C after saving step {interrupted} in '
                                 f'{run}; rerun the same command to resume from it.') in log
-  # SIGTERM (the preemption notice) in the second epoch: the same.
-  process = _start(run)
-  log = _signal_after(process, 34, signal.SIGTERM)
-  assert f'Resuming from the checkpoint at step {interrupted} ' in log, log[-3000:]
-  assert process.returncode == 128 + signal.SIGTERM, log[-3000:]
-  saved = max(_steps(run))
-  assert saved >= 34 and f'Stopped by SIGTERM after saving step {saved} ' in log
+  # (SIGTERM takes the same path, exiting 143: multihost_test sends it.)
   log = _run_to_end(run)
-  assert f'Resuming from the checkpoint at step {saved} ' in log
+  assert f'Resuming from the checkpoint at step {interrupted} ' in log
 
   expected, got = flat_leaves(_final_state(reference)), flat_leaves(_final_state(run))
   assert got.keys() == expected.keys() and len(got) > 40
