@@ -37,8 +37,8 @@ def test_eight_devices_train_and_evaluate_with_the_default_eval_batch():
   # The default eval batch (500) does not divide over 8 devices: evaluation pads
   # it to 504 and still counts each test image once.
   assert default.get_config().eval_batch_size == 500
-  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8',
-         'PYTHONPATH': f'{ROOT}:{ROOT}/tests'}
+  env = {**os.environ, 'PYTHONPATH': f'{ROOT}:{ROOT}/tests',
+         'XLA_FLAGS': os.environ['XLA_FLAGS'].replace('device_count=4', 'device_count=8')}
   result = _python(
       'import json, jax, numpy as np\n'
       'from kdjax import build, data, evaluate, steps\n'

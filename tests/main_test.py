@@ -4,8 +4,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from configs import baseline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,23 +14,41 @@ def _main(*args):
                         capture_output=True, timeout=600)
 
 
-@pytest.fixture(scope='module')
-def digits_run(tmp_path_factory):
-  """The README's digits quick start (10 epochs): (workdir, main.py's result)."""
-  workdir = tmp_path_factory.mktemp('digits')
-  return workdir, _main('--config=configs/digits.py', f'--workdir={workdir}',
-                        '--config.num_epochs=10')
+TINY_DIGITS = ('--config.dataset=digits', '--config.width=4', '--config.stage_sizes=(1,1,1,1)',
+               '--config.eval_batch_size=360', '--config.num_epochs=1',
+               '--config.warmup_epochs=0', '--config.log_every_steps=0')
 
 
-def test_digits_quick_start_reaches_90_percent(digits_run):
-  workdir, result = digits_run
+def _summary(workdir):
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    return json.load(f)
+
+
+def test_digits_quick_start_reaches_90_percent_and_teaches_offline_self(tmp_path):
+  # The README's digits quick start (10 epochs), then the run as a teacher of
+  # offline + self through main.py (configs_test runs every config, self_kd.py
+  # included, on mock CIFAR-100); one test, so that a parallel run trains the
+  # quick start once.
+  teacher = str(tmp_path / 'digits')
+  result = _main('--config=configs/digits.py', f'--workdir={teacher}', '--config.num_epochs=10')
   assert result.returncode == 0, result.stderr[-3000:]
-  with open(workdir / 'summary.json') as f:
-    summary = json.load(f)
+  summary = _summary(teacher)
   assert summary['epochs_completed'] == 10
   assert summary['final_top1'] >= 90.0, summary
   assert 'epoch 10/10' in result.stderr and 'ETA' in result.stderr
   assert 'orbax' not in result.stderr  # orbax's per-save chatter is filtered
+
+  workdir = str(tmp_path / 'offline_self')
+  result = _main('--config=configs/offline_self_kd.py:resnet50', f'--workdir={workdir}',
+                 *TINY_DIGITS, f'--config.teacher={teacher}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  student = _summary(workdir)
+  assert student['epochs_completed'] == 1
+  for name in ('top1', 'head1_top1', 'head2_top1', 'head3_top1', 'ensemble_top1'):
+    assert 0 <= student[f'final_{name}'] <= student[f'best_{name}'] <= 100, name
+  assert 'heads ' in result.stderr and 'ensemble ' in result.stderr  # per-epoch log
+  assert student['teacher_top1'] == summary['best_top1']
+  assert f'Teacher {teacher} (resnet18, checkpoint step' in result.stderr
 
 
 def test_unknown_config_field_is_an_error_naming_it(tmp_path):
@@ -56,31 +72,3 @@ def test_baseline_config_is_the_studys_setup():
   assert (config.schedule, config.learning_rate, config.min_learning_rate,
           config.restart_epochs, config.warmup_epochs, config.restart_decay) == (
               'restarts', 0.1, 1e-3, 30, 1.0, 0.5)
-
-
-TINY_DIGITS = ('--config.dataset=digits', '--config.width=4', '--config.stage_sizes=(1,1,1,1)',
-               '--config.eval_batch_size=360', '--config.num_epochs=1',
-               '--config.warmup_epochs=0', '--config.log_every_steps=0')
-
-
-def _summary(workdir):
-  with open(os.path.join(workdir, 'summary.json')) as f:
-    return json.load(f)
-
-
-def test_offline_self_config_runs_through_main_with_a_trained_teacher(digits_run, tmp_path):
-  teacher = str(digits_run[0])  # the quick start's baseline teaches
-  teacher_best = _summary(teacher)['best_top1']
-
-  # (configs_test runs every config, self_kd.py included, on mock CIFAR-100.)
-  workdir = str(tmp_path / 'offline_self')
-  result = _main('--config=configs/offline_self_kd.py:resnet50', f'--workdir={workdir}',
-                 *TINY_DIGITS, f'--config.teacher={teacher}')
-  assert result.returncode == 0, result.stderr[-3000:]
-  summary = _summary(workdir)
-  assert summary['epochs_completed'] == 1
-  for name in ('top1', 'head1_top1', 'head2_top1', 'head3_top1', 'ensemble_top1'):
-    assert 0 <= summary[f'final_{name}'] <= summary[f'best_{name}'] <= 100, name
-  assert 'heads ' in result.stderr and 'ensemble ' in result.stderr  # per-epoch log
-  assert summary['teacher_top1'] == teacher_best
-  assert f'Teacher {teacher} (resnet18, checkpoint step' in result.stderr
