@@ -107,6 +107,8 @@ def bench_method(spec: str, options: Options, devices) -> Dict[str, Any]:
   compile_s, compiled = timing.timed(lambda: run.train_steps.lower(
       state, images, labels, indices, lams, key, teacher_variables).compile())
   cost = compiled.cost_analysis()
+  # XLA's cost analysis counts a while loop's body once, not per trip: the
+  # call's count is one step's.
   flops = (cost[0] if isinstance(cost, (list, tuple)) else cost).get('flops')
 
   def call():
@@ -124,9 +126,6 @@ def bench_method(spec: str, options: Options, devices) -> Dict[str, Any]:
   mask = np.ones_like(eval_indices, np.float32)
   eval_s = _median_seconds(
       lambda: run.eval_step(variables, images, labels, eval_indices, mask), 1, options.steps)
-  # XLA's cost analysis counts a while loop's body once, not per trip: the
-  # call's count is one step's.
-  flops_per_step = flops
   result = {
       'dtype': run.dtype, 'steps_per_call': per_call, 'compile_s': compile_s,
       'step_s': step_s, 'pipelined_step_s': pipelined_step_s,
@@ -135,8 +134,8 @@ def bench_method(spec: str, options: Options, devices) -> Dict[str, Any]:
       'eval_images_per_s': options.batch_size / eval_s,
       # The backend's high-water mark never resets: the largest of the methods so far.
       'peak_memory_bytes_so_far': (devices[0].memory_stats() or {}).get('peak_bytes_in_use'),
-      'flops_per_image': flops_per_step / per_device if flops else None,
-      'flops_per_s_per_device': flops_per_step / pipelined_step_s if flops else None,
+      'flops_per_image': flops / per_device if flops else None,
+      'flops_per_s_per_device': flops / pipelined_step_s if flops else None,
       # What the overhead ratios compare (run's "baseline" is the method that
       # distills nothing).
       'distills': bool(method.terms), 'uses_teacher': method.uses_teacher,
