@@ -60,11 +60,9 @@ def main(argv):
           record.levelno >= std_logging.WARNING
           and 'did not provide metrics' not in record.getMessage()))
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir, fresh=FLAGS.fresh)
-  except errors.UserError as e:
-    # What the user asked for cannot run: say so on one line, no traceback.
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    # What the user asked for cannot run: one line, no traceback.
+    errors.exit_on_user_error(
+        lambda: train.train_and_evaluate(FLAGS.config, FLAGS.workdir, fresh=FLAGS.fresh))
   except guards.Preempted as e:
     logging.warning('%s', e)
     sys.exit(e.exit_status)  # the shell's status for the signal: 143 or 130

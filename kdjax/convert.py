@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from kdjax import checkpoint
+from kdjax import data
+from kdjax import errors
 from kdjax import models
 from kdjax import study
 from kdjax import teachers
@@ -56,7 +58,7 @@ _PARAM_NAMES = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias',
                 'mean': 'running_mean', 'var': 'running_var'}
 
 
-class ConversionError(ValueError):
+class ConversionError(errors.UserError, ValueError):
   """A state_dict that does not match the architecture, naming the keys."""
 
 
@@ -174,7 +176,11 @@ def read_state_dict(path: str) -> Tuple[Dict[str, np.ndarray], str]:
   """A checkpoint file's state_dict as numpy arrays, unwrapping the usual
   containers ('model', 'state_dict', 'net') and DataParallel's 'module.' prefix."""
   import torch  # pylint: disable=g-import-not-at-top  (only the converter needs torch)
-  loaded = torch.load(path, map_location='cpu', weights_only=True)
+  try:
+    loaded = torch.load(path, map_location='cpu', weights_only=True)
+  except (OSError, RuntimeError, ValueError) as e:  # missing, unreadable, not a checkpoint
+    raise ConversionError(f'Cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: '
+                          f'{e}).') from e
   found = ''
   for container in ('model', 'state_dict', 'net'):
     if isinstance(loaded, dict) and isinstance(loaded.get(container), dict):
@@ -189,7 +195,8 @@ def write_teacher(out: str, arch: str, variables, mean, std, kwargs=None) -> Non
   """A teacher directory: model.json (the model with constructor `kwargs`) and
   the variables as an orbax checkpoint."""
   if teachers.is_teacher(out):
-    raise FileExistsError(f'{out} already holds a teacher; remove it or pick another --out.')
+    raise teachers.TeacherError(f'{out} already holds a teacher; remove it or pick another '
+                                '--out.')
   os.makedirs(out, exist_ok=True)
   num_classes = int(variables['params']['classifier']['bias'].shape[0])
   teachers.write_model_file(out, arch, num_classes, kwargs or {}, mean, std)
@@ -207,12 +214,9 @@ def sha256(path: str) -> str:
 def _download(teacher: study.Teacher, cache_dir: str) -> str:
   """The path of `teacher`'s file, downloaded into `cache_dir` by tensorflow-
   datasets' download manager (progress bar; a finished download is reused)."""
-  import requests  # pylint: disable=g-import-not-at-top  (TFDS's; only fetch needs them)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:
-    # TFDS retries a refused connection for about 3 minutes; one quick try
-    # first tells an offline machine at once.
-    requests.head(teacher.url, timeout=20, allow_redirects=True)
+    data.probe(teacher.url)  # an offline machine is told at once
     return os.fspath(tfds.download.DownloadManager(download_dir=cache_dir).download(
         teacher.url))
   except Exception as e:  # pylint: disable=broad-except  (requests and TFDS raise many kinds)
@@ -261,6 +265,11 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  errors.exit_on_user_error(_convert_file)
+
+
+def _convert_file():
+  """The command line's conversion of --src into --out."""
   state_dict, container = read_state_dict(FLAGS.src)
   layout = detect_layout(FLAGS.arch, state_dict)
   variables = torch_to_flax(FLAGS.arch, state_dict)

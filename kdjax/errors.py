@@ -1,7 +1,11 @@
-"""Errors in what the user asked for: main.py prints them on one line and exits 2.
+"""Errors in what the user asked for: every command prints them on one line and exits 2.
 
 Anything else that goes wrong is a bug, and keeps its traceback.
 """
+import sys
+from typing import Callable, TypeVar
+
+T = TypeVar('T')
 
 
 class UserError(Exception):
@@ -14,3 +18,13 @@ class ConfigError(UserError, ValueError):
   def __init__(self, field: str, value, fix: str):
     super().__init__(f'--config.{field}={value}: {fix}')
     self.field = field
+
+
+def exit_on_user_error(command: Callable[[], T]) -> T:
+  """`command()`, or, if it refuses with a UserError, that error as one
+  `error: ...` line on stderr and exit status 2 (what each command line does)."""
+  try:
+    return command()
+  except UserError as e:
+    print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
+    sys.exit(2)

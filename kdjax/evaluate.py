@@ -1,11 +1,12 @@
 """Test-split evaluation of a model, and of a teacher before 200 epochs are spent on it.
 
-  python -m kdjax.evaluate --teacher=teachers/repvgg_a0
+  python -m kdjax.evaluate --teacher=teachers/repvgg_a0   # or a kdjax workdir
 
 `evaluate` runs a mapped eval step over the whole test split: the last batch is
 padded and masked, so every example counts exactly once.
 """
-from typing import Any, Dict, Sequence
+import json
+from typing import Any, Dict, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -13,10 +14,12 @@ import jax
 import numpy as np
 
 from kdjax import data
+from kdjax import errors
 from kdjax import methods
 from kdjax import steps
 from kdjax import study
 from kdjax import teachers
+from kdjax import workdir as workdir_lib
 
 
 def evaluate(eval_step, variables, images, labels, num_examples: int, global_batch: int,
@@ -55,37 +58,67 @@ def evaluate_teacher(teacher: teachers.Teacher, images, labels, num_examples: in
                              global_batch, devices)
 
 
-def evaluate_teacher_directory(path: str, dataset: str = 'cifar100', data_dir: str = '',
+def data_settings(path: str, dataset: str = '', data_dir: str = '',
+                  manual_dir: str = '') -> Tuple[str, str, str]:
+  """(dataset, data_dir, manual_dir) to evaluate the directory `path` on: each
+  one given, else its config.json's (a kdjax workdir), else CIFAR-100's (a
+  converted teacher has no config.json)."""
+  saved = {}
+  file = workdir_lib.path(path) / workdir_lib.CONFIG_FILE
+  if file.exists():
+    try:
+      saved = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+      raise teachers.TeacherError(f'Cannot read {file} ({e}); pass --dataset (and '
+                                  '--data_dir or --manual_dir) yourself.') from e
+  return (dataset or saved.get('dataset', 'cifar100'), data_dir or saved.get('data_dir', ''),
+          manual_dir or saved.get('manual_dir', ''))
+
+
+def evaluate_teacher_directory(path: str, dataset: str = '', data_dir: str = '',
                                manual_dir: str = '', batch_size: int = 500) -> Dict[str, float]:
-  """Test top-1/top-5 (%) and loss of the teacher in `path` on `dataset`."""
+  """Test top-1/top-5 (%) and loss of the teacher in `path` (a teacher directory
+  or kdjax workdir) on `dataset` (by default its own, see data_settings)."""
+  dataset, data_dir, manual_dir = data_settings(path, dataset, data_dir, manual_dir)
+  # The teacher first: refused at once, before any download.
+  teacher = teachers.load(path, num_classes=data.describe(dataset).num_classes,
+                          dataset=dataset)
   splits = data.load_dataset(dataset, data_dir, manual_dir)
-  teacher = teachers.load(path, num_classes=splits.num_classes, dataset=dataset)
   devices = jax.local_devices()
   images, labels = steps.replicate((splits.test_images, splits.test_labels), devices)
-  return evaluate_teacher(teacher, images, labels, len(splits.test_labels), batch_size,
-                          devices)[1]
+  result = evaluate_teacher(teacher, images, labels, len(splits.test_labels), batch_size,
+                            devices)[1]
+  return {**result, 'dataset': dataset}
 
 
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-  del argv
+def _print_evaluation():
   result = evaluate_teacher_directory(FLAGS.teacher, FLAGS.dataset, FLAGS.data_dir,
                                       FLAGS.manual_dir)
   line = (f'{FLAGS.teacher}: test top-1 {result["top1"]:.2f}%, top-5 {result["top5"]:.2f}% '
-          f'on {result["count"]} {FLAGS.dataset} test images')
+          f'on {result["count"]} {result["dataset"]} test images')
   known = study.TEACHERS.get(teachers.directory_name(FLAGS.teacher))
-  if known and FLAGS.dataset == 'cifar100':
+  if known and result['dataset'] == 'cifar100':
     line += (f' (the study reports {known.top1:.2f}%, {known.source} '
              f'{known.source_top1:.2f}%)')
   print(line + '.')
 
 
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  errors.exit_on_user_error(_print_evaluation)
+
+
 if __name__ == '__main__':
   flags.DEFINE_string('teacher', None, 'A teacher directory or kdjax workdir.')
-  flags.DEFINE_string('dataset', 'cifar100', "'cifar100' or 'digits'.")
-  flags.DEFINE_string('data_dir', '', 'TFDS data_dir, as --config.data_dir.')
-  flags.DEFINE_string('manual_dir', '', 'Folder with cifar-100-binary.tar.gz, as --config.manual_dir.')
+  flags.DEFINE_string('dataset', '', "'cifar100' or 'digits' (default: the workdir's own, "
+                      'from its config.json; CIFAR-100 for a converted teacher).')
+  flags.DEFINE_string('data_dir', '', 'TFDS data_dir, as --config.data_dir (default: the '
+                      "workdir's).")
+  flags.DEFINE_string('manual_dir', '', 'Folder with cifar-100-binary.tar.gz, as '
+                      "--config.manual_dir (default: the workdir's).")
   flags.mark_flags_as_required(['teacher'])
   app.run(main)

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from absl import app
 
+from kdjax import errors
 from kdjax import study
 from kdjax import timing
 
@@ -216,11 +217,16 @@ def plot_heads(runs: List[Run], root: str, path: str) -> bool:
   return True
 
 
+class NoRunsError(errors.UserError, FileNotFoundError):
+  """A folder without kdjax workdirs under it."""
+
+
 def report(root: str) -> str:
   """The markdown report of every run under `root`; writes its plots into `root`."""
   runs = find_runs(root)
   if not runs:
-    raise FileNotFoundError(f'No kdjax workdir (a folder with config.json) under {root!r}.')
+    raise NoRunsError(f'No kdjax workdir (a folder with config.json) under {root!r}; pass '
+                      'the folder that holds the runs (e.g. runs).')
   lines = table_lines(runs)
   curves = os.path.join(root, 'report_curves.png')
   plot_curves(runs, root, curves)
@@ -236,7 +242,7 @@ def report(root: str) -> str:
 def main(argv):
   if len(argv) != 2:
     raise app.UsageError('Usage: python -m kdjax.report RUNS_DIR')
-  print(report(argv[1]))
+  print(errors.exit_on_user_error(lambda: report(argv[1])))
 
 
 if __name__ == '__main__':

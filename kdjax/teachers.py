@@ -153,10 +153,8 @@ def main(argv):
   # command line, which runs a conversion, imports it here rather than at the top.
   from kdjax import convert  # pylint: disable=g-import-not-at-top
   teacher = study.TEACHERS[argv[2]]
-  try:
-    print(convert.fetch(teacher, FLAGS.out or teacher.directory, FLAGS.file))
-  except (TeacherError, convert.ConversionError) as e:
-    raise SystemExit(f'error: {e}') from None
+  print(errors.exit_on_user_error(
+      lambda: convert.fetch(teacher, FLAGS.out or teacher.directory, FLAGS.file)))
 
 
 if __name__ == '__main__':

@@ -82,6 +82,13 @@ def _train(config, workdir, dataset, teacher, devices, is_writer):
   if step:
     logging.info('Resuming from the checkpoint at step %d (epoch %d).', step,
                  step // steps_per_epoch)
+    saved_on = checkpoint.saved_device_count(manager, step)
+    if saved_on not in (None, len(devices)):
+      # The global batch, its BatchNorm statistics and per-example keys do not
+      # depend on the split; XLA's reductions over it round differently.
+      logging.warning('This run was saved on %d devices and resumes on %d: the same '
+                      'steps, equal up to float rounding (not bit for bit).', saved_on,
+                      len(devices))
   recorder = records_lib.Recorder(workdir, step, total_steps, is_writer,
                                   config.profile_steps, step + run.steps_per_call)
   if is_writer:
@@ -105,17 +112,21 @@ def _train(config, workdir, dataset, teacher, devices, is_writer):
   per_device = config.batch_size // len(devices)
   per_call = run.steps_per_call
   calls_per_epoch = steps_per_epoch // per_call
-  logging.info('Training %s (%s, %s) on %s: %d examples, %d steps/epoch (%d calls of %d) '
-               'x %d epochs, batch %d over %d devices in %d process(es).', config.model,
-               config.method, run.dtype, config.dataset, num_train, steps_per_epoch,
-               calls_per_epoch, per_call, config.num_epochs, config.batch_size,
-               len(devices), jax.process_count())
+  if step < total_steps:
+    logging.info('Training %s (%s, %s) on %s: %d examples, %d steps/epoch (%d calls of %d) '
+                 'x %d epochs, batch %d over %d devices in %d process(es).', config.model,
+                 config.method, run.dtype, config.dataset, num_train, steps_per_epoch,
+                 calls_per_epoch, per_call, config.num_epochs, config.batch_size,
+                 len(devices), jax.process_count())
+  else:
+    logging.info('This run trained all %d epochs already; rewriting its summary.',
+                 config.num_epochs)
 
   def save_or_stop(step, stop, top1=None):
     """Checkpoints the state after `step` (its losses already checked): orbax
     copies the device arrays and writes them in the background. With `stop`,
     waits for the save and stops."""
-    checkpoint.save(manager, step, state, top1)
+    checkpoint.save(manager, step, state, devices, top1)
     if stop:
       manager.wait_until_finished()
       raise guards.Preempted(f'Stopped by {notice.reason} after saving step {step} in '

@@ -2,10 +2,12 @@ import os
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from kdjax import checkpoint
 from kdjax import steps
+from tiny import read_checkpoint
 
 
 def _state(step, value):
@@ -14,17 +16,23 @@ def _state(step, value):
                           batch_stats={'mean': np.full((2,), -value, np.float32)})
 
 
-def _save(manager, step, top1):
-  """Saves step `step`'s state (values `step`) replicated over 4 devices, as
-  training holds it."""
-  checkpoint.save(manager, step, steps.replicate(_state(step, step), jax.devices()[:4]), top1)
+def _save(manager, step, top1, num_devices=4):
+  """Saves step `step`'s state (values `step`) replicated over `num_devices`
+  devices, as training holds it."""
+  devices = jax.devices()[:num_devices]
+  checkpoint.save(manager, step, steps.replicate(_state(step, step), devices), devices, top1)
 
 
-def test_keeps_the_last_two_and_the_best_and_restores_the_latest(tmp_path):
+@pytest.mark.parametrize('num_devices', [1, 4])
+def test_keeps_the_last_two_and_the_best_and_restores_the_latest(tmp_path, num_devices):
   manager = checkpoint.create_manager(str(tmp_path), keep_last=2)
   for step, top1 in ((1, 50.0), (2, 90.0), (3, 60.0), (4, 70.0), (5, 65.0)):
-    _save(manager, step, top1)
+    _save(manager, step, top1, num_devices)
   manager.wait_until_finished()
+  # One copy without a device axis, whatever the device count.
+  saved = read_checkpoint(tmp_path / 'checkpoints' / '5' / 'default')
+  assert saved['params']['w'].shape == (3,) and saved['step'].shape == ()
+  assert checkpoint.saved_device_count(manager, 5) == num_devices
   assert sorted(manager.all_steps()) == [2, 4, 5]
   assert manager.best_step() == 2
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2', '4', '5']
@@ -64,7 +72,7 @@ def test_when_the_two_latest_checkpoints_are_unreadable_nothing_is_moved(tmp_pat
   _damage(tmp_path / 'checkpoints' / '2')
   _damage(tmp_path / 'checkpoints' / '3')
   with pytest.raises(ValueError, match=r'Neither of the last two checkpoints .* \(steps 3 '
-                     r'and 2\) can be read, which points to a changed model'):
+                     r'and 2\) can be read \(.*\). Move them away'):
     checkpoint.resume(str(tmp_path), 3, _state(0, 0))
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['1', '2', '3']
   assert not os.listdir(tmp_path / checkpoint.CORRUPT)
@@ -92,3 +100,38 @@ def test_restore_best_variables_reads_only_the_requested_collections(tmp_path):
   assert set(variables) == {'params', 'batch_stats'}  # not the optimizer state
   np.testing.assert_array_equal(variables['params']['w'], np.full((3,), 2, np.float32))
   np.testing.assert_array_equal(variables['batch_stats']['mean'], np.full((2,), -2, np.float32))
+
+
+def _save_with_a_device_axis(workdir, step, value):
+  """A checkpoint as kdjax wrote one on a single device before saving one copy:
+  every leaf on a leading axis of 1."""
+  manager = checkpoint.create_manager(str(workdir), keep_last=2)
+  manager.save(step, args=ocp.args.StandardSave(
+      jax.tree.map(lambda x: np.asarray(x)[None], _state(step, value))),
+               metrics={'top1': 50.0})
+  manager.wait_until_finished()
+
+
+def test_a_one_device_checkpoint_with_a_device_axis_resumes_and_teaches(tmp_path):
+  _save_with_a_device_axis(tmp_path, 3, 7)
+  _, restored = checkpoint.resume(str(tmp_path), 2, _state(0, 0))
+  assert int(restored.step) == 3 and restored.step.shape == ()
+  np.testing.assert_array_equal(restored.params['w'], np.full((3,), 7, np.float32))
+  step, variables = checkpoint.restore_best_variables(
+      str(tmp_path), {'params': {'w': np.zeros(3, np.float32)}})
+  assert step == 3
+  np.testing.assert_array_equal(variables['params']['w'], np.full((3,), 7, np.float32))
+
+
+def test_a_checkpoint_of_another_model_is_refused_naming_the_array(tmp_path):
+  manager = checkpoint.create_manager(str(tmp_path), keep_last=2)
+  _save(manager, 1, 50.0)
+  _save(manager, 2, 50.0)
+  manager.wait_until_finished()
+  other = _state(0, 0).replace(params={'w': np.zeros((4,), np.float32)})
+  with pytest.raises(checkpoint.CheckpointMismatchError,
+                     match=r"\['w'\] has shape \(3,\) there but \(4,\) in this one"):
+    checkpoint.resume(str(tmp_path), 2, other)
+  # Not taken for damage: nothing is moved aside.
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['1', '2']
+  assert not (tmp_path / checkpoint.CORRUPT).exists()

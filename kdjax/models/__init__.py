@@ -43,6 +43,15 @@ def get_model(name: str, num_classes: int = 100, **kwargs) -> nn.Module:
   return cls(num_classes=num_classes, **kwargs)
 
 
+def num_stages(name: str) -> int:
+  """How many stages model `name` has: how many block counts stage_sizes gives."""
+  cls = _MODELS[name]
+  if 'stage_sizes' in getattr(cls, 'keywords', {}):
+    return len(cls.keywords['stage_sizes'])
+  field, = (f for f in dataclasses.fields(getattr(cls, 'func', cls)) if f.name == 'stage_sizes')
+  return len(field.default)
+
+
 def inference_form(name: str, kwargs: Dict[str, Any],
                    variables) -> Tuple[Dict[str, Any], Any]:
   """(kwargs, variables) of the fastest eval-mode equivalent of a model: RepVGG
