@@ -8,7 +8,7 @@ writes files; every process keeps the records, so all agree on the summary.
 import json
 import logging
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from kdjax import timing
 from kdjax import workdir as workdir_lib
@@ -80,10 +80,11 @@ class Recorder:
       self._writer.close()
 
 
-def summarize(records, config, teacher_top1: Optional[float] = None) -> Dict[str, Any]:
+def summarize(records, config) -> Dict[str, Any]:
   """Best and final value of every test accuracy (top-1, top-5, heads, peers)
-  over the epoch records; the best epoch is the one of the best final-classifier
-  top-1 (of tied epochs the last, as the best checkpoint kept is)."""
+  over the epoch records, and the teacher's if they have it; the best epoch is
+  the one of the best final-classifier top-1 (of tied epochs the last, as the
+  best checkpoint kept is)."""
   final = records[-1]
   summary = {'best_top1_epoch': max(reversed(records), key=lambda r: r['test_top1'])['epoch']}
   for key in final:
@@ -96,8 +97,8 @@ def summarize(records, config, teacher_top1: Optional[float] = None) -> Dict[str
       'wall_time_s': sum(r['epoch_time_s'] for r in records),
       'config': workdir_lib.config_as_json(config),
   })
-  if teacher_top1 is not None:
-    summary['teacher_top1'] = teacher_top1
+  if 'teacher_top1' in final:
+    summary['teacher_top1'] = final['teacher_top1']
   return summary
 
 

@@ -89,6 +89,10 @@ def _train(config, workdir, dataset, teacher, devices, is_writer):
       logging.warning('This run was saved on %d devices and resumes on %d: the same '
                       'steps, equal up to float rounding (not bit for bit).', saved_on,
                       len(devices))
+  if step >= total_steps:  # nothing left to train
+    logging.info('This run trained all %d epochs already; rewriting its summary.',
+                 config.num_epochs)
+    return _summarize(workdir, records_lib.read_records(workdir, step), config, is_writer)
   recorder = records_lib.Recorder(workdir, step, total_steps, is_writer,
                                   config.profile_steps, step + run.steps_per_call)
   if is_writer:
@@ -112,15 +116,11 @@ def _train(config, workdir, dataset, teacher, devices, is_writer):
   per_device = config.batch_size // len(devices)
   per_call = run.steps_per_call
   calls_per_epoch = steps_per_epoch // per_call
-  if step < total_steps:
-    logging.info('Training %s (%s, %s) on %s: %d examples, %d steps/epoch (%d calls of %d) '
-                 'x %d epochs, batch %d over %d devices in %d process(es).', config.model,
-                 config.method, run.dtype, config.dataset, num_train, steps_per_epoch,
-                 calls_per_epoch, per_call, config.num_epochs, config.batch_size,
-                 len(devices), jax.process_count())
-  else:
-    logging.info('This run trained all %d epochs already; rewriting its summary.',
-                 config.num_epochs)
+  logging.info('Training %s (%s, %s) on %s: %d examples, %d steps/epoch (%d calls of %d) '
+               'x %d epochs, batch %d over %d devices in %d process(es).', config.model,
+               config.method, run.dtype, config.dataset, num_train, steps_per_epoch,
+               calls_per_epoch, per_call, config.num_epochs, config.batch_size,
+               len(devices), jax.process_count())
 
   def save_or_stop(step, stop, top1=None):
     """Checkpoints the state after `step` (its losses already checked): orbax
@@ -187,6 +187,7 @@ def _train(config, workdir, dataset, teacher, devices, is_writer):
           **{f'test_{k}': v for k, v in test.items() if k != 'count'},
           'images_per_sec': len(train_losses) * config.batch_size / train_time,
           'epoch_time_s': epoch_time,
+          **({'teacher_top1': teacher_top1} if run.teacher else {}),
       }
       recorder.add(record)
       records_lib.log_epoch(record, config.num_epochs, run.method.describe_test(test),
@@ -195,10 +196,15 @@ def _train(config, workdir, dataset, teacher, devices, is_writer):
 
   manager.wait_until_finished()
   recorder.close()
-  if not recorder.records:
+  return _summarize(workdir, recorder.records, config, is_writer)
+
+
+def _summarize(workdir, records, config, is_writer):
+  """The summary of a trained run's epoch `records`, written to summary.json."""
+  if not records:
     raise RuntimeError(f'{workdir} holds a finished checkpoint but no metrics.jsonl '
                        'records to summarize; use a fresh --workdir.')
-  summary = records_lib.summarize(recorder.records, config, teacher_top1)
+  summary = records_lib.summarize(records, config)
   if is_writer:
     records_lib.write_summary(workdir, summary)
   logging.info('Done: best test top-1 %.2f%% (epoch %d), final %.2f%%.',

@@ -23,6 +23,7 @@ from tiny import flat_leaves
 from tiny import random_teacher
 from tiny import tiny_config
 from tiny import train_on_mock_cifar
+from tiny import with_devices
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INFO = data.DatasetInfo('random', 10, (32, 32, 3), (0.5, 0.4, 0.3), (0.25, 0.25, 0.3))
@@ -37,8 +38,7 @@ def test_eight_devices_train_and_evaluate_with_the_default_eval_batch():
   # The default eval batch (500) does not divide over 8 devices: evaluation pads
   # it to 504 and still counts each test image once.
   assert default.get_config().eval_batch_size == 500
-  env = {**os.environ, 'PYTHONPATH': f'{ROOT}:{ROOT}/tests',
-         'XLA_FLAGS': os.environ['XLA_FLAGS'].replace('device_count=4', 'device_count=8')}
+  env = with_devices(8, {**os.environ, 'PYTHONPATH': f'{ROOT}:{ROOT}/tests'})
   result = _python(
       'import json, jax, numpy as np\n'
       'from kdjax import build, data, evaluate, steps\n'

@@ -15,24 +15,30 @@ import tensorflow_datasets as tfds
 from configs import digits
 from kdjax import checkpoint
 from kdjax import guards
+from kdjax import report
 from kdjax import train
 from kdjax import workdir as workdir_lib
+from tiny import assert_same_steps_up_to_rounding
 from tiny import flat_leaves
+from tiny import read_checkpoint
 from tiny import tiny_config
 from tiny import train_on_mock_cifar
+from tiny import with_devices
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # digits: 1437 training images / 64 = 22 steps per epoch, 44 in all, a step per
-# call (calls of several steps: accelerators_test).
-OVERRIDES = {'width': 4, 'num_epochs': 2, 'log_every_steps': 1, 'checkpoint_every_steps': 5,
-             'steps_per_call': 1}
+# call (calls of several steps: accelerators_test); checkpoints every 2 steps,
+# the last 3 kept.
+OVERRIDES = {'width': 4, 'num_epochs': 2, 'log_every_steps': 1, 'checkpoint_every_steps': 2,
+             'steps_per_call': 1, 'keep_checkpoints': 3}
 RUN = ('--config=configs/digits.py', *(f'--config.{k}={v}' for k, v in OVERRIDES.items()))
 TOTAL_STEPS = 44
 
 
-def _start(workdir):
+def _start(workdir, num_devices=1, stderr=subprocess.PIPE):
+  """main.py on `num_devices` devices (1: a single GPU, the common case)."""
   return subprocess.Popen([sys.executable, 'main.py', *RUN, f'--workdir={workdir}'],
-                          cwd=ROOT, text=True, stderr=subprocess.PIPE)
+                          cwd=ROOT, env=with_devices(num_devices), text=True, stderr=stderr)
 
 
 def _signal_after(process, step, signum):
@@ -48,10 +54,11 @@ def _signal_after(process, step, signum):
   return ''.join(lines)
 
 
-def _run_to_end(workdir):
-  process = _start(workdir)
+def _run_to_end(workdir, num_devices=1):
+  process = _start(workdir, num_devices)
   log = process.stderr.read()
   assert process.wait(timeout=300) == 0, log[-3000:]
+  assert 'Traceback' not in log and 'Event loop is closed' not in log, log[-3000:]
   return log
 
 
@@ -59,9 +66,12 @@ def _steps(workdir):
   return sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
 
 
-def _final_state(workdir):
-  return ocp.PyTreeCheckpointer().restore(
-      os.path.join(workdir, 'checkpoints', str(TOTAL_STEPS), 'default'))
+def _checkpoint(workdir, step):
+  return read_checkpoint(os.path.join(workdir, 'checkpoints', str(step), 'default'))
+
+
+def _state_at(workdir, step):
+  return flat_leaves(_checkpoint(workdir, step))
 
 
 def _test_metrics(workdir):
@@ -70,43 +80,88 @@ def _test_metrics(workdir):
             for line in f]
 
 
-def test_killed_and_preempted_runs_end_bit_identical_to_an_uninterrupted_one(tmp_path):
+def _files(workdir):
+  """{path: (size, mtime)} of every file under workdir but the lock (which each
+  run takes)."""
+  return {os.path.join(d, f): (os.stat(os.path.join(d, f)).st_size,
+                               os.stat(os.path.join(d, f)).st_mtime_ns)
+          for d, _, files in os.walk(workdir) for f in files if f != workdir_lib.LOCK_FILE}
+
+
+def _keep_up_to(source, destination, step):
+  """A copy of workdir `source` as it was when `step` was its latest checkpoint."""
+  shutil.copytree(source, destination)
+  for later in (s for s in _steps(destination) if s > step):
+    shutil.rmtree(os.path.join(destination, 'checkpoints', str(later)))
+
+
+def test_on_one_device_killed_interrupted_and_finished_runs_end_bit_identical(tmp_path,
+                                                                             caplog):
+  # The reference trains meanwhile, uninterrupted, also on one device.
   reference = str(tmp_path / 'reference')
-  config = digits.get_config()
-  config.update(OVERRIDES)
-  train.train_and_evaluate(config, reference)
-  # Every 5 steps within an epoch plus each epoch's end; the last 2 and the best stay.
-  assert _steps(reference)[-2:] == [40, 44]
+  with open(tmp_path / 'reference.log', 'w') as reference_log:
+    uninterrupted = _start(reference, stderr=reference_log)
+    run = str(tmp_path / 'run')
+    # SIGKILL mid-epoch: only complete checkpoints remain (step 10's may still have
+    # been in flight, as saves are asynchronous).
+    _signal_after(_start(run), 12, signal.SIGKILL)
+    killed_at = max(_steps(run))
+    assert killed_at in (8, 10)
+    # A save cut short leaves only orbax's temporary directory, which is no checkpoint.
+    partial = os.path.join(run, 'checkpoints', f'{killed_at + 2}.orbax-checkpoint-tmp-1')
+    shutil.copytree(os.path.join(run, 'checkpoints', str(killed_at)), partial)
+    os.remove(os.path.join(partial, 'default', '_METADATA'))
+    # Ctrl-C: the current call's last step is saved, and how to resume is said;
+    # the lock the SIGKILL-ed run left is taken over.
+    process = _start(run)
+    log = _signal_after(process, 24, signal.SIGINT)
+    assert process.returncode == 128 + signal.SIGINT, log[-3000:]
+    assert f'Resuming from the checkpoint at step {killed_at} ' in log, log[-3000:]
+    assert 'Took over the lock of a run that ended without releasing it' in log
+    assert 'batch 64 over 1 devices in 1 process(es)' in log
+    interrupted = max(_steps(run))
+    assert interrupted >= 24 and (f'Stopped by Ctrl-C after saving step {interrupted} in '
+                                  f'{run}; rerun the same command to resume from it.') in log
+    # (SIGTERM takes the same path, exiting 143: multihost_test sends it.)
+    log = _run_to_end(run)
+    assert f'Resuming from the checkpoint at step {interrupted} ' in log
+    assert uninterrupted.wait(timeout=300) == 0, (tmp_path / 'reference.log').read_text()[-3000:]
+  assert _steps(reference)[-3:] == [40, 42, 44]
 
-  run = str(tmp_path / 'run')
-  # SIGKILL mid-epoch: only complete checkpoints remain (step 10's may still have
-  # been in flight, as saves are asynchronous).
-  _signal_after(_start(run), 12, signal.SIGKILL)
-  killed_at = max(_steps(run))
-  assert killed_at in (5, 10)
-  # A save cut short leaves only orbax's temporary directory, which is no checkpoint.
-  partial = os.path.join(run, 'checkpoints', f'{killed_at + 5}.orbax-checkpoint-tmp-1')
-  shutil.copytree(os.path.join(run, 'checkpoints', str(killed_at)), partial)
-  os.remove(os.path.join(partial, 'default', '_METADATA'))
-  # Ctrl-C: the current call's last step is saved, and how to resume is said;
-  # the lock the SIGKILL-ed run left is taken over.
-  process = _start(run)
-  log = _signal_after(process, 24, signal.SIGINT)
-  assert process.returncode == 128 + signal.SIGINT, log[-3000:]
-  assert f'Resuming from the checkpoint at step {killed_at} ' in log, log[-3000:]
-  assert 'Took over the lock of a run that ended without releasing it' in log
-  interrupted = max(_steps(run))
-  assert interrupted >= 24 and (f'Stopped by Ctrl-C after saving step {interrupted} in '
-                                f'{run}; rerun the same command to resume from it.') in log
-  # (SIGTERM takes the same path, exiting 143: multihost_test sends it.)
-  log = _run_to_end(run)
-  assert f'Resuming from the checkpoint at step {interrupted} ' in log
-
-  expected, got = flat_leaves(_final_state(reference)), flat_leaves(_final_state(run))
+  expected, got = _state_at(reference, TOTAL_STEPS), _state_at(run, TOTAL_STEPS)
   assert got.keys() == expected.keys() and len(got) > 40
+  assert got["['step']"].shape == ()  # one copy, no device axis
   for path, value in expected.items():  # params, BN statistics, momentum, step
     np.testing.assert_array_equal(got[path], value, err_msg=path)
   assert _test_metrics(run) == _test_metrics(reference)
+
+  # Rerunning the finished run only rewrites its summary.
+  before = _files(run)
+  summary = (tmp_path / 'run' / 'summary.json').read_text()
+  log = _run_to_end(run)
+  assert 'This run trained all 2 epochs already; rewriting its summary.' in log
+  after = _files(run)
+  assert after.keys() == before.keys()
+  assert [f for f in after if after[f] != before[f]] == [os.path.join(run, 'summary.json')]
+  assert (tmp_path / 'run' / 'summary.json').read_text() == summary
+
+  # One device's checkpoint resumes on 4 devices and the reverse, saying so:
+  # the same steps up to float rounding (2 steps, in which rounding stays small).
+  on_four = str(tmp_path / 'on_four')
+  _keep_up_to(reference, on_four, 40)
+  config = digits.get_config()
+  config.update(OVERRIDES)
+  with caplog.at_level(logging.WARNING):
+    train.train_and_evaluate(config, on_four)
+  assert 'saved on 1 devices and resumes on 4' in caplog.text
+  back_on_one = str(tmp_path / 'back_on_one')
+  _keep_up_to(on_four, back_on_one, 42)  # step 42 written on 4 devices
+  assert 'saved on 4 devices and resumes on 1' in _run_to_end(back_on_one)
+  for got, want in (((on_four, 42), (reference, 42)), ((back_on_one, 44), (on_four, 44))):
+    assert_same_steps_up_to_rounding(_checkpoint(*got), _checkpoint(*want))
+  # The report reads them alike: one finished group of the four workdirs.
+  (line,) = report.table_lines(report.find_runs(str(tmp_path)))
+  assert (line.seeds, line.epochs) == ('4', '2')
 
 
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
