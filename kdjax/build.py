@@ -104,8 +104,8 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> methods
     if name not in models.NAMES:
       raise errors.ConfigError('model' if name == config.model else 'peers', name,
                                f'name one of {list(models.NAMES)}.')
-    stages = models.num_stages(name)
-    if config.stage_sizes and len(config.stage_sizes) != stages:
+    stages = models.fixed_stage_count(name)
+    if config.stage_sizes and stages and len(config.stage_sizes) != stages:
       raise errors.ConfigError('stage_sizes', tuple(config.stage_sizes),
                                f'{name} has {stages} stages; give {stages} block counts, '
                                'or () for its own.')

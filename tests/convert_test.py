@@ -7,13 +7,13 @@ import sys
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from kdjax import convert
 from kdjax import evaluate
 from kdjax import models
 from kdjax import teachers
 from kdjax.models import repvgg
+from tiny import mock_cifar
 from tiny import tiny_config
 from tiny import train_on_mock_cifar
 
@@ -171,15 +171,21 @@ def test_cli_converts_a_checkpoint_file_into_a_teacher_with_the_same_logits(tmp_
   config = tiny_config(method='offline', teacher=str(out), mixup_alpha=1.0, num_epochs=1,
                        warmup_epochs=0.0, eval_batch_size=16)
   summary = train_on_mock_cifar(config, tmp_path / 'student', num_examples=16)
-  with tfds.testing.mock_data(num_examples=16):
+  with mock_cifar(16):
     direct = evaluate.evaluate_teacher_directory(str(out), batch_size=16)
   assert summary['teacher_top1'] == direct['top1'] and np.isfinite(summary['final_top1'])
 
-  again = subprocess.run(
-      [sys.executable, '-m', 'kdjax.convert', '--arch=repvgg_a0', f'--src={src}', f'--out={out}'],
-      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), text=True,
-      capture_output=True, timeout=600)
-  assert again.returncode != 0 and 'already holds a teacher' in again.stderr
+  # What the command line refuses, it says in one line (exit status 2).
+  for source, message in ((src, f'error: {out} already holds a teacher; remove it or pick '
+                                'another --out.'),
+                          (tmp_path / 'missing.pt', f'error: Cannot read {tmp_path}/missing.pt '
+                                                    'as a PyTorch checkpoint')):
+    again = subprocess.run(
+        [sys.executable, '-m', 'kdjax.convert', '--arch=repvgg_a0', f'--src={source}',
+         f'--out={out}'], cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        text=True, capture_output=True, timeout=600)
+    assert again.returncode == 2 and 'Traceback' not in again.stderr, again.stderr[-3000:]
+    assert again.stderr.strip().splitlines()[-1].startswith(message), again.stderr[-3000:]
 
 
 def test_a_missing_study_teacher_says_how_to_fetch_it(tmp_path):

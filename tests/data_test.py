@@ -1,6 +1,8 @@
 import dataclasses
 import io
+import socket
 import tarfile
+import time
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from kdjax import data
+from tiny import mock_cifar
 
 
 def _random_images(n, seed=0, size=32):
@@ -142,7 +145,7 @@ def test_digits_is_a_fixed_split_of_32x32_uint8_images():
 
 
 def test_cifar100_through_tfds_mock_data():
-  with tfds.testing.mock_data(num_examples=24):
+  with mock_cifar(24):
     ds = data.load_dataset('cifar100')
   assert ds.train_images.shape == (24, 32, 32, 3) and ds.train_images.dtype == np.uint8
   assert ds.train_labels.dtype == np.int32 and ds.num_classes == 100
@@ -214,6 +217,23 @@ def test_cifar100_bad_manual_archive_says_how_to_proceed(tmp_path):
   assert 'checksum' in message.lower()
   assert data.CIFAR100_URL in message
   assert '--config.manual_dir' in message and '--config.data_dir' in message
+
+
+def test_an_offline_machine_gets_the_manual_steps_within_seconds(tmp_path, monkeypatch):
+  # The download host does not answer (a closed port here); TFDS alone would
+  # retry it for minutes.
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  monkeypatch.setattr(data, 'CIFAR100_URL', f'http://127.0.0.1:{port}/cifar-100-binary.tar.gz')
+  start = time.time()
+  with pytest.raises(data.DatasetUnavailableError) as info:
+    data.load_dataset('cifar100', data_dir=str(tmp_path / 'tfds'))
+  assert time.time() - start < 20
+  message = str(info.value)
+  assert 'ConnectionError' in message and f'127.0.0.1:{port}' in message
+  assert '--config.manual_dir' in message and '--config.data_dir' in message
+  assert not (tmp_path / 'tfds').exists()  # nothing prepared, nothing half-written
 
 
 def test_unknown_dataset_is_a_clear_error():

@@ -5,13 +5,14 @@ import subprocess
 import sys
 
 from configs import baseline
+from tiny import with_devices
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _main(*args):
-  return subprocess.run([sys.executable, 'main.py', *args], cwd=ROOT, text=True,
-                        capture_output=True, timeout=600)
+def _main(*args, num_devices=4, module=('main.py',)):
+  return subprocess.run([sys.executable, *module, *args], cwd=ROOT, text=True,
+                        capture_output=True, timeout=600, env=with_devices(num_devices))
 
 
 TINY_DIGITS = ('--config.dataset=digits', '--config.width=4', '--config.stage_sizes=(1,1,1,1)',
@@ -24,23 +25,26 @@ def _summary(workdir):
     return json.load(f)
 
 
-def test_digits_quick_start_reaches_90_percent_and_teaches_offline_self(tmp_path):
-  # The README's digits quick start (10 epochs), then the run as a teacher of
-  # offline + self through main.py (configs_test runs every config, self_kd.py
+def test_digits_quick_start_on_one_device_learns_teaches_and_is_evaluated(tmp_path):
+  # The README's digits quick start (10 epochs) on one device, as on a single
+  # GPU; then that workdir teaches offline + self through main.py and is
+  # evaluated by kdjax.evaluate (configs_test runs every config, self_kd.py
   # included, on mock CIFAR-100); one test, so that a parallel run trains the
   # quick start once.
   teacher = str(tmp_path / 'digits')
-  result = _main('--config=configs/digits.py', f'--workdir={teacher}', '--config.num_epochs=10')
+  result = _main('--config=configs/digits.py', f'--workdir={teacher}', '--config.num_epochs=10',
+                 num_devices=1)
   assert result.returncode == 0, result.stderr[-3000:]
   summary = _summary(teacher)
   assert summary['epochs_completed'] == 10
   assert summary['final_top1'] >= 90.0, summary
   assert 'epoch 10/10' in result.stderr and 'ETA' in result.stderr
+  assert 'over 1 devices in 1 process(es)' in result.stderr
   assert 'orbax' not in result.stderr  # orbax's per-save chatter is filtered
 
   workdir = str(tmp_path / 'offline_self')
   result = _main('--config=configs/offline_self_kd.py:resnet50', f'--workdir={workdir}',
-                 *TINY_DIGITS, f'--config.teacher={teacher}')
+                 *TINY_DIGITS, f'--config.teacher={teacher}', num_devices=1)
   assert result.returncode == 0, result.stderr[-3000:]
   student = _summary(workdir)
   assert student['epochs_completed'] == 1
@@ -49,6 +53,20 @@ def test_digits_quick_start_reaches_90_percent_and_teaches_offline_self(tmp_path
   assert 'heads ' in result.stderr and 'ensemble ' in result.stderr  # per-epoch log
   assert student['teacher_top1'] == summary['best_top1']
   assert f'Teacher {teacher} (resnet18, checkpoint step' in result.stderr
+
+  # kdjax.evaluate reads the dataset from the workdir's config.json.
+  result = _main(f'--teacher={teacher}', num_devices=1, module=('-m', 'kdjax.evaluate'))
+  assert result.returncode == 0, result.stderr[-3000:]
+  line = result.stdout.strip()
+  assert line.startswith(f'{teacher}: test top-1 {summary["best_top1"]:.2f}%, top-5 ')
+  assert line.endswith('% on 360 digits test images.')
+  # It says in one line what it cannot do.
+  result = _main(f'--teacher={teacher}', '--dataset=cifar100', num_devices=1,
+                 module=('-m', 'kdjax.evaluate'))
+  assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+      f'error: The teacher in {teacher} predicts 10 classes, but cifar100 has 100; use a '
+      'teacher trained on cifar100.'), result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr
 
 
 def test_unknown_config_field_is_an_error_naming_it(tmp_path):

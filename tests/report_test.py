@@ -134,6 +134,11 @@ def test_command_line_prints_the_table_and_writes_valid_pngs(runs):
 def test_report_of_a_folder_without_runs_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match='No kdjax workdir'):
     report.report(str(tmp_path))
+  result = subprocess.run([sys.executable, '-m', 'kdjax.report', str(tmp_path)], cwd=ROOT,
+                          text=True, capture_output=True, timeout=300)
+  assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+      f"error: No kdjax workdir (a folder with config.json) under '{tmp_path}'; pass the "
+      'folder that holds the runs (e.g. runs).'], result.stderr[-3000:]
 
 
 def test_reproduce_dry_run_lists_every_row_and_seed():

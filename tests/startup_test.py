@@ -133,11 +133,15 @@ INVALID = [
 
 def test_each_invalid_value_is_one_line_naming_the_field_and_exit_status_2(tmp_path):
   # A warm-up that does not fit its schedule is refused before any data too.
-  cases = INVALID + [('warmup_epochs', '0.5', 'schedule=restarts warms up for whole epochs')]
+  # So is a stage count the model cannot build (RepVGG has 5 stages).
+  cases = [(*case, ()) for case in INVALID] + [
+      ('warmup_epochs', '0.5', 'schedule=restarts warms up for whole epochs', ()),
+      ('stage_sizes', '(1, 1, 1, 1)', 'repvgg_a0 has 5 stages; give 5 block counts',
+       ('--config.model=repvgg_a0',))]
   assert len(cases) >= 10
   processes = [_main('--config=configs/baseline.py', f'--workdir={tmp_path / field}',
-                     f'--config.{field}={value}') for field, value, _ in cases]
-  for (field, value, fix), process in zip(cases, processes):
+                     f'--config.{field}={value}', *extra) for field, value, _, extra in cases]
+  for (field, value, fix, _), process in zip(cases, processes):
     _, error = process.communicate(timeout=600)
     lines = error.strip().splitlines()
     assert process.returncode == 2, (field, error[-2000:])

@@ -165,8 +165,9 @@ def test_the_command_line_checks_and_converts_a_local_file(tmp_path):
   out = tmp_path / 'teachers' / 'repvgg_a0'
   # A file that is not chenyaofo's published one fails its checksum.
   refused = _fetch_command('repvgg_a0', f'--file={good}', f'--out={out}')
-  assert refused.returncode == 1
-  assert 'is published with one that starts 2df1edd0' in refused.stderr
+  assert refused.returncode == 2 and 'Traceback' not in refused.stderr
+  (line,) = refused.stderr.strip().splitlines()[-1:]
+  assert line.startswith('error: ') and 'is published with one that starts 2df1edd0' in line
   assert not out.exists()
   # resnet50's publisher gives no checksum: the conversion checks every weight.
   torch.manual_seed(0)

@@ -1,6 +1,8 @@
 """Tiny configs, runs and teachers shared by the tests (a helper module, not a test file)."""
+import contextlib
 import functools
 import os
+from unittest import mock
 
 import jax
 import numpy as np
@@ -24,9 +26,19 @@ def tiny_config(**overrides):
   return config
 
 
+@contextlib.contextmanager
+def mock_cifar(num_examples):
+  """TFDS's mock data (`num_examples` random examples per split) standing for a
+  prepared CIFAR-100: TFDS mocks reading and preparing it, and a prepared
+  dataset is one kdjax neither prepares nor downloads."""
+  with tfds.testing.mock_data(num_examples=num_examples), mock.patch.object(
+      tfds.core.DatasetBuilder, 'is_prepared', return_value=True):
+    yield
+
+
 def train_on_mock_cifar(config, workdir, num_examples=64):
   """train_and_evaluate on TFDS mock CIFAR-100 (`num_examples` per split)."""
-  with tfds.testing.mock_data(num_examples=num_examples):
+  with mock_cifar(num_examples):
     return train.train_and_evaluate(config, str(workdir))
 
 

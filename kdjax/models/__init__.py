@@ -1,6 +1,6 @@
 """Model registry: `get_model(name, num_classes, **kw)`."""
 import dataclasses
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import flax.linen as nn
 
@@ -43,13 +43,10 @@ def get_model(name: str, num_classes: int = 100, **kwargs) -> nn.Module:
   return cls(num_classes=num_classes, **kwargs)
 
 
-def num_stages(name: str) -> int:
-  """How many stages model `name` has: how many block counts stage_sizes gives."""
-  cls = _MODELS[name]
-  if 'stage_sizes' in getattr(cls, 'keywords', {}):
-    return len(cls.keywords['stage_sizes'])
-  field, = (f for f in dataclasses.fields(getattr(cls, 'func', cls)) if f.name == 'stage_sizes')
-  return len(field.default)
+def fixed_stage_count(name: str) -> Optional[int]:
+  """How many block counts stage_sizes must give model `name` (RepVGG's stage
+  widths are fixed multiples), or None where any count builds (ResNets)."""
+  return len(repvgg.A0_WIDTH_MULTIPLIERS) if name == 'repvgg_a0' else None
 
 
 def inference_form(name: str, kwargs: Dict[str, Any],
