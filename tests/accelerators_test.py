@@ -34,11 +34,13 @@ def _python(code, env):
                         capture_output=True, timeout=600)
 
 
-def test_eight_devices_train_and_evaluate_with_the_default_eval_batch():
+@pytest.mark.parametrize('num_devices', [1, 8])
+def test_1_or_8_devices_evaluate_each_test_example_once_with_the_default_eval_batch(num_devices):
   # The default eval batch (500) does not divide over 8 devices: evaluation pads
-  # it to 504 and still counts each test image once.
+  # it to 504 and still counts each test image once; one device pads the 37
+  # examples to one batch of 500.
   assert default.get_config().eval_batch_size == 500
-  env = with_devices(8, {**os.environ, 'PYTHONPATH': f'{ROOT}:{ROOT}/tests'})
+  env = with_devices(num_devices, {**os.environ, 'PYTHONPATH': f'{ROOT}:{ROOT}/tests'})
   result = _python(
       'import json, jax, numpy as np\n'
       'from kdjax import build, data, evaluate, steps\n'
@@ -59,8 +61,8 @@ def test_eight_devices_train_and_evaluate_with_the_default_eval_batch():
       'expected = 100 * float(np.mean(np.argmax(logits["logits"], -1) == labels))\n'
       'print(json.dumps([len(devices), result["count"], result["top1"], expected]))\n', env)
   assert result.returncode == 0, result.stderr[-3000:]
-  num_devices, count, top1, expected = json.loads(result.stdout.splitlines()[-1])
-  assert (num_devices, count) == (8, 37) and top1 == pytest.approx(expected)
+  devices_seen, count, top1, expected = json.loads(result.stdout.splitlines()[-1])
+  assert (devices_seen, count) == (num_devices, 37) and top1 == pytest.approx(expected)
 
 
 def _xla_flags_after_import(env):
@@ -182,8 +184,8 @@ def test_a_url_workdir_reaches_orbax_unchanged(monkeypatch, tmp_path):
   seen = []
 
   class Manager:
-    def __init__(self, directory, options):
-      del options
+    def __init__(self, directory, **kwargs):
+      del kwargs
       seen.append(directory)
 
   monkeypatch.setattr(checkpoint.ocp, 'CheckpointManager', Manager)

@@ -13,6 +13,9 @@ from kdjax import bench
 from kdjax import models
 from kdjax import steps
 
+from tiny import with_devices
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 torch = pytest.importorskip('torch')
 from kdjax import torch_bench  # pylint: disable=g-import-not-at-top  (needs torch)
 from kdjax import torch_models  # pylint: disable=g-import-not-at-top
@@ -59,10 +62,20 @@ def test_run_reports_every_figure():
   assert 'baseline' in table and 'offline_kd_repvgg_a0' in table
 
 
-def test_host_boundness_runs_the_full_loop_and_a_bare_one():
-  result = bench.host_boundness(epochs=2)
-  assert result['loop_steps_per_s'] > 0 and result['bare_steps_per_s'] > 0
-  assert result['ratio'] == result['loop_steps_per_s'] / result['bare_steps_per_s']
+def test_the_command_line_on_one_device_times_a_method_and_the_full_loop(tmp_path):
+  # As on a single GPU: one device, the host-boundness loop included.
+  output = tmp_path / 'bench.json'
+  result = subprocess.run(
+      [sys.executable, '-m', 'kdjax.bench', '--methods=baseline', '--width=4', '--batch_size=8',
+       '--steps=1', '--warmup_steps=0', '--torch=false', f'--output={output}'], cwd=ROOT,
+      env=with_devices(1), text=True, capture_output=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(output.read_text())
+  assert report['num_devices'] == 1 and report['methods']['baseline']['step_s'] > 0
+  host = report['host_boundness']
+  assert host['loop_steps_per_s'] > 0 and host['bare_steps_per_s'] > 0
+  assert host['ratio'] == host['loop_steps_per_s'] / host['bare_steps_per_s']
+  assert 'cpu x1, batch 8' in result.stdout
 
 
 def test_unknown_config_and_peaks():
