@@ -40,12 +40,26 @@ def make_apply(model, mean, std):
   return apply
 
 
-def make_teacher_apply(teacher):
-  """`apply(variables, pixels) -> outputs`: the frozen teacher in eval mode with
-  its own normalization, as methods.get_loss_fn takes it."""
-  apply = make_apply(teacher.model, teacher.mean, teacher.std)
+def make_teacher_apply(teacher, bn: str = 'running', normalization=None):
+  """`apply(variables, pixels) -> outputs` of the frozen teacher, as
+  methods.get_loss_fn takes it. With `bn='running'` its BatchNorm layers use the
+  stored statistics (eval mode); with `bn='batch'` the statistics of the batch
+  it sees, over every device on AXIS (call it under the device map), as PyTorch
+  normalizes in train mode; the stored statistics are never updated. Pixels are
+  normalized with the teacher's own mean and std, or `normalization=(mean, std)`."""
+  mean, std = normalization or (teacher.mean, teacher.std)
+  if bn == 'running':
+    apply = make_apply(teacher.model, mean, std)
+    return lambda variables, pixels: apply(variables['params'], variables['batch_stats'],
+                                           pixels, train=False)[0]
+  if bn != 'batch':
+    raise ValueError(f"bn is 'running' or 'batch', not {bn!r}.")
+  if getattr(teacher.model, 'deploy', False):
+    raise ValueError(f"{teacher.description} is fused (no BatchNorm to normalize over the "
+                     "batch): load it with teachers.load(..., bn='batch').")
+  apply = make_apply(teacher.model.clone(axis_name=AXIS), mean, std)
   return lambda variables, pixels: apply(variables['params'], variables['batch_stats'],
-                                         pixels, train=False)[0]
+                                         pixels, train=True)[0]
 
 
 def _reversed_global_batch(tree):

@@ -30,6 +30,11 @@ from kdjax import study
 from kdjax import workdir as workdir_lib
 
 MODEL_FILE = 'model.json'
+# How a teacher's BatchNorm layers normalize: with their stored running
+# statistics (eval mode, RepVGG fused), or with the statistics of the batch the
+# teacher sees (PyTorch's train mode, RepVGG in its three-branch form; the
+# stored statistics are never updated).
+BN_MODES = ('running', 'batch')
 
 
 class TeacherError(errors.UserError, ValueError):
@@ -102,22 +107,35 @@ def _tuples(tree):
   return tree
 
 
+def _check_bn(bn: str) -> None:
+  if bn not in BN_MODES:
+    raise TeacherError(f"A teacher's BatchNorm mode is one of {list(BN_MODES)}, not {bn!r}; "
+                       'set --config.teacher_bn to one of them.')
+
+
 def random_teacher(name: str, num_classes: int, dtype=jnp.float32, seed: int = 0,
-                   mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), **kwargs) -> Teacher:
+                   mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), bn: str = 'running',
+                   **kwargs) -> Teacher:
   """A teacher of architecture `name` (constructor `kwargs`) with random weights,
-  in the inference form a loaded one has: it times and tests like a real one."""
+  in the form a loaded one has for BatchNorm mode `bn`: it times and tests like
+  a real one."""
+  _check_bn(bn)
   model = models.get_model(name, num_classes=num_classes, **kwargs)
   variables = jax.jit(functools.partial(model.init, train=False))(
       jax.random.PRNGKey(seed), jnp.zeros((1, 32, 32, 3)))
-  kwargs, variables = models.inference_form(name, kwargs, variables)
+  if bn == 'running':
+    kwargs, variables = models.inference_form(name, kwargs, variables)
   return Teacher(models.get_model(name, num_classes=num_classes, dtype=dtype, **kwargs),
                  variables, tuple(mean), tuple(std), num_classes, f'random {name}')
 
 
 def load(path: str, dtype=jnp.float32, num_classes: Optional[int] = None,
-         dataset: str = '') -> Teacher:
-  """The teacher in directory `path`, computing in `dtype`; with `num_classes`,
+         dataset: str = '', bn: str = 'running') -> Teacher:
+  """The teacher in directory `path`, computing in `dtype`, in the form that
+  BatchNorm mode `bn` (BN_MODES) needs: with 'running' in its fastest eval-mode
+  form (RepVGG fused), with 'batch' in its training form. With `num_classes`,
   one that predicts another number of classes (than `dataset` has) is refused."""
+  _check_bn(bn)
   spec = _read_model_file(path)
   if num_classes is not None and spec['num_classes'] != num_classes:
     raise TeacherError(
@@ -135,7 +153,8 @@ def load(path: str, dtype=jnp.float32, num_classes: Optional[int] = None,
     step, variables = checkpoint.restore_best_variables(path, abstract)
   except (FileNotFoundError, ValueError) as e:
     raise TeacherError(f'Cannot restore the teacher in {path!r}: {e}') from e
-  kwargs, variables = models.inference_form(name, kwargs, variables)
+  if bn == 'running':
+    kwargs, variables = models.inference_form(name, kwargs, variables)
   return Teacher(model=models.get_model(name, num_classes=classes, dtype=dtype, **kwargs),
                  variables=variables, mean=tuple(spec['mean']), std=tuple(spec['std']),
                  num_classes=classes,

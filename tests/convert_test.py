@@ -1,4 +1,5 @@
 """PyTorch teachers ported to Flax give the same logits, and bad state_dicts fail clearly."""
+import copy
 import functools
 import os
 import subprocess
@@ -11,11 +12,13 @@ import pytest
 from kdjax import convert
 from kdjax import evaluate
 from kdjax import models
+from kdjax import steps
 from kdjax import teachers
 from kdjax.models import repvgg
 from tiny import mock_cifar
 from tiny import tiny_config
 from tiny import train_on_mock_cifar
+from tiny import unmapped
 
 torch = pytest.importorskip('torch')
 from kdjax import torch_models  # pylint: disable=g-import-not-at-top  (needs torch)
@@ -202,3 +205,27 @@ def test_importing_kdjax_does_not_import_torch():
   result = subprocess.run([sys.executable, '-c', code], text=True, capture_output=True,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert result.stdout.strip() == 'False', result.stderr[-2000:]
+
+
+@pytest.mark.parametrize('arch,layout', [('repvgg_a0', 'chenyaofo'), ('resnet50', 'repdistiller'),
+                                         ('resnet18', 'byot')])
+def test_a_teacher_in_batch_mode_computes_the_reference_in_train_mode(arch, layout, tmp_path):
+  # PyTorch's train mode: each BatchNorm (each of RepVGG's three branches' own)
+  # normalizes with the statistics of the batch, here a mixed one.
+  model, state_dict = _reference(arch, layout)
+  convert.write_teacher(str(tmp_path), arch, convert.torch_to_flax(arch, state_dict),
+                        (0.0,) * 3, (1.0,) * 3, convert.model_kwargs(layout))
+  teacher = teachers.load(str(tmp_path), bn='batch')
+  images = _images(8)
+  mixed = 0.3 * images + 0.7 * images[np.random.default_rng(1).permutation(8)]
+  got = {bn: unmapped(steps.make_teacher_apply(teacher, bn))(teacher.variables,
+                                                              mixed)['logits']
+         for bn in ('batch', 'running')}
+  reference = copy.deepcopy(model).train()  # train mode updates its running statistics
+  with torch.no_grad():
+    expected = reference(torch.from_numpy(mixed.transpose(0, 3, 1, 2)))
+  expected = (expected[1] if isinstance(expected, tuple) else expected).numpy()
+  np.testing.assert_allclose(got['batch'], expected, atol=1e-4, rtol=0)
+  # Batch statistics move the logits by far more than the tolerance: the match
+  # is not eval mode's.
+  assert np.abs(got['running'] - expected).max() > 100 * 1e-4
