@@ -37,10 +37,30 @@ def get_config(arg=None):
   config.method = 'baseline'
   # offline, feature, relation: a teacher directory (a kdjax workdir or converted weights)
   config.teacher = ''
+  # The teacher's BatchNorm: 'batch' normalizes each layer (each of RepVGG's
+  # three branches' own) with the statistics of the global batch the teacher
+  # sees, leaving its stored statistics as they are; 'running' uses the stored
+  # ones (eval mode, RepVGG fused). The study's teacher ran in train mode:
+  # src/module.py calls teacher_model.eval() once, in __init__, and PyTorch
+  # Lightning 1.7 calls model.train() on the whole LightningModule when training
+  # starts and after every validation loop, and nothing sets the teacher back.
+  config.teacher_bn = 'batch'
+  # The teacher's compute dtype ('float32', 'bfloat16' or 'auto' as for dtype),
+  # apart from the student's; it has no backward pass, so float32 is cheap.
+  # The study's teacher computed in float32 (Lightning's precision 32).
+  config.teacher_dtype = 'float32'
+  # The teacher's input: 'student' (the student's normalized pixels, as
+  # src/module.py feeds the teacher the student's batch) or 'own' (the pixels
+  # normalized with the teacher's mean and std from its model.json).
+  config.teacher_input = 'student'
   # Mixup with one lam ~ Beta(alpha, alpha) per batch; 0 = off. The study mixes
   # every distillation row with alpha 0.4 (configs/modules/*_kd.yaml:
   # criterion_conf.mixup_alpha) and not the baseline (resnet18.yaml).
   config.mixup_alpha = 0.0
+  # Each example's mixup partner: 'permutation' (a random permutation of the
+  # global batch drawn from (seed, step), as src/utils/support_utils.py
+  # mixup_data's torch.randperm) or 'mirror' (the global batch reversed).
+  config.mixup_partner = 'permutation'
   # offline: (1 - w) * CE + w * T^2 KL(teacher || student)
   # (configs/modules/resnet18_with_kd.yaml: teacher_lambda 0.6, temperature 10;
   # src/module.py KDResNetModule).

@@ -8,5 +8,6 @@ from configs import offline_kd
 
 def get_config(arg=None):
   config = offline_kd.get_config(arg)  # the same teacher and mixup
+  config.dtype = 'auto'  # not a row of the study: bfloat16 on accelerators
   config.method = 'feature'
   return config

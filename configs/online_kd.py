@@ -10,6 +10,7 @@ from configs import baseline
 def get_config(arg=None):
   config = baseline.get_config()
   config.method = 'online'
+  config.dtype = 'auto'  # not a row of the study: bfloat16 on accelerators
   config.peers = tuple((arg or 'repvgg_a0').split(','))  # several: repvgg_a0,resnet18
   config.mixup_alpha = 0.4  # as the study mixes its distillation rows
   return config

@@ -59,14 +59,26 @@ def _median_seconds(fn, warmup: int, repeats: int) -> float:
   return timing.median_seconds(fn, warmup, repeats, jax.block_until_ready)
 
 
+def teacher_forward(config, teacher):
+  """The teacher's forward pass as the train step runs it (its BatchNorm mode;
+  batch statistics over steps.AXIS, here a leading axis of one device), jitted:
+  (variables, pixels [1, batch, ...]) -> outputs."""
+  apply = steps.make_teacher_apply(teacher, config.teacher_bn,
+                                   (INFO.mean, INFO.std) if config.teacher_input == 'student'
+                                   else None)
+  return jax.jit(jax.vmap(apply, in_axes=(None, 0), axis_name=steps.AXIS))
+
+
 def _teacher(config, width: int):
   """The config's teacher: its converted weights if present, else random weights
-  of the architecture its directory names, in inference form either way."""
-  dtype = build_lib.DTYPES[build_lib.compute_dtype(config.dtype)]
+  of the architecture its directory names, in the form its BatchNorm mode needs
+  either way."""
   if teachers.is_teacher(config.teacher):
-    return teachers.load(config.teacher, dtype, INFO.num_classes)
-  return teachers.random_teacher(teachers.directory_name(config.teacher), INFO.num_classes,
-                                 dtype, seed=1, width=width)
+    return build_lib.load_teacher(config, INFO)
+  return teachers.random_teacher(
+      teachers.directory_name(config.teacher), INFO.num_classes,
+      build_lib.DTYPES[build_lib.compute_dtype(config.teacher_dtype)], seed=1,
+      bn=config.teacher_bn, width=width)
 
 
 @dataclasses.dataclass
@@ -142,8 +154,8 @@ def bench_method(spec: str, options: Options, devices) -> Dict[str, Any]:
       'uses_heads': method.uses_heads,
   }
   if teacher:
-    forward = jax.jit(steps.make_teacher_apply(teacher))
-    pixels = jax.device_put(jnp.zeros((per_device, *INFO.image_shape)), devices[0])
+    forward = teacher_forward(config, teacher)
+    pixels = jax.device_put(jnp.zeros((1, per_device, *INFO.image_shape)), devices[0])
     variables = jax.device_put(teacher.variables, devices[0])
     result['teacher_forward_s'] = _median_seconds(lambda: forward(variables, pixels),
                                                   1, options.steps)

@@ -96,6 +96,10 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> methods
                              'give each stage at least 1 block, or () for the model\'s own.')
   optim.check_schedule(config)
   for field, choices in (('dataset', data.DATASETS), ('dtype', (*DTYPES, AUTO)),
+                         ('teacher_dtype', (*DTYPES, AUTO)),
+                         ('teacher_bn', teachers.BN_MODES),
+                         ('teacher_input', TEACHER_INPUTS),
+                         ('mixup_partner', steps.MIXUP_PARTNERS),
                          ('kd_reduction', methods.KD_REDUCTIONS),
                          ('head_labels', methods.HEAD_LABELS),
                          ('self_feature_reduction', methods.FEATURE_REDUCTIONS)):
@@ -115,6 +119,15 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> methods
     raise errors.ConfigError('method', config.method, str(e)) from None
   method.check(config)
   return method
+
+
+TEACHER_INPUTS = ('student', 'own')  # config.teacher_input: whose normalization
+
+
+def load_teacher(config, info: data.DatasetInfo) -> teachers.Teacher:
+  """config.teacher in its compute dtype and the form its BatchNorm mode needs."""
+  return teachers.load(config.teacher, DTYPES[compute_dtype(config.teacher_dtype)],
+                       info.num_classes, info.name, bn=config.teacher_bn)
 
 
 def create_model(config, num_classes: int, hint_channels: Sequence[int] = ()):
@@ -192,14 +205,15 @@ def build(config: ml_collections.ConfigDict, info: data.DatasetInfo, steps_per_e
   if not method.uses_teacher:
     teacher = None
   elif teacher is None:
-    teacher = teachers.load(config.teacher, DTYPES[compute_dtype(config.dtype)],
-                            info.num_classes, info.name)
+    teacher = load_teacher(config, info)
   channels = (hint_channels(config, teacher, info.num_classes, info.image_shape)
               if method.uses_hint else ())
   model = create_model(config, info.num_classes, channels)
   apply = steps.make_apply(model, info.mean, info.std)
-  loss_fn = methods.get_loss_fn(config, functools.partial(apply, train=True),
-                                steps.make_teacher_apply(teacher) if teacher else None,
+  teacher_apply = teacher and steps.make_teacher_apply(
+      teacher, config.teacher_bn,
+      (info.mean, info.std) if config.teacher_input == 'student' else None)
+  loss_fn = methods.get_loss_fn(config, functools.partial(apply, train=True), teacher_apply,
                                 steps.AXIS)
   schedule = optim.create_schedule(config, steps_per_epoch)
   return Run(
@@ -211,5 +225,6 @@ def build(config: ml_collections.ConfigDict, info: data.DatasetInfo, steps_per_e
       teacher=teacher, devices=devices,
       train_steps=steps.pmap_train_steps(
           loss_fn, augment=config.augment, rotation_degrees=config.rotation_degrees,
-          mixup=bool(config.mixup_alpha), num_classes=info.num_classes, devices=devices),
+          mixup=bool(config.mixup_alpha), mixup_partner=config.mixup_partner,
+          num_classes=info.num_classes, devices=devices),
       eval_step=steps.pmap_eval_step(apply, method, devices))

@@ -20,6 +20,7 @@ from kdjax import data
 from kdjax import methods
 
 AXIS = 'batch'  # the device axis the steps are mapped over
+MIXUP_PARTNERS = ('permutation', 'mirror')  # config.mixup_partner
 
 
 class TrainState(train_state.TrainState):
@@ -70,16 +71,28 @@ def _reversed_global_batch(tree):
   return jax.tree.map(lambda x: x[::-1], swapped)
 
 
+def _permuted_global_batch(tree, key):
+  """This device's share of the global batch in the order of a permutation
+  drawn from `key` (the same on every device): example i's partner is example
+  perm[i], as torch.randperm pairs them on one device, however many share it."""
+  whole = lax.all_gather(tree, AXIS, tiled=True)
+  per_device = jax.tree.leaves(tree)[0].shape[0]
+  order = jax.random.permutation(key, per_device * lax.axis_size(AXIS))
+  mine = lax.dynamic_slice_in_dim(order, lax.axis_index(AXIS) * per_device, per_device)
+  return jax.tree.map(lambda x: x[mine], whole)
+
+
 def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array,
                lam: jax.Array, teacher_variables, *, loss_fn: Callable, augment: bool,
-               rotation_degrees: float, mixup: bool, num_classes: int):
+               rotation_degrees: float, mixup: bool, mixup_partner: str, num_classes: int):
   """One SGD step on this device's share of the global batch.
 
   `batch` holds uint8 images and int32 labels. `rng` is the same on every
   device; per-step and per-example keys derive from it. `lam` is the step's
-  mixup weight (data.mixup_lambdas), used if `mixup`.
+  mixup weight (data.mixup_lambdas), used if `mixup`, with each example's
+  partner chosen by `mixup_partner` (MIXUP_PARTNERS).
   """
-  augment_key = jax.random.fold_in(rng, state.step)
+  augment_key, partner_key = jax.random.split(jax.random.fold_in(rng, state.step))
   images = batch['image']
   if augment:
     per_device = images.shape[0]
@@ -89,10 +102,10 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array,
   pixels = data.to_float(images)
   targets = jax.nn.one_hot(batch['label'], num_classes)
   if mixup:
-    # Each example is mixed with its mirror in the (already shuffled) global
-    # batch, as timm does, rather than with a random partner.
-    pixels, targets = data.mixup((pixels, targets), _reversed_global_batch(
-        (pixels, targets)), lam)
+    pair = (pixels, targets)
+    partner = (_permuted_global_batch(pair, partner_key) if mixup_partner == 'permutation'
+               else _reversed_global_batch(pair))  # the mirror, as timm pairs them
+    pixels, targets = data.mixup(pair, partner, lam)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   (_, (batch_stats, metrics)), grads = grad_fn(
       state.params, state.batch_stats, pixels, targets, teacher_variables, batch['label'])
@@ -136,13 +149,14 @@ def eval_step(variables, batch: Dict[str, jax.Array], *, apply: Callable,
 
 
 def pmap_train_steps(loss_fn: Callable, *, augment: bool, rotation_degrees: float,
-                     mixup: bool, num_classes: int, devices):
+                     mixup: bool, mixup_partner: str, num_classes: int, devices):
   """train_steps under jax.pmap over `devices`: (state, images, labels,
   indices [devices, steps, per-device batch], lams [devices, steps], rng,
   teacher_variables) -> (state, metrics [devices, steps]). The state is donated."""
   return jax.pmap(functools.partial(
       train_steps, loss_fn=loss_fn, augment=augment, rotation_degrees=rotation_degrees,
-      mixup=mixup, num_classes=num_classes), axis_name=AXIS, devices=devices,
+      mixup=mixup, mixup_partner=mixup_partner, num_classes=num_classes), axis_name=AXIS,
+      devices=devices,
                   donate_argnums=(0,))
 
 

@@ -50,8 +50,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     info = data.describe(config.dataset)
     teacher = None
     if method.uses_teacher:
-      teacher = teachers.load(config.teacher, build_lib.DTYPES[build_lib.compute_dtype(
-          config.dtype)], info.num_classes, info.name)
+      teacher = build_lib.load_teacher(config, info)
     load_start = time.time()
     dataset = data.load_dataset(config.dataset, config.data_dir, config.manual_dir)
     logging.info('Loaded %s: %d train / %d test images in %.1f s.', config.dataset,
@@ -111,7 +110,8 @@ def _train(config, workdir, dataset, teacher, devices, is_writer):
     teacher_variables, teacher_test = evaluate.evaluate_teacher(
         run.teacher, test_images, test_labels, num_test, config.eval_batch_size, devices)
     teacher_top1 = teacher_test['top1']
-    logging.info('Teacher %s: test top-1 %.2f%%.', run.teacher.description, teacher_top1)
+    logging.info('Teacher %s: test top-1 %.2f%% (its own input normalization and BatchNorm '
+                 'running statistics, as published).', run.teacher.description, teacher_top1)
   state, rng = steps.replicate((state, train_key), local_devices)
   per_device = config.batch_size // len(devices)
   per_call = run.steps_per_call

@@ -98,6 +98,7 @@ def test_no_train_step_of_a_row_has_a_data_dependent_loop(spec):
   step = jax.vmap(lambda state, batch, rng, lam, teacher: steps.train_step(
       state, batch, rng, lam, teacher, loss_fn=run.loss_fn, augment=config.augment,
       rotation_degrees=config.rotation_degrees, mixup=bool(config.mixup_alpha),
+      mixup_partner=config.mixup_partner,
       num_classes=10), axis_name=steps.AXIS)
   # Shapes only: nothing is initialized or compiled.
   args = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1, *x.shape), x.dtype), (

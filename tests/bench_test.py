@@ -11,7 +11,6 @@ import pytest
 
 from kdjax import bench
 from kdjax import models
-from kdjax import steps
 
 from tiny import with_devices
 
@@ -38,14 +37,16 @@ def test_run_reports_every_figure():
     assert result['train_images_per_s_per_device'] == pytest.approx(
         result['train_images_per_s'] / len(jax.local_devices()))
     assert result['eval_images_per_s'] > 0
-  # XLA's count for the offline step exceeds the baseline's by about the fused
-  # teacher's forward pass (mixup and the KL term add little).
-  teacher = bench._teacher(bench.load_config('offline_kd_repvgg_a0'), width=4)
-  forward = jax.jit(steps.make_teacher_apply(teacher)).lower(
-      teacher.variables, jnp.zeros((2, 32, 32, 3))).compile().cost_analysis()['flops'] / 2
+  # XLA's count for the offline step exceeds the baseline's by about the
+  # teacher's forward pass as the step runs it (mixup and the KL term add little).
+  config = bench.load_config('offline_kd_repvgg_a0')
+  teacher = bench._teacher(config, width=4)
+  forward = bench.teacher_forward(config, teacher).lower(
+      teacher.variables, jnp.zeros((1, 2, 32, 32, 3))).compile().cost_analysis()['flops'] / 2
   assert offline['flops_per_image'] - baseline['flops_per_image'] == pytest.approx(
       forward, rel=0.1)
-  assert baseline['flops_per_image'] > 2 * forward  # a tiny ResNet18's train step vs a tiny A0
+  # A tiny ResNet18's train step against a tiny A0's forward in its three-branch form.
+  assert baseline['flops_per_image'] > 1.5 * forward
   ratios = report['overhead_ratios']
   assert set(ratios) == {'step_over_bare_forward_backward',
                          'offline_kd_repvgg_a0_over_baseline_plus_teacher_forward'}

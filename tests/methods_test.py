@@ -29,10 +29,13 @@ TEACHER_METHODS = ['offline', 'feature', 'relation', 'offline_self']
 
 def _config(method, **overrides):
   """A tiny config of `method`: a peer for online methods, and for teacher
-  methods a teacher name (build is given random_teacher() itself)."""
+  methods a teacher name (build is given random_teacher() itself) in eval mode
+  on its own input, as _teacher() computes its outputs for the formulas (the
+  teacher's other modes: convert_test, train_test)."""
   terms = methods.get_method(method)
-  return tiny_config(method=method, peers=('resnet18',) if terms.uses_peers else (),
-                     teacher='random' if terms.uses_teacher else '', **overrides)
+  return tiny_config(**{'method': method, 'peers': ('resnet18',) if terms.uses_peers else (),
+                        'teacher': 'random' if terms.uses_teacher else '',
+                        'teacher_bn': 'running', 'teacher_input': 'own', **overrides})
 
 
 def _student(config):
@@ -145,10 +148,9 @@ def _kd(student, teacher, t):
 def test_self_and_offline_self_losses_with_the_other_recipes_settings_match_their_formulas():
   # Be Your Own Teacher's and Hinton's formulas as other projects run them: KL
   # as a batch mean, heads learning the mixed target, a batch-mean feature L2.
-  config = tiny_config(method='self', kd_weight=0.7, kd_temperature=5.0,
-                       kd_reduction='batchmean', self_kd_weight=0.2,
-                       self_kd_temperature=2.0, self_feature_weight=0.01,
-                       self_feature_reduction='mean', head_labels='mixed')
+  config = _config('self', kd_weight=0.7, kd_temperature=5.0, kd_reduction='batchmean',
+                   self_kd_weight=0.2, self_kd_temperature=2.0, self_feature_weight=0.01,
+                   self_feature_reduction='mean', head_labels='mixed')
   pixels, targets, labels = _batch(3)
   targets = 0.3 * targets + 0.7 * targets[::-1]  # mixed: the heads learn it too
   state, out = _outputs(config, pixels)

@@ -35,11 +35,13 @@ def _setup(config, devices=None):
 # relation_self's step contains the baseline's, the heads' and RKD's gather.
 @pytest.mark.parametrize('method,mixup_alpha', [('relation_self', 1.0)])
 def test_one_step_on_4_devices_equals_the_same_global_batch_on_1_device(method, mixup_alpha):
-  # Mixup pairs examples across devices, BN uses global statistics and RKD's
+  # Mixup pairs examples across devices (a permutation of the global batch),
+  # the student's and the teacher's BN use global statistics and RKD's
   # relations span the global batch, so the step is the same however the batch
   # is split.
   config = tiny_config(method=method, mixup_alpha=mixup_alpha, teacher='random')
   assert config.augment and config.rotation_degrees == 15.0
+  assert (config.teacher_bn, config.mixup_partner) == ('batch', 'permutation')
   state, _ = _setup(config)
   # Two steps so that updated BN statistics and momentum feed the second one.
   state = state.replace(step=7)
@@ -58,10 +60,19 @@ def test_one_step_on_4_devices_equals_the_same_global_batch_on_1_device(method, 
       losses.append(float(first(metrics)['loss']))
     results.append((first(st), losses))
   (one, one_losses), (four, four_losses) = results
+  # A wrong partner or key changes the mixed and augmented images, and so the
+  # first step's loss.
   np.testing.assert_allclose(one_losses, four_losses, rtol=1e-5)
-  for path, x in flat_leaves((one.params, one.batch_stats)).items():
-    np.testing.assert_allclose(x, flat_leaves((four.params, four.batch_stats))[path],
-                               rtol=2e-5, atol=2e-6, err_msg=path)
+  # Rounding: the BN statistics (the teacher's too) are means of 4 devices'
+  # means, and small values (BN biases near 0) amplify it: measured, the median
+  # leaf 3e-7 relative apart, the largest difference 4.5e-6 here and up to
+  # 5.8e-5 (a BN bias) in variants of this step.
+  got, want = flat_leaves((one.params, one.batch_stats)), flat_leaves(
+      (four.params, four.batch_stats))
+  relative = [np.linalg.norm(got[k] - want[k]) / np.linalg.norm(want[k]) for k in want]
+  assert np.median(relative) < 1e-5
+  for path, x in got.items():
+    np.testing.assert_allclose(x, want[path], rtol=0, atol=2e-4, err_msg=path)
   assert int(one.step) == int(four.step) == 9
   changed = jax.tree.map(lambda a, b: not np.allclose(a, b), one.params, state.params)
   assert all(jax.tree.leaves(changed))
