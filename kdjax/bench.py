@@ -39,6 +39,7 @@ BF16_PEAK_FLOPS = (('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12),
                    ('A100', 312e12), ('TPU v4', 275e12), ('TPU v5 lite', 197e12),
                    ('TPU v5p', 459e12), ('TPU v6 lite', 918e12))
 INFO = data.DatasetInfo('random', 100, (32, 32, 3), (0.5,) * 3, (0.25,) * 3)
+BASELINE = study.ROWS[0].name  # row 1, timed in both precisions
 
 
 def load_config(method: str):
@@ -84,7 +85,9 @@ def _teacher(config, width: int):
 @dataclasses.dataclass
 class Options:
   batch_size: int = 128  # global, split over the devices
-  dtype: str = 'auto'  # as config.dtype: bfloat16 on GPUs and TPUs, float32 on CPUs
+  # as config.dtype for every method; '' = each config's own (the rows': float32,
+  # and the baseline is timed in bfloat16 too)
+  dtype: str = ''
   steps: int = 10  # timed calls (and eval batches) per method
   warmup_steps: int = 2  # untimed calls first
   width: int = 64  # ResNet18's (and the teachers') width; 64 is the real size
@@ -96,7 +99,9 @@ def bench_method(spec: str, options: Options, devices) -> Dict[str, Any]:
   and FLOPs of one method's mapped call, on CIFAR-100-sized random data."""
   config = load_config(spec)
   config.update(batch_size=options.batch_size, eval_batch_size=options.batch_size,
-                dtype=options.dtype, width=options.width)
+                width=options.width)
+  if options.dtype:
+    config.dtype = options.dtype
   if options.steps_per_call:
     config.steps_per_call = options.steps_per_call
   method = build_lib.check_config(config, len(devices))
@@ -162,11 +167,12 @@ def bench_method(spec: str, options: Options, devices) -> Dict[str, Any]:
   return result
 
 
-def bare_forward_backward_s(options: Options, device) -> float:
-  """Seconds of ResNet18's forward + backward alone on one device's share of the
-  batch: no data handling, optimizer or cross-device mean."""
+def bare_forward_backward_s(options: Options, device, dtype: str) -> float:
+  """Seconds of ResNet18's forward + backward alone, computing in `dtype`, on
+  one device's share of the batch: no data handling, optimizer or cross-device
+  mean."""
   model = models.get_model('resnet18', INFO.num_classes, width=options.width,
-                           dtype=build_lib.DTYPES[build_lib.compute_dtype(options.dtype)])
+                           dtype=build_lib.DTYPES[dtype])
   per_device = options.batch_size // len(jax.local_devices())
   pixels = jax.device_put(jnp.zeros((per_device, *INFO.image_shape)), device)
   targets = jax.device_put(jax.nn.one_hot(jnp.arange(per_device) % INFO.num_classes,
@@ -233,8 +239,10 @@ def torch_reference(specs: Sequence[str], options: Options) -> Dict[str, Any]:
   configs = {spec: load_config(spec) for spec in specs}
   for config in configs.values():
     config.width = options.width
-  return torch_bench.reference_times(configs, options.batch_size, options.dtype,
-                                     options.warmup_steps, options.steps)
+    if options.dtype:
+      config.dtype = options.dtype
+  return torch_bench.reference_times(configs, options.batch_size, options.warmup_steps,
+                                     options.steps)
 
 
 def run(specs: Sequence[str], options: Options, with_torch: bool = True,
@@ -253,25 +261,29 @@ def run(specs: Sequence[str], options: Options, with_torch: bool = True,
       'options': dataclasses.asdict(options), 'bf16_peak_flops_per_device': peak,
       'methods': {},
   }
-  for spec in specs:
-    logging.info('Benchmarking %s ...', spec)
-    result = bench_method(spec, options, devices)
+  timed = [(spec, spec, options) for spec in specs]
+  if not options.dtype and BASELINE in specs:
+    # The rows train in float32, the study's precision; bfloat16 is one flag away.
+    timed.append((f'{BASELINE}@bfloat16', BASELINE, dataclasses.replace(options,
+                                                                         dtype='bfloat16')))
+  for name, spec, spec_options in timed:
+    logging.info('Benchmarking %s ...', name)
+    result = bench_method(spec, spec_options, devices)
     if peak and result['flops_per_s_per_device']:
       # Model FLOPs utilization: XLA's count of the step's FLOPs at the pipelined rate.
       result['mfu'] = result['flops_per_s_per_device'] / peak
-    report['methods'][spec] = result
+    report['methods'][name] = result
   ratios = {}
-  baseline = next((r['step_s'] for r in report['methods'].values() if not r['distills']),
-                  None)
+  baseline = next((r for r in report['methods'].values() if not r['distills']), None)
   if baseline:
-    ratios['step_over_bare_forward_backward'] = baseline / bare_forward_backward_s(
-        options, devices[0])
+    ratios['step_over_bare_forward_backward'] = baseline['step_s'] / bare_forward_backward_s(
+        options, devices[0], baseline['dtype'])
     for spec, result in report['methods'].items():
       if result['uses_teacher'] and not result['uses_heads']:
         ratios[f'{spec}_over_baseline_plus_teacher_forward'] = result['step_s'] / (
-            baseline + result['teacher_forward_s'])
+            baseline['step_s'] + result['teacher_forward_s'])
       if result['uses_heads'] and not result['uses_teacher']:
-        ratios[f'{spec}_over_baseline'] = result['step_s'] / baseline
+        ratios[f'{spec}_over_baseline'] = result['step_s'] / baseline['step_s']
   report['overhead_ratios'] = ratios
   if with_host_boundness:
     logging.info('Measuring host-boundness ...')
@@ -327,8 +339,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list('methods', [row.name for row in study.ROWS],
                   'Study rows (kdjax.study.ROWS) or config specs (file.py:arg) to time.')
 flags.DEFINE_integer('batch_size', Options.batch_size, 'Global batch, split over the devices.')
-flags.DEFINE_enum('dtype', Options.dtype, sorted((*build_lib.DTYPES, build_lib.AUTO)),
-                  'Compute dtype, as config.dtype.')
+flags.DEFINE_enum('dtype', Options.dtype, ['', *sorted((*build_lib.DTYPES, build_lib.AUTO))],
+                  "Compute dtype of every method, as config.dtype; '' = each config's own "
+                  '(the rows: float32; the baseline is then also timed in bfloat16).')
 flags.DEFINE_integer('steps', Options.steps, 'Timed calls per method (median reported).')
 flags.DEFINE_integer('warmup_steps', Options.warmup_steps, 'Untimed calls first.')
 flags.DEFINE_integer('steps_per_call', Options.steps_per_call,

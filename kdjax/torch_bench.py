@@ -11,6 +11,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from kdjax import build as build_lib
 from kdjax import methods
 from kdjax import teachers
 from kdjax import timing
@@ -124,9 +125,10 @@ def time_step(step, device, warmup: int, steps: int) -> float:
   return timing.median_seconds(step, warmup, steps, wait)
 
 
-def reference_times(configs, batch_size: int, dtype: str, warmup: int, steps: int):
+def reference_times(configs, batch_size: int, warmup: int, steps: int):
   """{'<spec>/eager_step_s', '<spec>/channels_last_step_s', ...} of each config's
-  method (`configs` by spec) on this machine's accelerator if torch sees one."""
+  method (`configs` by spec) in its dtype on this machine's accelerator if
+  torch sees one."""
   device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
   result = {'torch_version': torch.__version__, 'device': str(device),
             'threads': torch.get_num_threads()}
@@ -134,6 +136,7 @@ def reference_times(configs, batch_size: int, dtype: str, warmup: int, steps: in
     terms = methods.get_method(config.method).terms
     teacher = teachers.directory_name(config.teacher) if config.teacher else None
     for layout, channels_last in (('eager', False), ('channels_last', True)):
-      step, _ = make_step(config, terms, teacher, batch_size, device, channels_last, dtype)
+      step, _ = make_step(config, terms, teacher, batch_size, device, channels_last,
+                          build_lib.compute_dtype(config.dtype))
       result[f'{spec}/{layout}_step_s'] = time_step(step, device, warmup, steps)
   return result

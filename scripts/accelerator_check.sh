@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared check of kdjax on a machine with a GPU or TPU (about 8 minutes):
-#   1. kdjax.bench of every row of the study in the platform's default precision
-#      (dtype auto: bfloat16), pipelined throughput, MFU and host-boundness, and
+#   1. kdjax.bench of every row of the study in its float32 and of the baseline
+#      in bfloat16 too, pipelined throughput, MFU and host-boundness, and
 #      of the baseline with one step per call against the default 13;
 #   2. one real-shape epoch (50,000 random CIFAR-100-shaped images) of the
 #      baseline and of offline + self (a random RepVGG-A0 teacher) through main.py,

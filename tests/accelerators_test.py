@@ -18,6 +18,7 @@ from kdjax import build
 from kdjax import checkpoint
 from kdjax import data
 from kdjax import steps
+from kdjax import teachers
 from kdjax import workdir as workdir_lib
 from tiny import flat_leaves
 from tiny import random_teacher
@@ -164,12 +165,19 @@ def test_the_train_call_compiles_once_per_run(tmp_path, monkeypatch):
   assert list((tmp_path / 'run' / 'plugins' / 'profile').glob('*/*.xplane.pb'))
 
 
-def test_a_run_resumed_between_calls_ends_bit_identical(tmp_path):
+def test_a_run_resumed_between_calls_ends_bit_identical(tmp_path, cifar_teacher):
   # 4 steps an epoch in calls of 2; a checkpoint falls due at step 3, inside a
-  # call, and is taken at its end (step 4), then at 6: resume from 6.
-  config = tiny_config(steps_per_call=2, checkpoint_every_steps=3)
+  # call, and is taken at its end (step 4), then at 6: resume from 6. Offline,
+  # as the study's rows: mixed with a permutation, the teacher on batch statistics.
+  config = tiny_config(steps_per_call=2, checkpoint_every_steps=3, method='offline',
+                       teacher=cifar_teacher, mixup_alpha=0.4)
+  assert (config.teacher_bn, config.mixup_partner) == ('batch', 'permutation')
+  stored = teachers.load(cifar_teacher, bn='batch').variables
   reference = tmp_path / 'reference'
   summary = train_on_mock_cifar(config, reference)
+  # The teacher's stored statistics are read, never written.
+  jax.tree.map(np.testing.assert_array_equal, teachers.load(cifar_teacher, bn='batch').variables,
+               stored)
   run = tmp_path / 'run'
   shutil.copytree(reference, run)
   assert {'6', '8'} <= set(os.listdir(run / 'checkpoints'))

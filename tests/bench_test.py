@@ -26,13 +26,16 @@ TORCH_OPTIONS = bench.Options(batch_size=2, steps=1, warmup_steps=0, width=64)
 
 
 def test_run_reports_every_figure():
-  options = bench.Options(batch_size=8, steps=2, warmup_steps=0, width=4, steps_per_call=2)
+  options = bench.Options(batch_size=8, dtype='float32', steps=2, warmup_steps=0, width=4,
+                          steps_per_call=2)
   report = bench.run(['baseline', 'offline_kd_repvgg_a0'], options, with_torch=False,
                      with_host_boundness=False)
   baseline, offline = report['methods']['baseline'], report['methods']['offline_kd_repvgg_a0']
+  # One dtype for all (the command-line test times the rows' own and bfloat16).
+  assert list(report['methods']) == ['baseline', 'offline_kd_repvgg_a0']
   for result in (baseline, offline):
     assert result['compile_s'] > 0 and result['step_s'] > 0
-    assert (result['steps_per_call'], result['dtype']) == (2, 'float32')  # 'auto' on a CPU
+    assert (result['steps_per_call'], result['dtype']) == (2, 'float32')
     assert result['train_images_per_s'] == pytest.approx(8 / result['pipelined_step_s'])
     assert result['train_images_per_s_per_device'] == pytest.approx(
         result['train_images_per_s'] / len(jax.local_devices()))
@@ -73,6 +76,10 @@ def test_the_command_line_on_one_device_times_a_method_and_the_full_loop(tmp_pat
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(output.read_text())
   assert report['num_devices'] == 1 and report['methods']['baseline']['step_s'] > 0
+  # The rows in their float32, and the baseline also in bfloat16.
+  assert [(name, r['dtype']) for name, r in report['methods'].items()] == [
+      ('baseline', 'float32'), ('baseline@bfloat16', 'bfloat16')]
+  assert report['methods']['baseline@bfloat16']['step_s'] > 0
   host = report['host_boundness']
   assert host['loop_steps_per_s'] > 0 and host['bare_steps_per_s'] > 0
   assert host['ratio'] == host['loop_steps_per_s'] / host['bare_steps_per_s']

@@ -10,9 +10,15 @@ from configs import offline_kd
 from configs import offline_kd_no_mixup
 from configs import offline_self_kd
 from configs import self_kd
+from kdjax import convert
+from kdjax import data
 from kdjax import methods
+from kdjax import steps
+from kdjax import teachers
+from tiny import unmapped
 
 torch = pytest.importorskip('torch')
+from kdjax import torch_models  # pylint: disable=g-import-not-at-top  (needs torch)
 nn = torch.nn
 F = torch.nn.functional
 
@@ -127,3 +133,45 @@ def test_each_rows_loss_has_the_studys_gradient(row, lam):
         assert np.abs(expected).max() > 1e-6, path  # a real gradient to compare
       np.testing.assert_allclose(np.asarray(g), expected, rtol=2e-4,
                                  atol=2e-6 * np.abs(expected).max() + 1e-9, err_msg=path)
+
+
+@pytest.mark.parametrize('row', ['offline', 'offline_self'])
+def test_with_a_batch_statistics_teacher_the_loss_has_the_studys_gradient(row, tmp_path):
+  # The study's teacher as it trained: RepVGG-A0 in PyTorch's train mode on the
+  # student's mixed batch; kdjax's converted teacher in teacher_bn='batch'.
+  config, module, conf, mixup = ROWS[row]
+  assert (config.teacher_bn, config.teacher_input) == ('batch', 'student')
+  torch.manual_seed(0)
+  reference = torch_models.randomize_batchnorm(torch_models.build('repvgg_a0'))
+  convert.write_teacher(str(tmp_path), 'repvgg_a0', convert.torch_to_flax(
+      'repvgg_a0', {k: v.numpy() for k, v in reference.state_dict().items()}),
+                        (0.5,) * 3, (0.25,) * 3)
+  teacher = teachers.load(str(tmp_path), bn=config.teacher_bn)
+  mean, std = np.asarray(data.CIFAR100_MEAN), np.asarray(data.CIFAR100_STD)
+  rng = np.random.default_rng(2)
+  pixels = rng.uniform(size=(BATCH, 32, 32, 3)).astype(np.float32)
+  outputs = _outputs(0)
+  labels = rng.integers(0, CLASSES, BATCH)
+  partners = rng.integers(0, CLASSES, BATCH)
+  eye = np.eye(CLASSES)
+  targets = 0.3 * eye[labels] + 0.7 * eye[partners]
+
+  loss_fn = methods.get_loss_fn(
+      config, lambda params, batch_stats, pixels: (params, batch_stats),
+      steps.make_teacher_apply(teacher, config.teacher_bn, (mean, std)), steps.AXIS)
+  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), outputs)
+  grads = unmapped(jax.grad(lambda p, x, t, v, y: loss_fn(p, {}, x, t, v, y)[0]))(
+      params, pixels, jnp.asarray(targets, jnp.float32), teacher.variables,
+      jnp.asarray(labels))
+
+  tensors = jax.tree.map(lambda x: torch.tensor(x, requires_grad=True), outputs)
+  with torch.no_grad():
+    teacher_logits = reference.train()(torch.from_numpy(
+        ((pixels - mean) / std).transpose(0, 3, 1, 2)).float()).double()
+  study_loss(module, conf, mixup, tensors['logits'], tensors['head_logits'],
+             tensors['feature'], tensors['head_features'], teacher_logits,
+             torch.tensor(labels), torch.tensor(partners), 0.3).backward()
+  expected = tensors['logits'].grad.numpy()
+  assert np.abs(expected).max() > 1e-6
+  np.testing.assert_allclose(np.asarray(grads['logits']), expected, rtol=2e-4,
+                             atol=2e-6 * np.abs(expected).max() + 1e-9)

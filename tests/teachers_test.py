@@ -5,6 +5,7 @@ import pathlib
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -191,3 +192,22 @@ def test_evaluate_reports_the_teachers_test_accuracy(cifar_teacher):
     result = evaluate.evaluate_teacher_directory(cifar_teacher, batch_size=30)
   assert result['count'] == 64
   assert result['top1'] == _best_epoch_record(cifar_teacher)['test_top1']
+
+
+def test_the_teacher_computes_in_its_own_dtype_and_form(cifar_teacher):
+  info = data.describe('cifar100')
+  for dtype, teacher_dtype, expected in (('bfloat16', 'float32', jnp.float32),
+                                         ('float32', 'bfloat16', jnp.bfloat16)):
+    config = tiny_config(method='offline', teacher=cifar_teacher, dtype=dtype,
+                         teacher_dtype=teacher_dtype)
+    assert build.load_teacher(config, info).model.dtype == expected
+  # RepVGG keeps its three branches for batch statistics and is fused for running ones.
+  kwargs = {'width': 4, 'stage_sizes': (1, 1, 1, 1, 1)}
+  unfused = teachers.random_teacher('repvgg_a0', 10, bn='batch', **kwargs)
+  fused = teachers.random_teacher('repvgg_a0', 10, bn='running', **kwargs)
+  assert 'rbr_dense_conv' in unfused.variables['params']['stage0_block1']
+  assert not fused.variables['params']['stage0_block1'].keys() - {'rbr_reparam'}
+  with pytest.raises(ValueError, match="is fused .* load it with teachers.load"):
+    steps.make_teacher_apply(fused, bn='batch')
+  with pytest.raises(teachers.TeacherError, match=r"one of \['running', 'batch'\], not 'eval'"):
+    teachers.load(cifar_teacher, bn='eval')
