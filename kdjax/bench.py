@@ -64,10 +64,8 @@ def teacher_forward(config, teacher):
   """The teacher's forward pass as the train step runs it (its BatchNorm mode;
   batch statistics over steps.AXIS, here a leading axis of one device), jitted:
   (variables, pixels [1, batch, ...]) -> outputs."""
-  apply = steps.make_teacher_apply(teacher, config.teacher_bn,
-                                   (INFO.mean, INFO.std) if config.teacher_input == 'student'
-                                   else None)
-  return jax.jit(jax.vmap(apply, in_axes=(None, 0), axis_name=steps.AXIS))
+  return jax.jit(jax.vmap(build_lib.teacher_apply(config, teacher, INFO), in_axes=(None, 0),
+                          axis_name=steps.AXIS))
 
 
 def _teacher(config, width: int):

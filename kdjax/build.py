@@ -130,6 +130,14 @@ def load_teacher(config, info: data.DatasetInfo) -> teachers.Teacher:
                        info.num_classes, info.name, bn=config.teacher_bn)
 
 
+def teacher_apply(config, teacher: teachers.Teacher, info: data.DatasetInfo) -> Callable:
+  """The teacher's `apply(variables, pixels) -> outputs` as config sets it: its
+  BatchNorm mode, and the student's normalization (info's) or its own."""
+  return steps.make_teacher_apply(
+      teacher, config.teacher_bn,
+      (info.mean, info.std) if config.teacher_input == 'student' else None)
+
+
 def create_model(config, num_classes: int, hint_channels: Sequence[int] = ()):
   """The trained model (config.model, or a cohort with config.peers), mapped
   over steps.AXIS so that BatchNorm statistics cover the global batch."""
@@ -210,11 +218,8 @@ def build(config: ml_collections.ConfigDict, info: data.DatasetInfo, steps_per_e
               if method.uses_hint else ())
   model = create_model(config, info.num_classes, channels)
   apply = steps.make_apply(model, info.mean, info.std)
-  teacher_apply = teacher and steps.make_teacher_apply(
-      teacher, config.teacher_bn,
-      (info.mean, info.std) if config.teacher_input == 'student' else None)
-  loss_fn = methods.get_loss_fn(config, functools.partial(apply, train=True), teacher_apply,
-                                steps.AXIS)
+  loss_fn = methods.get_loss_fn(config, functools.partial(apply, train=True),
+                                teacher and teacher_apply(config, teacher, info), steps.AXIS)
   schedule = optim.create_schedule(config, steps_per_epoch)
   return Run(
       config=config, method=method, model=model,

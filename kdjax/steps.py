@@ -48,19 +48,18 @@ def make_teacher_apply(teacher, bn: str = 'running', normalization=None):
   it sees, over every device on AXIS (call it under the device map), as PyTorch
   normalizes in train mode; the stored statistics are never updated. Pixels are
   normalized with the teacher's own mean and std, or `normalization=(mean, std)`."""
-  mean, std = normalization or (teacher.mean, teacher.std)
-  if bn == 'running':
-    apply = make_apply(teacher.model, mean, std)
-    return lambda variables, pixels: apply(variables['params'], variables['batch_stats'],
-                                           pixels, train=False)[0]
-  if bn != 'batch':
+  if bn not in ('running', 'batch'):
     raise ValueError(f"bn is 'running' or 'batch', not {bn!r}.")
-  if getattr(teacher.model, 'deploy', False):
-    raise ValueError(f"{teacher.description} is fused (no BatchNorm to normalize over the "
-                     "batch): load it with teachers.load(..., bn='batch').")
-  apply = make_apply(teacher.model.clone(axis_name=AXIS), mean, std)
+  model = teacher.model
+  if bn == 'batch':
+    if getattr(model, 'deploy', False):
+      raise ValueError(f"{teacher.description} is fused (no BatchNorm to normalize over the "
+                       "batch): load it with teachers.load(..., bn='batch').")
+    model = model.clone(axis_name=AXIS)
+  apply = make_apply(model, *(normalization or (teacher.mean, teacher.std)))
+  # In train mode the new statistics come back too; they are dropped.
   return lambda variables, pixels: apply(variables['params'], variables['batch_stats'],
-                                         pixels, train=True)[0]
+                                         pixels, train=bn == 'batch')[0]
 
 
 def _reversed_global_batch(tree):

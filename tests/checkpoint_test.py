@@ -2,12 +2,12 @@ import os
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from kdjax import checkpoint
 from kdjax import steps
 from tiny import read_checkpoint
+from tiny import save_with_a_device_axis
 
 
 def _state(step, value):
@@ -102,18 +102,8 @@ def test_restore_best_variables_reads_only_the_requested_collections(tmp_path):
   np.testing.assert_array_equal(variables['batch_stats']['mean'], np.full((2,), -2, np.float32))
 
 
-def _save_with_a_device_axis(workdir, step, value):
-  """A checkpoint as kdjax wrote one on a single device before saving one copy:
-  every leaf on a leading axis of 1."""
-  manager = checkpoint.create_manager(str(workdir), keep_last=2)
-  manager.save(step, args=ocp.args.StandardSave(
-      jax.tree.map(lambda x: np.asarray(x)[None], _state(step, value))),
-               metrics={'top1': 50.0})
-  manager.wait_until_finished()
-
-
 def test_a_one_device_checkpoint_with_a_device_axis_resumes_and_teaches(tmp_path):
-  _save_with_a_device_axis(tmp_path, 3, 7)
+  save_with_a_device_axis(tmp_path, 3, _state(3, 7), 50.0)
   _, restored = checkpoint.resume(str(tmp_path), 2, _state(0, 0))
   assert int(restored.step) == 3 and restored.step.shape == ()
   np.testing.assert_array_equal(restored.params['w'], np.full((3,), 7, np.float32))

@@ -21,6 +21,7 @@ from kdjax import train
 from kdjax import workdir as workdir_lib
 from tiny import mock_cifar
 from tiny import random_teacher
+from tiny import save_with_a_device_axis
 from tiny import tiny_config
 from tiny import train_on_mock_cifar
 
@@ -118,10 +119,7 @@ def test_a_one_device_workdir_of_an_earlier_kdjax_teaches(tmp_path):
   source = random_teacher()
   teachers.write_model_file(str(tmp_path), 'resnet18', 10,
                             {'width': 4, 'stage_sizes': [1, 1, 1, 1]}, source.mean, source.std)
-  manager = checkpoint.create_manager(str(tmp_path), keep_last=1)
-  manager.save(3, args=ocp.args.StandardSave(
-      jax.tree.map(lambda x: np.asarray(x)[None], source.variables)), metrics={'top1': 9.0})
-  manager.wait_until_finished()
+  save_with_a_device_axis(tmp_path, 3, source.variables, 9.0)
   teacher = teachers.load(str(tmp_path), num_classes=10)
   pixels = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
   np.testing.assert_array_equal(

@@ -10,6 +10,7 @@ import orbax.checkpoint as ocp
 import tensorflow_datasets as tfds
 
 from configs import default
+from kdjax import checkpoint
 from kdjax import steps
 from kdjax import teachers
 from kdjax import train
@@ -34,6 +35,15 @@ def mock_cifar(num_examples):
   with tfds.testing.mock_data(num_examples=num_examples), mock.patch.object(
       tfds.core.DatasetBuilder, 'is_prepared', return_value=True):
     yield
+
+
+def save_with_a_device_axis(workdir, step, tree, top1):
+  """A checkpoint as kdjax wrote one on a single device before saving one copy:
+  every leaf of `tree` on a leading axis of 1."""
+  manager = checkpoint.create_manager(str(workdir), keep_last=2)
+  manager.save(step, args=ocp.args.StandardSave(jax.tree.map(lambda x: np.asarray(x)[None],
+                                                             tree)), metrics={'top1': top1})
+  manager.wait_until_finished()
 
 
 def train_on_mock_cifar(config, workdir, num_examples=64):
