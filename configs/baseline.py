@@ -4,6 +4,7 @@ The study's configs/modules/resnet18.yaml (src/module.py ResNetModule): every
 setting is configs/default.py's, which are the study's.
 """
 from configs import default
+from kdjax import study
 
 
 def get_config(arg=None):
@@ -14,4 +15,14 @@ def get_config(arg=None):
   # here (XLA, like cuDNN, runs float32 convolutions in TF32 on Ampere and
   # later GPUs); --config.dtype=bfloat16 trains them in bfloat16.
   config.dtype = 'float32'
+  return config
+
+
+def distilled(method, teacher):
+  """The baseline's recipe (no mixup, float32) with `method` learning from the
+  study teacher named `teacher`, at the method's reference weights (its
+  configs/default.py fields): the configs of the methods the field compares."""
+  config = get_config()
+  config.method = method
+  config.teacher = study.teacher_directory(teacher)
   return config

@@ -32,9 +32,13 @@ def get_config(arg=None):
   config.dtype = 'auto'
 
   # Method.
-  # 'baseline', or terms of kdjax.methods.TERMS joined by '_': 'offline', 'feature',
-  # 'relation', 'online', 'self', 'offline_self', 'feature_self', 'online_self', ...
+  # 'baseline', or terms of kdjax.methods.TERMS joined by '_' in that order:
+  # 'offline', 'dkd', 'dist', 'feature', 'at', 'nst', 'relation', 'sp', 'pkt',
+  # 'online', 'self'; e.g. 'offline_self', 'dkd_self', 'online_self'.
   config.method = 'baseline'
+  # The final classifier's cross-entropy weight; None = the method's own split:
+  # 1 - kd_weight with offline, 1 - self_kd_weight with self, else 1.
+  config.ce_weight = ml_collections.config_dict.placeholder(float)
   # offline, feature, relation: a teacher directory (a kdjax workdir or converted weights)
   config.teacher = ''
   # The teacher's BatchNorm: 'batch' normalizes each layer (each of RepVGG's
@@ -70,6 +74,25 @@ def get_config(arg=None):
   # classes, torch's nn.KLDivLoss() default that src/module.py uses, or
   # 'batchmean' (a soft cross-entropy's, as offline + self uses).
   config.kd_reduction = 'mean'
+  # offline and dkd: z-score the student's and the teacher's logits per example
+  # (unbiased std, eps 1e-7) before the temperature (Sun et al., CVPR 2024;
+  # sunshangquan/logit-standardization-KD mdistiller/distillers/KD.py).
+  config.logit_standardization = False
+  # dkd: w(epoch) * T^2 [alpha KL(target vs rest) + beta KL(non-target classes)],
+  # w ramping as min(epoch / warmup, 1) from epoch 1 (mdistiller/engine/cfg.py
+  # DKD: CE 1, alpha 1, beta 8, T 4, warm-up 20). Not a row of the study.
+  config.dkd_alpha = 1.0
+  config.dkd_beta = 8.0
+  config.dkd_temperature = 4.0
+  config.dkd_warmup_epochs = 20
+  # dist: w T^2 [beta (1 - inter-class Pearson) + gamma (1 - intra-class
+  # Pearson over the global batch)] of the softened predictions (hunto/
+  # image_classification_sota configs/strategies/distill/dist_cifar.yaml:
+  # kd_loss_weight 2, kd dist_t4; lib/models/losses/dist_kd.py). Not a row of the study.
+  config.dist_weight = 2.0
+  config.dist_beta = 1.0
+  config.dist_gamma = 1.0
+  config.dist_temperature = 4.0
   # self: each head gets (1 - a) * CE + a * T^2 KL from the final logits +
   # b * squared L2 to the final feature, and the final classifier's CE gets
   # (1 - a) (configs/modules/resnet18_self_kd.yaml: self_alpha 0.1,
@@ -90,6 +113,18 @@ def get_config(arg=None):
   # The teacher stage is the deepest one with the same grid. Not a row of the study.
   config.hint_stage = 1  # the student stage (0 = first) whose output is regressed
   config.hint_weight = 100.0
+  # at: w * sum over stage pairs of AT's attention-map distance, p-th powers
+  # (mdistiller/engine/cfg.py AT: weight 1000, p 2); nst: w * sum of NST's
+  # polynomial-kernel MMD (NST: 50). Each student stage pairs with the deepest
+  # teacher stage of its grid. Not rows of the study.
+  config.at_weight = 1000.0
+  config.at_p = 2.0
+  config.nst_weight = 50.0
+  # sp: w * SP's Gram-matrix distance on the deepest stages (SP: 3000); pkt:
+  # w * PKT's KL on the pooled features (PKT: 30000); both over the global
+  # batch. Not rows of the study.
+  config.sp_weight = 3000.0
+  config.pkt_weight = 30000.0
   # relation: CE + w_d * RKD distance + w_a * RKD angle on the pooled features of
   # the global batch; RepDistiller's RKDLoss weights. Not a row of the study.
   config.rkd_distance_weight = 25.0

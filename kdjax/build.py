@@ -64,14 +64,17 @@ _RANGES = (
       'keep_checkpoints'), lambda v: isinstance(v, int) and v >= 1,
      'set a whole number of at least 1.'),
     (('steps_per_call', 'log_every_steps', 'checkpoint_every_steps', 'seed', 'hint_stage',
-      'profile_steps'),
+      'profile_steps', 'dkd_warmup_epochs'),
      lambda v: isinstance(v, int) and v >= 0, 'set a whole number of at least 0.'),
     (('learning_rate', 'min_learning_rate', 'weight_decay', 'warmup_epochs', 'mixup_alpha',
       'self_feature_weight', 'hint_weight', 'rkd_distance_weight', 'rkd_angle_weight',
-      'online_weight'), lambda v: v >= 0, 'set a number of at least 0.'),
-    (('kd_temperature', 'self_kd_temperature', 'online_temperature', 'restart_decay'),
+      'online_weight', 'dkd_alpha', 'dkd_beta', 'dist_weight', 'dist_beta', 'dist_gamma',
+      'at_weight', 'nst_weight', 'sp_weight', 'pkt_weight'),
+     lambda v: v >= 0, 'set a number of at least 0.'),
+    (('kd_temperature', 'self_kd_temperature', 'online_temperature', 'restart_decay',
+      'dkd_temperature', 'dist_temperature', 'at_p'),
      lambda v: v > 0, 'set a positive number.'),
-    (('kd_weight', 'self_kd_weight'), lambda v: 0 <= v <= 1,
+    (('self_kd_weight',), lambda v: 0 <= v <= 1,
      'set a weight from 0 to 1 (it splits the loss with the cross-entropy).'),
     (('momentum',), lambda v: 0 <= v < 1, 'set a momentum from 0 up to, not including, 1.'),
     (('rotation_degrees',), lambda v: 0 <= v <= 180, 'set an angle from 0 to 180 degrees.'),
@@ -88,6 +91,13 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> methods
   if config.batch_size % num_devices:
     raise errors.ConfigError('batch_size', config.batch_size, f'it must divide evenly over '
                              f'the {num_devices} devices; set a multiple of {num_devices}.')
+  if config.ce_weight is None and not 0 <= config.kd_weight <= 1:
+    raise errors.ConfigError('kd_weight', config.kd_weight, 'set a weight from 0 to 1 (it '
+                             'splits the loss with the cross-entropy), or set ce_weight too.')
+  if config.ce_weight is not None and not (config.ce_weight >= 0 and config.kd_weight >= 0):
+    raise errors.ConfigError('ce_weight' if config.ce_weight < 0 else 'kd_weight',
+                             min(config.ce_weight, config.kd_weight),
+                             'set a number of at least 0.')
   if config.min_learning_rate > config.learning_rate:
     raise errors.ConfigError('min_learning_rate', config.min_learning_rate,
                              f'set it at most learning_rate ({config.learning_rate}).')
@@ -147,29 +157,48 @@ def create_model(config, num_classes: int, hint_channels: Sequence[int] = ()):
                           **kwargs)
 
 
-def hint_channels(config, teacher, num_classes, image_shape) -> Tuple[int, ...]:
-  """Each student's FitNets regressor width: the channel count of the teacher
-  stage that its stage config.hint_stage matches (methods.hint_source)."""
+def _stage_shapes(config, teacher, num_classes, image_shape):
+  """(the teacher's stage output shapes, each student's (name, stage shapes)),
+  traced without computing anything."""
   pixels = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
   teacher_stages = jax.eval_shape(
       functools.partial(teacher.model.apply, train=False), teacher.variables,
       pixels)['stage_features']
-  shapes = [s.shape for s in teacher_stages]
   plain = create_model(config, num_classes)
   outputs = jax.eval_shape(lambda x: plain.init_with_output(
       jax.random.PRNGKey(0), x, train=False)[0], pixels)
+  return [s.shape for s in teacher_stages], [
+      (name, [s.shape for s in student['stage_features']])
+      for name, student in zip((config.model, *config.peers), methods.students(outputs))]
+
+
+def hint_channels(config, teacher, num_classes, image_shape) -> Tuple[int, ...]:
+  """Each student's FitNets regressor width: the channel count of the teacher
+  stage that its stage config.hint_stage matches (methods.hint_source)."""
+  shapes, students = _stage_shapes(config, teacher, num_classes, image_shape)
   channels = []
-  for name, student in zip((config.model, *config.peers), methods.students(outputs)):
-    stages = student['stage_features']
+  for name, stages in students:
     if not 0 <= config.hint_stage < len(stages):
       raise errors.ConfigError('hint_stage', config.hint_stage, f'{name} has stages 0 to '
                                f'{len(stages) - 1}; set it to one of them.')
-    hint_hw = stages[config.hint_stage].shape[1:3]
+    hint_hw = stages[config.hint_stage][1:3]
     try:
       channels.append(shapes[methods.hint_source(hint_hw, shapes)][-1])
     except ValueError as e:
       raise errors.ConfigError('hint_stage', config.hint_stage, str(e)) from None
   return tuple(channels)
+
+
+def check_stage_pairs(config, teacher, num_classes, image_shape) -> None:
+  """Refuses, before the run, a teacher whose stages cannot pair with each
+  student's (methods.paired_stages), for terms that pair them."""
+  shapes, students = _stage_shapes(config, teacher, num_classes, image_shape)
+  for _, stages in students:
+    try:
+      methods.paired_stages(stages, shapes)
+    except ValueError as e:
+      raise errors.ConfigError('teacher', config.teacher,
+                               f'method {config.method!r} pairs stages, but {e}') from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,12 +243,15 @@ def build(config: ml_collections.ConfigDict, info: data.DatasetInfo, steps_per_e
     teacher = None
   elif teacher is None:
     teacher = load_teacher(config, info)
+  if method.pairs_stages:
+    check_stage_pairs(config, teacher, info.num_classes, info.image_shape)
   channels = (hint_channels(config, teacher, info.num_classes, info.image_shape)
               if method.uses_hint else ())
   model = create_model(config, info.num_classes, channels)
   apply = steps.make_apply(model, info.mean, info.std)
   loss_fn = methods.get_loss_fn(config, functools.partial(apply, train=True),
-                                teacher and teacher_apply(config, teacher, info), steps.AXIS)
+                                teacher and teacher_apply(config, teacher, info), steps.AXIS,
+                                steps_per_epoch)
   schedule = optim.create_schedule(config, steps_per_epoch)
   return Run(
       config=config, method=method, model=model,

@@ -93,3 +93,117 @@ def rkd_angle(features: jax.Array, target_features: jax.Array) -> jax.Array:
   student = _angles(features.astype(jnp.float32))
   teacher = _angles(jax.lax.stop_gradient(target_features).astype(jnp.float32))
   return optax.huber_loss(student, teacher, delta=1.0).mean()
+
+
+def standardize(logits: jax.Array, eps: float = 1e-7) -> jax.Array:
+  """Logit standardization (Sun et al., 2024): each row minus its mean over
+  (eps + its standard deviation), the unbiased one as torch's Tensor.std."""
+  logits = logits.astype(jnp.float32)
+  mean = jnp.mean(logits, -1, keepdims=True)
+  return (logits - mean) / (eps + jnp.std(logits, -1, keepdims=True, ddof=1))
+
+
+@jax.jit
+def dkd(student_logits: jax.Array, teacher_logits: jax.Array, target_mask: jax.Array,
+        alpha: float, beta: float, temperature: float) -> jax.Array:
+  """Decoupled KD (Zhao et al., 2022): alpha * TCKD + beta * NCKD, each T^2 KL,
+  batch mean. TCKD compares the binary split (target classes, the rest);
+  NCKD the distributions over the non-target classes. `target_mask` marks
+  each example's target classes (mdistiller's gt_mask: the label's one)."""
+  mask = target_mask.astype(bool)
+  student = student_logits.astype(jnp.float32) / temperature
+  teacher = jax.lax.stop_gradient(teacher_logits).astype(jnp.float32) / temperature
+
+  def binary_log_split(logits):  # log (p(target classes), p(the rest))
+    log_p = jax.nn.log_softmax(logits)
+    return jnp.stack([jax.nn.logsumexp(jnp.where(mask, log_p, -jnp.inf), -1),
+                      jax.nn.logsumexp(jnp.where(mask, -jnp.inf, log_p), -1)], -1)
+
+  tckd = optax.losses.kl_divergence_with_log_targets(binary_log_split(student),
+                                                     binary_log_split(teacher))
+  # The reference masks the target classes with -1000 before the softmax.
+  nckd = optax.losses.kl_divergence_with_log_targets(
+      jax.nn.log_softmax(student - 1000.0 * mask), jax.nn.log_softmax(teacher - 1000.0 * mask))
+  return temperature**2 * (alpha * tckd + beta * nckd).mean()
+
+
+def _pearson_rows(a, b, eps=1e-8):
+  """Pearson correlation of each row of a with the same row of b (DIST's eps)."""
+  a = a - a.mean(-1, keepdims=True)
+  b = b - b.mean(-1, keepdims=True)
+  return jnp.sum(a * b, -1) / (jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1) + eps)
+
+
+def dist_inter(student_logits: jax.Array, teacher_logits: jax.Array,
+               temperature: float) -> jax.Array:
+  """DIST's inter-class relation (Huang et al., 2022): T^2 (1 - mean over
+  examples of the Pearson correlation of the softened predictions)."""
+  student = jax.nn.softmax(student_logits.astype(jnp.float32) / temperature)
+  teacher = jax.nn.softmax(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32)
+                           / temperature)
+  return temperature**2 * (1 - _pearson_rows(student, teacher).mean())
+
+
+def dist_intra(student_logits: jax.Array, teacher_logits: jax.Array,
+               temperature: float) -> jax.Array:
+  """DIST's intra-class relation: as dist_inter over each class's column of
+  predictions across the batch (pass the whole batch)."""
+  student = jax.nn.softmax(student_logits.astype(jnp.float32) / temperature)
+  teacher = jax.nn.softmax(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32)
+                           / temperature)
+  return temperature**2 * (1 - _pearson_rows(student.T, teacher.T).mean())
+
+
+def _l2_normalize(x):
+  """Each row over max(its L2 norm, 1e-12), as torch's F.normalize."""
+  return x / _safe_norm(x)[..., None]
+
+
+def attention_transfer(features: jax.Array, target_features: jax.Array,
+                       p: float = 2.0) -> jax.Array:
+  """AT (Zagoruyko & Komodakis, 2017) on one pair of NHWC maps of one grid:
+  the squared difference of the L2-normalized spatial maps mean_c(f^p), mean
+  over the batch and positions."""
+  def attention(f):
+    f = f.astype(jnp.float32)
+    return _l2_normalize(jnp.mean(f**p, -1).reshape(len(f), -1))
+  return jnp.mean((attention(features) - attention(jax.lax.stop_gradient(target_features)))**2)
+
+
+def neuron_selectivity(features: jax.Array, target_features: jax.Array) -> jax.Array:
+  """NST (Huang & Wang, 2017) on one pair of NHWC maps of one grid: squared
+  MMD with the polynomial kernel (x.y)^2 between the channels' L2-normalized
+  spatial maps, mean over the batch and channel pairs."""
+  def channels(f):  # [batch, channels, positions], each channel unit-norm
+    f = f.astype(jnp.float32)
+    return _l2_normalize(f.reshape(len(f), -1, f.shape[-1]).transpose(0, 2, 1))
+
+  def kernel(a, b):
+    return jnp.mean(jnp.einsum('ncp,ndp->ncd', a, b)**2)
+  student, teacher = channels(features), channels(jax.lax.stop_gradient(target_features))
+  return kernel(teacher, teacher) + kernel(student, student) - 2 * kernel(student, teacher)
+
+
+def similarity_preserving(features: jax.Array, target_features: jax.Array) -> jax.Array:
+  """SP (Tung & Mori, 2019): squared difference of the batch's row-normalized
+  Gram matrices of the flattened features, summed over pairs over batch^2
+  (pass the whole batch)."""
+  def gram(f):
+    f = f.astype(jnp.float32).reshape(len(f), -1)
+    return _l2_normalize(f @ f.T)
+  diff = gram(jax.lax.stop_gradient(target_features)) - gram(features)
+  return jnp.sum(diff**2) / len(features)**2
+
+
+def probabilistic_transfer(features: jax.Array, target_features: jax.Array,
+                           eps: float = 1e-7) -> jax.Array:
+  """PKT (Passalis & Tefas, 2018): KL between the batch's conditional
+  probability distributions built from cosine similarities rescaled to
+  [0, 1], student against teacher, mean over pairs (pass the whole batch)."""
+  def conditional(f):
+    f = f.astype(jnp.float32)
+    f = f / (jnp.sqrt(jnp.sum(f**2, -1, keepdims=True)) + eps)
+    similarity = (f @ f.T + 1.0) / 2.0
+    return similarity / jnp.sum(similarity, -1, keepdims=True)
+  student, teacher = conditional(features), conditional(jax.lax.stop_gradient(target_features))
+  return jnp.mean(teacher * jnp.log((teacher + eps) / (student + eps)))

@@ -107,7 +107,8 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array,
     pixels, targets = data.mixup(pair, partner, lam)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   (_, (batch_stats, metrics)), grads = grad_fn(
-      state.params, state.batch_stats, pixels, targets, teacher_variables, batch['label'])
+      state.params, state.batch_stats, pixels, targets, teacher_variables, batch['label'],
+      step=state.step)
   grads = lax.pmean(grads, AXIS)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   return state, lax.pmean(metrics, AXIS)

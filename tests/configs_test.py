@@ -14,7 +14,10 @@ CONFIGS = sorted(f for f in os.listdir(os.path.join(ROOT, 'configs'))
                  if f.endswith('.py') and f != '__init__.py')
 # Configs that take an argument (configs/<file>:<arg>), with every argument they accept.
 TEACHER_CONFIGS = ('offline_kd.py', 'offline_kd_no_mixup.py', 'offline_self_kd.py',
-                   'feature_kd.py', 'relation_kd.py')
+                   'feature_kd.py', 'relation_kd.py', *(f'{name}.py' for name in (
+                       'dkd', 'dist', 'at', 'sp', 'pkt', 'nst', 'offline_kd_ls')))
+# The methods the field compares against, also run with the study's heads.
+WITH_HEADS = ('dkd.py', 'dist.py', 'at.py', 'sp.py', 'pkt.py', 'nst.py', 'offline_kd_ls.py')
 ARGS = {**{name: sorted(study.TEACHERS) for name in TEACHER_CONFIGS},
         'online_kd.py': ['resnet18', 'repvgg_a0', 'resnet18,resnet18']}
 
@@ -36,10 +39,13 @@ def test_every_config_has_exactly_the_default_fields(name, arg):
     assert config.peers == tuple(arg.split(','))
 
 
-@pytest.mark.parametrize('name', CONFIGS)
-def test_every_config_runs_a_step_of_a_tiny_variant(name, cifar_teacher, tmp_path):
+@pytest.mark.parametrize('name,heads', [(n, False) for n in CONFIGS] +
+                         [(n, True) for n in WITH_HEADS])
+def test_every_config_runs_a_step_of_a_tiny_variant(name, heads, cifar_teacher, tmp_path):
   # Online configs run with their first argument, a ResNet18 peer of the same tiny shape.
   config = _get_config(name, ARGS.get(name, [None])[0])
+  if heads:
+    config.method += '_self'
   if config.teacher:
     config.teacher = cifar_teacher
   config.update({'dataset': 'cifar100', 'width': 4, 'stage_sizes': (1, 1, 1, 1),

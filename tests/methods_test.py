@@ -7,6 +7,7 @@ import pytest
 
 from kdjax import build
 from kdjax import data
+from kdjax import errors
 from kdjax import methods
 from kdjax import steps
 from tiny import first
@@ -288,11 +289,30 @@ def test_unknown_method_is_a_clear_error():
 @pytest.mark.parametrize('name,message', [
     ('self_offline', "Write method 'self_offline' as 'offline_self'"),
     ('offline_offline', "Unknown method 'offline_offline'"),
-    ('feature_hint', "Unknown method 'feature_hint'.*'relation', 'online', 'self'"),
+    ('feature_hint', "Unknown method 'feature_hint'.*'relation', 'sp', 'pkt', 'online', 'self'"),
+    ('self_dkd', "Write method 'self_dkd' as 'dkd_self'"),
 ])
 def test_each_method_has_one_name(name, message):
   with pytest.raises(ValueError, match=message):
     methods.get_method(name)
+
+
+def test_stages_pair_by_grid_deepest_first():
+  # RepVGG-A0's stages (two at 32x32) against ResNet18's.
+  repvgg = [(1, 32, 32, 48), (1, 32, 32, 48), (1, 16, 16, 96), (1, 8, 8, 192), (1, 4, 4, 1280)]
+  resnet18 = [(1, 32, 32, 64), (1, 16, 16, 128), (1, 8, 8, 256), (1, 4, 4, 512)]
+  assert methods.paired_stages(resnet18, repvgg) == [1, 2, 3, 4]
+  assert methods.paired_stages(resnet18, resnet18) == [0, 1, 2, 3]
+  with pytest.raises(ValueError, match=r"student's 2x2 stage has no teacher stage of its grid"):
+    methods.paired_stages([*resnet18, (1, 2, 2, 512)], repvgg)
+
+
+def test_a_teacher_whose_stages_cannot_pair_is_refused_before_the_run():
+  # A five-stage student reaches a 2x2 grid that the four-stage teacher lacks.
+  config = _config('at', stage_sizes=(1, 1, 1, 1, 1))
+  with pytest.raises(errors.ConfigError, match=r"teacher.*'at' pairs stages, but the "
+                     r"student's 2x2 stage has no teacher stage"):
+    build.build(config, INFO, 4, jax.devices()[:4], random_teacher(NUM_CLASSES))
 
 
 def test_a_hint_stage_the_teacher_has_no_grid_for_is_a_clear_error():

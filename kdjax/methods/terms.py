@@ -1,0 +1,52 @@
+"""What every method term is: a Term, and the Context its loss reads."""
+import dataclasses
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import jax
+
+from kdjax import errors
+
+
+class Context(NamedTuple):
+  """What a term's loss sees of one student's step on this device."""
+  student: Any  # the student's outputs: logits, feature, stage_features (+ heads, hint)
+  teacher: Any  # the frozen teacher's outputs (gradient-free), or None
+  peer_logits: Sequence[jax.Array]  # the other students' logits (online)
+  targets: jax.Array  # [batch, classes] label distributions, mixed with mixup
+  own_targets: jax.Array  # each example's own one-hot label, before mixing
+  config: Any
+  gather: Callable[[jax.Array], jax.Array]  # an array over the global batch
+  global_batch: int
+  # The 1-based epoch the step is in (a traced int), or None where the caller
+  # passed no step: every ramp is then complete.
+  epoch: Optional[jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+  """One distillation term: what it adds to each student's cross-entropy."""
+  name: str  # as config.method names it
+  loss: Callable[[Context], jax.Array]
+  paper: str  # who proposed it, for the README's table and --help
+  teacher: bool = False  # learns from a frozen teacher
+  # What the student model carries for it: '' (nothing), 'heads' (intermediate
+  # classifiers), 'hint' (a FitNets regressor) or 'peers' (a cohort).
+  student_part: str = ''
+  # Pairs each student stage with a teacher stage (feature.paired_stages),
+  # which build checks before the run starts.
+  pairs_stages: bool = False
+  # The config fields the term reads, for checks and the README's table.
+  fields: Sequence[str] = ()
+
+
+def check_choice(config, field, choices):
+  if config[field] not in choices:
+    raise errors.ConfigError(field, config[field], f'set it to one of {list(choices)}.')
+
+
+def ramp(epoch, warmup_epochs):
+  """min(epoch / warmup_epochs, 1), mdistiller's warm-up of a term's weight
+  (epochs counted from 1); 1 where `epoch` is None."""
+  if epoch is None or not warmup_epochs:
+    return 1.0
+  return jax.numpy.minimum(epoch / warmup_epochs, 1.0)

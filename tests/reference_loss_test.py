@@ -1,0 +1,262 @@
+"""The methods the field compares against, each against its reference code:
+kdjax's loss_fn (value and gradient w.r.t. the student's logits, pooled feature
+and stage outputs) equals a float64 PyTorch transcription of the reference's
+loss on the global batch, on 1 device and on 4 (where the global-batch terms
+of DIST, SP and PKT differ from per-device ones)."""
+import functools
+
+import jax
+from jax import lax
+import numpy as np
+import pytest
+
+from configs import at
+from configs import dist
+from configs import dkd
+from configs import nst
+from configs import offline_kd_ls
+from configs import pkt
+from configs import sp
+from kdjax import methods
+from kdjax import steps
+from tiny import unmapped
+
+torch = pytest.importorskip('torch')
+F = torch.nn.functional
+
+BATCH, CLASSES, DEVICES = 8, 10, 4
+LAM = 0.3
+# NHWC stage outputs: the student's four stages; the teacher's five with two
+# of the first grid, as RepVGG-A0's.
+STUDENT_STAGES = ((8, 8, 4), (4, 4, 8), (2, 2, 16), (1, 1, 32))
+TEACHER_STAGES = ((8, 8, 3), (8, 8, 5), (4, 4, 6), (2, 2, 7), (1, 1, 12))
+
+
+# --- The references, transcribed (float64, NCHW) ---------------------------------
+# mdistiller/distillers/DKD.py (logit-standardization-KD's adds `normalize`)
+def ls_normalize(logit):
+  return (logit - logit.mean(dim=-1, keepdims=True)) / (1e-7 + logit.std(dim=-1, keepdims=True))
+
+
+def dkd_loss(logits_student, logits_teacher, gt_mask, alpha, beta, temperature):
+  other_mask = ~gt_mask
+  def cat_mask(t):
+    return torch.cat([(t * gt_mask).sum(1, keepdims=True), (t * other_mask).sum(1, keepdims=True)],
+                     dim=1)
+  pred_student = cat_mask(F.softmax(logits_student / temperature, dim=1))
+  pred_teacher = cat_mask(F.softmax(logits_teacher / temperature, dim=1))
+  tckd = F.kl_div(torch.log(pred_student), pred_teacher, reduction='sum') * temperature**2 / len(
+      gt_mask)
+  pred_teacher_part2 = F.softmax(logits_teacher / temperature - 1000.0 * gt_mask, dim=1)
+  log_pred_student_part2 = F.log_softmax(logits_student / temperature - 1000.0 * gt_mask, dim=1)
+  nckd = F.kl_div(log_pred_student_part2, pred_teacher_part2, reduction='sum') * (
+      temperature**2) / len(gt_mask)
+  return alpha * tckd + beta * nckd
+
+
+# hunto/image_classification_sota lib/models/losses/dist_kd.py
+def pearson_correlation(a, b, eps=1e-8):
+  a, b = a - a.mean(1).unsqueeze(1), b - b.mean(1).unsqueeze(1)
+  return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+def dist_loss(z_s, z_t, beta, gamma, tau):
+  y_s, y_t = (z_s / tau).softmax(dim=1), (z_t / tau).softmax(dim=1)
+  inter = tau**2 * (1 - pearson_correlation(y_s, y_t).mean())
+  intra = tau**2 * (1 - pearson_correlation(y_s.T, y_t.T).mean())
+  return beta * inter + gamma * intra
+
+
+# logit-standardization-KD mdistiller/distillers/KD.py
+def kd_loss(logits_student, logits_teacher, temperature):
+  log_pred_student = F.log_softmax(logits_student / temperature, dim=1)
+  pred_teacher = F.softmax(logits_teacher / temperature, dim=1)
+  return F.kl_div(log_pred_student, pred_teacher, reduction='none').sum(1).mean() * temperature**2
+
+
+# mdistiller/distillers/AT.py
+def at_loss(g_s, g_t, p):
+  def _at(feat):
+    return F.normalize(feat.pow(p).mean(1).reshape(feat.size(0), -1))
+  return sum((_at(f_s) - _at(f_t)).pow(2).mean() for f_s, f_t in zip(g_s, g_t))
+
+
+# mdistiller/distillers/NST.py
+def nst_loss(g_s, g_t):
+  def poly_kernel(a, b):
+    return (a.unsqueeze(1) * b.unsqueeze(2)).sum(-1).pow(2)
+  total = 0
+  for f_s, f_t in zip(g_s, g_t):
+    f_s = F.normalize(f_s.view(f_s.shape[0], f_s.shape[1], -1), dim=2)
+    f_t = F.normalize(f_t.view(f_t.shape[0], f_t.shape[1], -1), dim=2)
+    total = total + (poly_kernel(f_t, f_t).mean().detach() + poly_kernel(f_s, f_s).mean()
+                     - 2 * poly_kernel(f_s, f_t).mean())
+  return total
+
+
+# mdistiller/distillers/SP.py
+def sp_loss(f_s, f_t):
+  bsz = f_s.shape[0]
+  f_s, f_t = f_s.view(bsz, -1), f_t.view(bsz, -1)
+  g_s = F.normalize(torch.mm(f_s, f_s.t()))
+  g_t = F.normalize(torch.mm(f_t, f_t.t()))
+  return ((g_t - g_s)**2).sum() / (bsz * bsz)
+
+
+# mdistiller/distillers/PKT.py
+def pkt_loss(f_s, f_t, eps=1e-7):
+  f_s = f_s / (torch.sqrt(torch.sum(f_s**2, dim=1, keepdim=True)) + eps)
+  f_t = f_t / (torch.sqrt(torch.sum(f_t**2, dim=1, keepdim=True)) + eps)
+  s = (torch.mm(f_s, f_s.t()) + 1.0) / 2.0
+  t = (torch.mm(f_t, f_t.t()) + 1.0) / 2.0
+  s, t = s / s.sum(1, keepdim=True), t / t.sum(1, keepdim=True)
+  return torch.mean(t * torch.log((t + eps) / (s + eps)))
+
+
+def reference_loss(name, student, teacher, labels, partner_labels, lam):
+  """The reference's total loss of method `name` (its own weights), with the
+  mixup criterion lam CE(labels) + (1 - lam) CE(partner's) (lam 1: no mixup)."""
+  logits, t_logits = student['logits'], teacher['logits']
+  ce = lam * F.cross_entropy(logits, labels) + (1 - lam) * F.cross_entropy(logits, partner_labels)
+  nchw = lambda x: x.permute(0, 3, 1, 2)
+  s_stages = [nchw(s) for s in student['stage_features']]
+  t_stages = [nchw(t) for t in teacher['stage_features']][1:]  # paired by grid
+  if name == 'dkd':  # mdistiller: CE 1, alpha 1, beta 8, T 4 (ramp complete)
+    # With mixup both mixed classes are the target classes (kdjax's reading).
+    gt = torch.zeros_like(logits).scatter_(1, labels[:, None], 1)
+    if lam < 1:
+      gt = gt.scatter_(1, partner_labels[:, None], 1)
+    gt = gt.bool()
+    return ce + dkd_loss(logits, t_logits, gt, 1.0, 8.0, 4.0)
+  if name == 'dist':  # dist_cifar.yaml: ori 1, kd 2, dist_t4
+    return ce + 2.0 * dist_loss(logits, t_logits, 1.0, 1.0, 4.0)
+  if name == 'offline_kd_ls':  # --logit-stand --base-temp 2 --kd-weight 9, CE 0.1
+    return 0.1 * ce + 9.0 * kd_loss(ls_normalize(logits), ls_normalize(t_logits), 2.0)
+  if name == 'at':
+    return ce + 1000.0 * at_loss(s_stages, t_stages, 2)
+  if name == 'nst':
+    return ce + 50.0 * nst_loss(s_stages, t_stages)
+  if name == 'sp':
+    return ce + 3000.0 * sp_loss(s_stages[-1], t_stages[-1])
+  assert name == 'pkt'
+  return ce + 30000.0 * pkt_loss(student['feature'], teacher['feature'])
+
+
+CONFIGS = {'dkd': dkd, 'dist': dist, 'offline_kd_ls': offline_kd_ls, 'at': at, 'nst': nst,
+           'sp': sp, 'pkt': pkt}
+
+
+# --- kdjax ---------------------------------------------------------------------
+def _outputs(rng, stages, features):
+  return {'logits': 3 * rng.normal(size=(BATCH, CLASSES)),
+          'feature': np.abs(rng.normal(size=(BATCH, features))),
+          'stage_features': tuple(np.abs(rng.normal(size=(BATCH, *s))) for s in stages)}
+
+
+def _problem(seed):
+  """(student outputs, teacher outputs, labels, partner labels) of a global batch."""
+  rng = np.random.default_rng(seed)
+  student = _outputs(rng, STUDENT_STAGES, 32)
+  teacher = _outputs(rng, TEACHER_STAGES, 12)
+  labels = rng.integers(0, CLASSES, BATCH)
+  partner = rng.permutation(labels)
+  partner[0] = (labels[0] + 1) % CLASSES  # at least one example mixes two classes
+  return student, teacher, labels, partner
+
+
+def _this_devices_rows(tree, per_device):
+  """The rows of every leaf of a global-batch `tree` that this device holds."""
+  start = lax.axis_index(steps.AXIS) * per_device
+  return jax.tree.map(lambda x: lax.dynamic_slice_in_dim(x, start, per_device), tree)
+
+
+def kdjax_loss_and_grads(config, student, teacher, targets, labels, num_devices, step=None):
+  """loss_fn of `config` on the global batch split over `num_devices`, the
+  student's outputs standing for its parameters: (mean loss, gradients
+  averaged over the devices, as the train step averages them)."""
+  per_device = BATCH // num_devices
+  loss_fn = methods.get_loss_fn(
+      config, lambda params, bs, pixels: (_this_devices_rows(params, per_device), bs),
+      lambda variables, pixels: _this_devices_rows(variables, per_device), steps.AXIS,
+      steps_per_epoch=10)
+
+  def device_step(params, pixels, targets, teacher_variables, labels):
+    (loss, _), grads = jax.value_and_grad(
+        functools.partial(loss_fn, step=step), has_aux=True)(
+            params, {}, pixels, targets, teacher_variables, labels)
+    return lax.pmean(loss, steps.AXIS), lax.pmean(grads, steps.AXIS)
+
+  f32 = lambda tree: jax.tree.map(lambda x: np.asarray(x, np.float32), tree)
+  pixels = np.zeros((BATCH, 1), np.float32)
+  args = (f32(student), pixels, f32(targets), f32(teacher), labels.astype(np.int32))
+  if num_devices == 1:
+    return unmapped(device_step)(*args)
+  split = lambda x: x.reshape(num_devices, per_device, *x.shape[1:])
+  replicated = lambda tree: jax.tree.map(lambda x: np.broadcast_to(x, (num_devices, *x.shape)),
+                                         tree)
+  mapped = jax.pmap(device_step, axis_name=steps.AXIS, devices=jax.devices()[:num_devices])
+  out = mapped(replicated(args[0]), split(pixels), split(args[2]), replicated(args[3]),
+               split(args[4]))
+  return jax.tree.map(lambda x: np.asarray(x)[0], out)
+
+
+def torch_loss_and_grads(name, student, teacher, labels, partner, lam):
+  as_torch = lambda tree, grad: jax.tree.map(
+      lambda x: torch.tensor(x, dtype=torch.float64, requires_grad=grad), tree)
+  s, t = as_torch(student, True), as_torch(teacher, False)
+  loss = reference_loss(name, s, t, torch.tensor(labels), torch.tensor(partner), lam)
+  loss.backward()
+  # An output the loss does not read has no gradient: zero, as JAX gives it.
+  return float(loss.detach()), jax.tree.map(
+      lambda x: np.zeros(x.shape) if x.grad is None else x.grad.numpy(), s)
+
+
+def _targets(labels, partner, lam):
+  eye = np.eye(CLASSES)
+  return lam * eye[labels] + (1 - lam) * eye[partner]
+
+
+@pytest.mark.parametrize('num_devices', [1, DEVICES])
+@pytest.mark.parametrize('lam', [1.0, LAM])
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_loss_and_gradients_equal_the_reference(name, lam, num_devices):
+  student, teacher, labels, partner = _problem(seed=len(name))
+  want_loss, want_grads = torch_loss_and_grads(name, student, teacher, labels, partner, lam)
+  loss, grads = kdjax_loss_and_grads(CONFIGS[name].get_config('resnet50'), student, teacher,
+                                     _targets(labels, partner, lam), labels, num_devices)
+  np.testing.assert_allclose(float(loss), want_loss, rtol=2e-5)
+  # float32 against float64: relative, with an absolute floor at the largest
+  # gradient's scale for the entries that cancel to about zero.
+  scale = max(np.abs(g).max() for g in jax.tree.leaves(want_grads))
+  for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize('name', ['dist', 'sp', 'pkt'])
+def test_the_global_batch_terms_differ_from_per_device_ones(name):
+  # What the 4-device cases above would miss if a term saw only its device's rows.
+  student, teacher, labels, partner = _problem(seed=len(name))
+  whole, _ = torch_loss_and_grads(name, student, teacher, labels, partner, 1.0)
+  quarter = lambda tree, i: jax.tree.map(lambda x: x[2 * i:2 * i + 2], tree)
+  per_device = np.mean([torch_loss_and_grads(name, quarter(student, i), quarter(teacher, i),
+                                             labels[2 * i:2 * i + 2],
+                                             partner[2 * i:2 * i + 2], 1.0)[0]
+                        for i in range(DEVICES)])
+  assert abs(per_device - whole) > 1e-2 * abs(whole)
+
+
+def test_dkd_ramps_over_its_first_20_epochs_counted_from_1():
+  # mdistiller weighs epoch e's DKD loss min(e / 20, 1), its first epoch 1/20.
+  student, teacher, labels, partner = _problem(seed=0)
+  targets = _targets(labels, partner, 1.0)
+  def loss(config, step=None):
+    return float(kdjax_loss_and_grads(config, student, teacher, targets, labels, 1, step)[0])
+  config = dkd.get_config('resnet50')
+  full = loss(config)
+  no_dkd = dkd.get_config('resnet50')
+  no_dkd.dkd_alpha = no_dkd.dkd_beta = 0.0
+  ce = loss(no_dkd)
+  assert full - ce > 1e-2
+  for step, weight in ((0, 1 / 20), (9, 1 / 20), (10, 2 / 20), (95, 10 / 20), (189, 19 / 20),
+                       (190, 1.0), (5000, 1.0)):  # 10 steps an epoch
+    np.testing.assert_allclose(loss(config, step) - ce, weight * (full - ce), rtol=1e-4)
