@@ -147,13 +147,17 @@ def get_config(arg=None):
   # CosineAnnealingWarmUpRestarts(T_0=30, T_mult=1, eta_max=0.1, T_up=1,
   # gamma=0.5) over SGD(lr=1e-3), stepped once per epoch (src/module.py,
   # src/utils/cosine_annealing_warmup.py); 'warmup_cosine' is one linear
-  # warm-up then one cosine, stepped per iteration.
+  # warm-up then one cosine, stepped per iteration; 'step' decays by
+  # decay_rate after each of decay_epochs (mdistiller's recipe).
   config.schedule = 'restarts'
   config.learning_rate = 0.1  # the peak (restarts: of the first cycle; eta_max)
   config.min_learning_rate = 1e-3  # where warm-ups start and cosines end (the SGD lr)
   config.warmup_epochs = 1.0  # linear warm-up (restarts: whole epochs at each cycle's start; T_up)
   config.restart_epochs = 30  # restarts: epochs per cycle (T_0)
   config.restart_decay = 0.5  # restarts: each cycle's peak is this times the last one's (gamma)
+  # step: learning_rate times decay_rate after each of these epochs (mdistiller: 150, 180, 210)
+  config.decay_epochs = ()
+  config.decay_rate = 0.1
   config.momentum = 0.9
   config.weight_decay = 5e-4  # as torch.optim.SGD(weight_decay=...): on every parameter
   config.seed = 0  # initialization, data order and augmentation

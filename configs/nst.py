@@ -1,10 +1,12 @@
-"""NST (Huang & Wang, 2017, neuron selectivity transfer) from a frozen teacher, in the study's recipe.
+"""NST (Huang & Wang, 2017, neuron selectivity transfer) from a frozen teacher.
 
 python main.py --config=configs/nst.py:resnet50   (or :repvgg_a0)
-Add intermediate heads with --config.method=nst_self, mixup as rows 2-6 with
---config.mixup_alpha=0.4. Weights (configs/default.py's): mdistiller's engine/cfg.py NST: CE 1, weight 50, polynomial kernel, on every
-stage's output, paired as AT's.
-Not a row of the study.
+The study's recipe (configs/baseline.py) with this method's loss at its
+reference weights (configs/default.py's fields):
+mdistiller's engine/cfg.py NST: CE 1, weight 50, polynomial
+kernel, on every stage's output, paired as AT's.
+Heads as the study's self row: --config.method=nst_self; mixup as rows 2-6:
+--config.mixup_alpha=0.4. Not a row of the study.
 """
 from configs import baseline
 

@@ -72,7 +72,7 @@ _RANGES = (
       'at_weight', 'nst_weight', 'sp_weight', 'pkt_weight'),
      lambda v: v >= 0, 'set a number of at least 0.'),
     (('kd_temperature', 'self_kd_temperature', 'online_temperature', 'restart_decay',
-      'dkd_temperature', 'dist_temperature', 'at_p'),
+      'dkd_temperature', 'dist_temperature', 'at_p', 'decay_rate'),
      lambda v: v > 0, 'set a positive number.'),
     (('self_kd_weight',), lambda v: 0 <= v <= 1,
      'set a weight from 0 to 1 (it splits the loss with the cross-entropy).'),

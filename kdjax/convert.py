@@ -35,7 +35,7 @@ from kdjax import data
 from kdjax import errors
 from kdjax import models
 from kdjax import study
-from kdjax import teachers
+from kdjax import workdir as workdir_lib
 
 # The input normalization each layout's teachers were trained with: chenyaofo's
 # (image-classification-codebase conf/cifar100.conf) and RepDistiller's
@@ -194,12 +194,12 @@ def read_state_dict(path: str) -> Tuple[Dict[str, np.ndarray], str]:
 def write_teacher(out: str, arch: str, variables, mean, std, kwargs=None) -> None:
   """A teacher directory: model.json (the model with constructor `kwargs`) and
   the variables as an orbax checkpoint."""
-  if teachers.is_teacher(out):
-    raise teachers.TeacherError(f'{out} already holds a teacher; remove it or pick another '
+  if workdir_lib.has_model_file(out):
+    raise errors.TeacherError(f'{out} already holds a teacher; remove it or pick another '
                                 '--out.')
   os.makedirs(out, exist_ok=True)
   num_classes = int(variables['params']['classifier']['bias'].shape[0])
-  teachers.write_model_file(out, arch, num_classes, kwargs or {}, mean, std)
+  workdir_lib.write_model_file(out, arch, num_classes, kwargs or {}, mean, std)
   checkpoint.save_variables(out, variables)
 
 
@@ -220,7 +220,7 @@ def _download(teacher: study.Teacher, cache_dir: str) -> str:
     return os.fspath(tfds.download.DownloadManager(download_dir=cache_dir).download(
         teacher.url))
   except Exception as e:  # pylint: disable=broad-except  (requests and TFDS raise many kinds)
-    raise teachers.TeacherError(
+    raise errors.TeacherError(
         f'Could not download {teacher.url} ({type(e).__name__}: {e}). Without internet, '
         f'download {teacher.filename} on a connected machine, copy it here and run '
         f'`python -m kdjax.teachers fetch {teacher.name} --file={teacher.filename}`.') from e
@@ -232,7 +232,7 @@ def fetch(teacher: study.Teacher, out: str, file: Optional[str] = None,
   teacher directory `out`; returns what it did. A file whose sha256 does not
   start with the published prefix is refused (and a downloaded one deleted, so
   the next fetch downloads it again)."""
-  if teachers.is_teacher(out):
+  if workdir_lib.has_model_file(out):
     return f'{out} already holds a teacher; remove it to fetch {teacher.name} again.'
   path = file or _download(teacher, cache_dir or os.path.join(os.path.dirname(
       os.path.normpath(out)), 'downloads'))
@@ -242,7 +242,7 @@ def fetch(teacher: study.Teacher, out: str, file: Optional[str] = None,
       for stale in (path, f'{path}.INFO'):
         if os.path.exists(stale):
           os.remove(stale)
-    raise teachers.TeacherError(
+    raise errors.TeacherError(
         f'{path} has sha256 {digest}, but {teacher.filename} is published with one that '
         f'starts {teacher.sha256_prefix}: the file is damaged or not the teacher. '
         + ('Fetch it again.' if not file else f'Download it again from {teacher.url}.'))

@@ -12,6 +12,10 @@ class UserError(Exception):
   """A request kdjax refuses, with what to do instead."""
 
 
+class TeacherError(UserError, ValueError):
+  """A teacher that cannot be used or written, with what to do about it."""
+
+
 class ConfigError(UserError, ValueError):
   """A config field set to a value outside its domain."""
 

@@ -69,7 +69,7 @@ def data_settings(path: str, dataset: str = '', data_dir: str = '',
     try:
       saved = json.loads(file.read_text())
     except (OSError, ValueError) as e:
-      raise teachers.TeacherError(f'Cannot read {file} ({e}); pass --dataset (and '
+      raise errors.TeacherError(f'Cannot read {file} ({e}); pass --dataset (and '
                                   '--data_dir or --manual_dir) yourself.') from e
   return (dataset or saved.get('dataset', 'cifar100'), data_dir or saved.get('data_dir', ''),
           manual_dir or saved.get('manual_dir', ''))

@@ -17,6 +17,10 @@ SCHEDULES = (
     # to learning_rate, then one cosine to min_learning_rate, stepped every
     # iteration.
     'warmup_cosine',
+    # mdistiller's and RepDistiller's CIFAR-100 recipe (mdistiller/engine/
+    # utils.py adjust_learning_rate): learning_rate, times decay_rate after
+    # each epoch in decay_epochs, constant within an epoch.
+    'step',
 )
 
 
@@ -33,6 +37,15 @@ def check_schedule(config) -> None:
           'warmup_epochs', warmup, f'schedule=restarts warms up for whole epochs at the '
           f'start of each {cycle}-epoch cycle (restart_epochs); set it to 0..{cycle - 1} '
           '(the study: 1 of 30).')
+  elif config.schedule == 'step':
+    epochs = tuple(config.decay_epochs)
+    if not epochs or list(epochs) != sorted(set(epochs)) or epochs[0] < 1:
+      raise errors.ConfigError('decay_epochs', epochs, 'schedule=step decays after the '
+                               'epochs it names; give rising epochs from 1 (mdistiller: '
+                               '"(150, 180, 210)").')
+    if warmup:
+      raise errors.ConfigError('warmup_epochs', warmup, 'schedule=step has no warm-up; '
+                               'set it to 0.')
   elif warmup >= config.num_epochs:
     raise errors.ConfigError(
         'warmup_epochs', warmup, f'leaves no cosine phase in num_epochs={config.num_epochs}; '
@@ -44,6 +57,10 @@ def create_schedule(config, steps_per_epoch: int) -> optax.Schedule:
   check_schedule(config)
   if config.schedule == 'restarts':
     return _restarts(config, steps_per_epoch)
+  if config.schedule == 'step':
+    return optax.piecewise_constant_schedule(
+        config.learning_rate, {epoch * steps_per_epoch: config.decay_rate
+                               for epoch in config.decay_epochs})
   return _warmup_cosine(config, steps_per_epoch)
 
 

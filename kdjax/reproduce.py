@@ -25,6 +25,7 @@ from kdjax import build
 from kdjax import report
 from kdjax import study
 from kdjax import teachers
+from kdjax import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('seeds', 1, 'Seeds per row (0, 1, ..., N-1); CIFAR-100 practice is '
@@ -51,7 +52,7 @@ def missing_teachers(rows):
   notes = {}
   for row in rows:
     path = build.load_config(row.config).teacher
-    if row.teacher and not teachers.is_teacher(path):
+    if row.teacher and not workdir_lib.has_model_file(path):
       notes[path] = f'{path} is missing. {teachers.fetch_instructions(row.teacher, path)}'
   return list(notes.values())
 

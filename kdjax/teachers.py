@@ -24,21 +24,17 @@ import jax
 import jax.numpy as jnp
 
 from kdjax import checkpoint
+from kdjax import convert
 from kdjax import errors
 from kdjax import models
 from kdjax import study
 from kdjax import workdir as workdir_lib
 
-MODEL_FILE = 'model.json'
 # How a teacher's BatchNorm layers normalize: with their stored running
 # statistics (eval mode, RepVGG fused), or with the statistics of the batch the
 # teacher sees (PyTorch's train mode, RepVGG in its three-branch form; the
 # stored statistics are never updated).
 BN_MODES = ('running', 'batch')
-
-
-class TeacherError(errors.UserError, ValueError):
-  """A teacher that cannot be used, with what to do about it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,14 +45,6 @@ class Teacher:
   std: Sequence[float]
   num_classes: int
   description: str  # where it came from, for the log
-
-
-def write_model_file(directory: str, model: str, num_classes: int,
-                     kwargs: Dict[str, Any], mean, std) -> None:
-  """Records how to rebuild a directory's model, so it can later be a teacher."""
-  spec = {'model': model, 'num_classes': num_classes, 'kwargs': kwargs,
-          'mean': [float(m) for m in mean], 'std': [float(s) for s in std]}
-  workdir_lib.write_text(workdir_lib.path(directory) / MODEL_FILE, json.dumps(spec, indent=2))
 
 
 def fetch_instructions(name: str, path: str) -> str:
@@ -74,28 +62,24 @@ def directory_name(path: str) -> str:
   return os.path.basename(os.path.normpath(path))
 
 
-def is_teacher(path: str) -> bool:
-  return (workdir_lib.path(path) / MODEL_FILE).exists()
-
-
 def _read_model_file(path):
-  model_file = workdir_lib.path(path) / MODEL_FILE
+  model_file = workdir_lib.path(path) / workdir_lib.MODEL_FILE
   study_teacher = directory_name(path)
   exists = workdir_lib.path(path).is_dir()
   if not exists and study_teacher in study.TEACHERS:
-    raise TeacherError(f'No teacher at {path!r}. {fetch_instructions(study_teacher, path)}')
+    raise errors.TeacherError(f'No teacher at {path!r}. {fetch_instructions(study_teacher, path)}')
   if not exists:
-    raise TeacherError(
+    raise errors.TeacherError(
         f'No teacher at {path!r}. A teacher is a kdjax workdir (train one with '
         'main.py) or a converted PyTorch checkpoint; set --config.teacher to its '
         'directory.')
-  if not is_teacher(path):
-    raise TeacherError(f'{path!r} has no {MODEL_FILE}, so it is not a kdjax workdir or '
+  if not workdir_lib.has_model_file(path):
+    raise errors.TeacherError(f'{path!r} has no {workdir_lib.MODEL_FILE}, so it is not a kdjax workdir or '
                        'converted teacher; set --config.teacher to one.')
   try:
     return json.loads(model_file.read_text())
   except (OSError, json.JSONDecodeError) as e:
-    raise TeacherError(f'Cannot read {model_file}: {e}. Re-create the teacher.') from e
+    raise errors.TeacherError(f'Cannot read {model_file}: {e}. Re-create the teacher.') from e
 
 
 def _tuples(tree):
@@ -109,7 +93,7 @@ def _tuples(tree):
 
 def _check_bn(bn: str) -> None:
   if bn not in BN_MODES:
-    raise TeacherError(f"A teacher's BatchNorm mode is one of {list(BN_MODES)}, not {bn!r}; "
+    raise errors.TeacherError(f"A teacher's BatchNorm mode is one of {list(BN_MODES)}, not {bn!r}; "
                        'set --config.teacher_bn to one of them.')
 
 
@@ -138,7 +122,7 @@ def load(path: str, dtype=jnp.float32, num_classes: Optional[int] = None,
   _check_bn(bn)
   spec = _read_model_file(path)
   if num_classes is not None and spec['num_classes'] != num_classes:
-    raise TeacherError(
+    raise errors.TeacherError(
         f'The teacher in {path} predicts {spec["num_classes"]} classes, but {dataset} has '
         f'{num_classes}; use a teacher trained on {dataset}.')
   kwargs = _tuples(spec['kwargs'])
@@ -152,7 +136,7 @@ def load(path: str, dtype=jnp.float32, num_classes: Optional[int] = None,
   try:
     step, variables = checkpoint.restore_best_variables(path, abstract)
   except (FileNotFoundError, ValueError) as e:
-    raise TeacherError(f'Cannot restore the teacher in {path!r}: {e}') from e
+    raise errors.TeacherError(f'Cannot restore the teacher in {path!r}: {e}') from e
   if bn == 'running':
     kwargs, variables = models.inference_form(name, kwargs, variables)
   return Teacher(model=models.get_model(name, num_classes=classes, dtype=dtype, **kwargs),
@@ -168,9 +152,6 @@ def main(argv):
   if len(argv) != 3 or argv[1] != 'fetch' or argv[2] not in study.TEACHERS:
     raise app.UsageError(f'Usage: python -m kdjax.teachers fetch NAME [--file=PATH] '
                          f'[--out=DIR], NAME one of {sorted(study.TEACHERS)}.')
-  # convert writes teacher directories with this module's helpers, so the
-  # command line, which runs a conversion, imports it here rather than at the top.
-  from kdjax import convert  # pylint: disable=g-import-not-at-top
   teacher = study.TEACHERS[argv[2]]
   print(errors.exit_on_user_error(
       lambda: convert.fetch(teacher, FLAGS.out or teacher.directory, FLAGS.file)))

@@ -59,6 +59,9 @@ def _kl(student, teacher, temperature):
                                    log_target=True, reduction='batchmean')
 
 
+REFERENCE_TERMS = frozenset({'offline', 'self'})  # the terms make_step computes
+
+
 def make_step(config, terms, teacher_name, batch_size, device, channels_last, dtype):
   """(a function running one train step of `config`'s method (its `terms`), the
   student it trains)."""
@@ -134,6 +137,10 @@ def reference_times(configs, batch_size: int, warmup: int, steps: int):
             'threads': torch.get_num_threads()}
   for spec, config in configs.items():
     terms = methods.get_method(config.method).terms
+    if terms - REFERENCE_TERMS:
+      result[f'{spec}/skipped'] = (f'no PyTorch reference step for '
+                                   f'{sorted(terms - REFERENCE_TERMS)}')
+      continue
     teacher = teachers.directory_name(config.teacher) if config.teacher else None
     for layout, channels_last in (('eager', False), ('channels_last', True)):
       step, _ = make_step(config, terms, teacher, batch_size, device, channels_last,

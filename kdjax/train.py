@@ -17,7 +17,6 @@ from kdjax import evaluate
 from kdjax import guards
 from kdjax import records as records_lib
 from kdjax import steps
-from kdjax import teachers
 from kdjax import workdir as workdir_lib
 
 
@@ -98,7 +97,7 @@ def _train(config, workdir, dataset, teacher, devices, is_writer):
     workdir_lib.write_text(workdir_lib.path(workdir) / workdir_lib.CONFIG_FILE,
                            config.to_json(indent=2))
     name, kwargs = run.model_spec
-    teachers.write_model_file(workdir, name, dataset.num_classes, kwargs, dataset.mean,
+    workdir_lib.write_model_file(workdir, name, dataset.num_classes, kwargs, dataset.mean,
                               dataset.std)
 
   # Each device keeps both splits (CIFAR: 184 MB as uint8) for index gathers.

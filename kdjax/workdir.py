@@ -16,6 +16,9 @@ from etils import epath
 from kdjax import errors
 
 CONFIG_FILE = 'config.json'
+# How to rebuild the directory's model (architecture, class count, constructor
+# arguments, normalization): a directory with one can teach (kdjax.teachers).
+MODEL_FILE = 'model.json'
 LOCK_FILE = '.kdjax.lock'
 
 
@@ -29,6 +32,19 @@ def path(workdir: str) -> epath.Path:
   if '://' in os.fspath(workdir):
     return epath.Path(workdir)
   return epath.Path(workdir).absolute()
+
+
+def write_model_file(directory: str, model: str, num_classes: int,
+                     kwargs: Dict[str, Any], mean, std) -> None:
+  """Records how to rebuild a directory's model, so it can later be a teacher."""
+  spec = {'model': model, 'num_classes': num_classes, 'kwargs': kwargs,
+          'mean': [float(m) for m in mean], 'std': [float(s) for s in std]}
+  write_text(path(directory) / MODEL_FILE, json.dumps(spec, indent=2))
+
+
+def has_model_file(directory: str) -> bool:
+  """Whether `directory` holds a model file, i.e. can teach."""
+  return (path(directory) / MODEL_FILE).exists()
 
 
 def is_local(workdir: str) -> bool:

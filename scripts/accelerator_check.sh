@@ -35,13 +35,14 @@ echo "== a random RepVGG-A0 teacher" >&2
 python - "$work/teacher" "${SMOKE:-0}" <<'EOF'
 import sys
 import jax, jax.numpy as jnp
-from kdjax import checkpoint, data, models, teachers
+from kdjax import checkpoint, data, models
+from kdjax import workdir as workdir_lib
 out, smoke = sys.argv[1], sys.argv[2] == '1'
 kwargs = {'width': 4} if smoke else {}
 model = models.get_model('repvgg_a0', 100, **kwargs)
 variables = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3)), train=False)
-teachers.write_model_file(out, 'repvgg_a0', 100, kwargs, data.CIFAR100_MEAN,
-                          data.CIFAR100_STD)
+workdir_lib.write_model_file(out, 'repvgg_a0', 100, kwargs, data.CIFAR100_MEAN,
+                             data.CIFAR100_STD)
 checkpoint.save_variables(out, variables)
 EOF
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from kdjax import bench
+from kdjax import measure
 from kdjax import models
 
 from tiny import with_devices
@@ -22,18 +23,18 @@ from kdjax import torch_models  # pylint: disable=g-import-not-at-top
 
 # The PyTorch parts run at the real width: PyTorch 2.13's oneDNN at times never
 # returned from a channels-last 1x1 convolution's weight gradient at width 4.
-TORCH_OPTIONS = bench.Options(batch_size=2, steps=1, warmup_steps=0, width=64)
+TORCH_OPTIONS = measure.Options(batch_size=2, steps=1, warmup_steps=0, width=64)
 
 
 def test_run_reports_every_figure():
-  options = bench.Options(batch_size=8, dtype='float32', steps=2, warmup_steps=0, width=4,
-                          steps_per_call=2)
-  report = bench.run(['baseline', 'offline_kd_repvgg_a0'], options, with_torch=False,
-                     with_host_boundness=False)
+  options = measure.Options(batch_size=8, dtype='float32', steps=2, warmup_steps=0, width=4,
+                            steps_per_call=2)
+  methods = ['baseline', 'offline_kd_repvgg_a0', 'sp']  # a row, and a method by its name
+  report = bench.run(methods, options, with_torch=False, with_host_boundness=False)
   baseline, offline = report['methods']['baseline'], report['methods']['offline_kd_repvgg_a0']
   # One dtype for all (the command-line test times the rows' own and bfloat16).
-  assert list(report['methods']) == ['baseline', 'offline_kd_repvgg_a0']
-  for result in (baseline, offline):
+  assert list(report['methods']) == methods
+  for result in report['methods'].values():
     assert result['compile_s'] > 0 and result['step_s'] > 0
     assert (result['steps_per_call'], result['dtype']) == (2, 'float32')
     assert result['train_images_per_s'] == pytest.approx(8 / result['pipelined_step_s'])
@@ -42,9 +43,9 @@ def test_run_reports_every_figure():
     assert result['eval_images_per_s'] > 0
   # XLA's count for the offline step exceeds the baseline's by about the
   # teacher's forward pass as the step runs it (mixup and the KL term add little).
-  config = bench.load_config('offline_kd_repvgg_a0')
-  teacher = bench._teacher(config, width=4)
-  forward = bench.teacher_forward(config, teacher).lower(
+  config = measure.load_config('offline_kd_repvgg_a0')
+  teacher = measure.teacher_for(config, width=4)
+  forward = measure.teacher_forward(config, teacher).lower(
       teacher.variables, jnp.zeros((1, 2, 32, 32, 3))).compile().cost_analysis()['flops'] / 2
   assert offline['flops_per_image'] - baseline['flops_per_image'] == pytest.approx(
       forward, rel=0.1)
@@ -52,12 +53,16 @@ def test_run_reports_every_figure():
   assert baseline['flops_per_image'] > 1.5 * forward
   ratios = report['overhead_ratios']
   assert set(ratios) == {'step_over_bare_forward_backward',
-                         'offline_kd_repvgg_a0_over_baseline_plus_teacher_forward'}
+                         'offline_kd_repvgg_a0_over_baseline_plus_teacher_forward',
+                         'sp_over_baseline_plus_teacher_forward'}
   assert all(r > 0 for r in ratios.values())
 
-  reference = bench.torch_reference(['baseline', 'offline_kd_repvgg_a0'], TORCH_OPTIONS)
+  reference = bench.torch_reference(methods, TORCH_OPTIONS)
   bench.add_torch_reference(report, reference)
-  for spec in report['methods']:
+  # The PyTorch reference computes the study's terms only, and says so for others.
+  assert reference['sp/skipped'] == "no PyTorch reference step for ['sp']"
+  assert not any(k.startswith('time_over_torch') for k in report['methods']['sp'])
+  for spec in methods[:2]:
     for layout in ('eager', 'channels_last'):
       assert report['methods'][spec][f'time_over_torch_{layout}'] == pytest.approx(
           report['methods'][spec]['step_s'] / reference[f'{spec}/{layout}_step_s'])
@@ -88,9 +93,12 @@ def test_the_command_line_on_one_device_times_a_method_and_the_full_loop(tmp_pat
 
 def test_unknown_config_and_peaks():
   with pytest.raises(ValueError, match=r"Unknown method 'offline_kd': name a row of the "
-                     r"study \(baseline, offline_kd_repvgg_a0, .*\) or a config file"):
-    bench.load_config('offline_kd')
-  assert bench.load_config('configs/feature_kd.py:resnet50').method == 'feature'
+                     r"study \(baseline, offline_kd_repvgg_a0, .*\), a method with a config "
+                     r"of its own \(dkd, dist, at, nst, sp, pkt\) or a config file"):
+    measure.load_config('offline_kd')
+  assert measure.load_config('configs/feature_kd.py:resnet50').method == 'feature'
+  dkd = measure.load_config('dkd')  # configs/dkd.py with the study's ResNet50
+  assert (dkd.method, dkd.teacher) == ('dkd', 'teachers/resnet50')
   assert bench.bf16_peak_flops('NVIDIA H100 PCIe') == 756e12
   assert bench.bf16_peak_flops('NVIDIA H100 80GB HBM3') == 989e12
   assert bench.bf16_peak_flops('TPU v5 lite') == 197e12
@@ -110,8 +118,8 @@ def test_torch_fused_repvgg_equals_its_branches():
 
 @pytest.mark.parametrize('spec', ['self_kd', 'offline_self_kd_resnet50'])
 def test_torch_reference_step_reaches_every_student_parameter(spec):
-  config = bench.load_config(spec)
-  terms = bench.build_lib.check_config(config, 1).terms
+  config = measure.load_config(spec)
+  terms = measure.build_lib.check_config(config, 1).terms
   device = torch.device('cpu')
   step, student = torch_bench.make_step(
       config, terms, 'resnet50' if 'offline' in terms else None, TORCH_OPTIONS.batch_size,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from kdjax import convert
+from kdjax import errors
 from kdjax import evaluate
 from kdjax import models
 from kdjax import steps
@@ -192,7 +193,7 @@ def test_cli_converts_a_checkpoint_file_into_a_teacher_with_the_same_logits(tmp_
 
 
 def test_a_missing_study_teacher_says_how_to_fetch_it(tmp_path):
-  with pytest.raises(teachers.TeacherError,
+  with pytest.raises(errors.TeacherError,
                      match=r'Run `python -m kdjax.teachers fetch repvgg_a0 --out=.*`; without '
                      r'internet, download cifar100_repvgg_a0-2df1edd0.pt from '
                      r'https://github.com/chenyaofo'):

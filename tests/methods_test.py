@@ -1,5 +1,6 @@
 """Each method's loss on a tiny student (and a tiny frozen teacher)."""
 import functools
+import os
 
 import jax
 import numpy as np
@@ -320,3 +321,15 @@ def test_a_hint_stage_the_teacher_has_no_grid_for_is_a_clear_error():
   assert methods.hint_source((16, 16), teacher_shapes) == 1
   with pytest.raises(ValueError, match=r'No teacher stage has the 4x4 grid.*hint_stage'):
     methods.hint_source((4, 4), teacher_shapes)
+
+
+def test_the_readme_methods_table_has_a_row_for_every_registered_term():
+  readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        'README.md')
+  with open(readme) as f:
+    text = f.read()
+  table = text[text.index('| method | config | loss (per student) |'):]
+  table = table[:table.index('\n\n')]
+  rows = {line.split('`')[1] for line in table.splitlines()[2:]}
+  assert set(methods.TERMS) | {methods.BASELINE} <= rows
+  assert rows <= set(methods.TERMS) | {methods.BASELINE, 'offline_self'}

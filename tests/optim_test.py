@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from configs import default
+from kdjax import errors
 from kdjax import optim
 
 torch = pytest.importorskip('torch')
@@ -129,3 +130,28 @@ def test_sgd_matches_torch_sgd_with_momentum_and_weight_decay():
 def test_a_schedule_that_cannot_run_is_a_clear_error(fields, message):
   with pytest.raises(ValueError, match=message):
     optim.create_schedule(_config(**fields), 10)
+
+
+def test_the_step_schedule_is_mdistillers():
+  # mdistiller/engine/utils.py adjust_learning_rate: epoch e (from 1) runs at
+  # 0.05 * 0.1**(number of decay stages below e).
+  steps_per_epoch = 3
+  schedule = optim.create_schedule(_config(
+      schedule='step', learning_rate=0.05, warmup_epochs=0.0, num_epochs=240,
+      decay_epochs=(150, 180, 210), decay_rate=0.1), steps_per_epoch)
+  for epoch in range(1, 241):
+    want = 0.05 * 0.1**np.sum(epoch > np.asarray([150, 180, 210]))
+    for step in range((epoch - 1) * steps_per_epoch, epoch * steps_per_epoch):
+      np.testing.assert_allclose(float(schedule(step)), want, rtol=1e-6)
+
+
+@pytest.mark.parametrize('overrides,message', [
+    ({'decay_epochs': ()}, r'decay_epochs=\(\): schedule=step decays after the epochs'),
+    ({'decay_epochs': (180, 150)}, 'give rising epochs from 1'),
+    ({'warmup_epochs': 1.0}, 'schedule=step has no warm-up'),
+])
+def test_a_step_schedule_without_rising_decay_epochs_is_refused(overrides, message):
+  config = _config(**{'schedule': 'step', 'warmup_epochs': 0.0, 'decay_epochs': (150,),
+                      **overrides})
+  with pytest.raises(errors.ConfigError, match=message):
+    optim.create_schedule(config, 3)

@@ -13,7 +13,7 @@ import pytest
 
 from configs import digits
 from kdjax import data
-from kdjax import teachers
+from kdjax import errors
 from kdjax import train
 from kdjax import workdir as workdir_lib
 from tiny import flat_leaves
@@ -92,7 +92,7 @@ def test_a_missing_teacher_stops_before_the_data_without_touching_the_network(
   config = digits.get_config()
   config.update(dataset='cifar100', method='offline', teacher=str(tmp_path / 'resnet50'),
                 data_dir=str(tmp_path / 'no_data'))
-  with pytest.raises(teachers.TeacherError, match='No teacher at'):
+  with pytest.raises(errors.TeacherError, match='No teacher at'):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'no_data').exists()
 

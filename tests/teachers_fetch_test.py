@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from kdjax import convert
+from kdjax import errors
 from kdjax import study
 from kdjax import teachers
 
@@ -110,14 +111,14 @@ def test_a_download_with_the_published_checksum_is_converted(server, tmp_path):
 
 def test_a_download_with_another_checksum_is_refused_and_not_kept(server, tmp_path):
   out = str(tmp_path / 'teachers' / 'repvgg_a0')
-  with pytest.raises(teachers.TeacherError, match=r'has sha256 [0-9a-f]{64}, but '
+  with pytest.raises(errors.TeacherError, match=r'has sha256 [0-9a-f]{64}, but '
                      r'cifar100_repvgg_a0-[0-9a-f]{8}.pt is published with one that starts'):
     convert.fetch(server.teacher('bad'), out)
   assert not os.path.exists(out)
   downloads = tmp_path / 'teachers' / 'downloads'
   assert not [f for f in os.listdir(downloads) if f.startswith('127.0.0.1')
               and not f.endswith('.tmp') and '.tmp.' not in f]
-  with pytest.raises(teachers.TeacherError):  # fetched again, refused again
+  with pytest.raises(errors.TeacherError):  # fetched again, refused again
     convert.fetch(server.teacher('bad'), out)
   assert server.requests.count(server.requests[0]) == 2
 
@@ -126,7 +127,7 @@ def test_a_broken_download_completes_on_the_next_fetch_and_is_not_fetched_twice(
     server, tmp_path):
   out = str(tmp_path / 'teachers' / 'repvgg_a0')
   teacher = server.teacher('flaky')
-  with pytest.raises(teachers.TeacherError, match=r'Could not download http://127.0.0.1'):
+  with pytest.raises(errors.TeacherError, match=r'Could not download http://127.0.0.1'):
     convert.fetch(teacher, out)
   assert not os.path.exists(out)
   convert.fetch(teacher, out)
@@ -145,7 +146,7 @@ def test_without_a_connection_the_error_says_how_to_fetch_by_hand(tmp_path):
     port = s.getsockname()[1]
   teacher = study.TEACHERS['repvgg_a0']._replace(
       url=f'http://127.0.0.1:{port}/cifar100_repvgg_a0-2df1edd0.pt')
-  with pytest.raises(teachers.TeacherError, match=(
+  with pytest.raises(errors.TeacherError, match=(
       r'Could not download http://127.0.0.1:\d+/cifar100_repvgg_a0-2df1edd0.pt .*Without '
       r'internet, download cifar100_repvgg_a0-2df1edd0.pt on a connected machine, copy it '
       r'here and run `python -m kdjax.teachers fetch repvgg_a0 '

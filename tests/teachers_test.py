@@ -11,8 +11,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from kdjax import build
-from kdjax import checkpoint
 from kdjax import data
+from kdjax import errors
 from kdjax import evaluate
 from kdjax import models
 from kdjax import steps
@@ -85,7 +85,7 @@ def test_resnet18_and_repvgg_learn_together_and_the_cohort_teaches_with_resnet18
   assert set(saved['params']) == {'members_0', 'members_1'}
   assert 'stage5_block1' in saved['params']['members_0']  # ResNet names stages from 1
   assert 'rbr_dense_conv' in saved['params']['members_1']['stage4_block1']  # RepVGG from 0
-  with open(workdir / teachers.MODEL_FILE) as f:
+  with open(workdir / workdir_lib.MODEL_FILE) as f:
     spec = json.load(f)
   assert [name for name, _ in spec['kwargs']['members']] == ['resnet18', 'repvgg_a0']
 
@@ -102,22 +102,22 @@ def test_resnet18_and_repvgg_learn_together_and_the_cohort_teaches_with_resnet18
 def test_corrupt_teacher_files_are_clear_errors(cifar_teacher, tmp_path):
   broken_spec = tmp_path / 'spec'
   broken_spec.mkdir()
-  (broken_spec / teachers.MODEL_FILE).write_text('{"model": "resnet18", ')
-  with pytest.raises(teachers.TeacherError, match=r'Cannot read .*model.json: .* Re-create'):
+  (broken_spec / workdir_lib.MODEL_FILE).write_text('{"model": "resnet18", ')
+  with pytest.raises(errors.TeacherError, match=r'Cannot read .*model.json: .* Re-create'):
     teachers.load(str(broken_spec))
   broken_weights = tmp_path / 'weights'
   shutil.copytree(cifar_teacher, broken_weights)
   for folder, _, files in os.walk(broken_weights / 'checkpoints'):
     for name in files:
       (pathlib.Path(folder) / name).write_bytes(b'\0garbage')
-  with pytest.raises(teachers.TeacherError, match=r"Cannot restore the teacher in '.*weights'"):
+  with pytest.raises(errors.TeacherError, match=r"Cannot restore the teacher in '.*weights'"):
     teachers.load(str(broken_weights))
 
 
 def test_a_one_device_workdir_of_an_earlier_kdjax_teaches(tmp_path):
   # Earlier kdjax saved a one-device run with the pmap's device axis on every leaf.
   source = random_teacher()
-  teachers.write_model_file(str(tmp_path), 'resnet18', 10,
+  workdir_lib.write_model_file(str(tmp_path), 'resnet18', 10,
                             {'width': 4, 'stage_sizes': [1, 1, 1, 1]}, source.mean, source.std)
   save_with_a_device_axis(tmp_path, 3, source.variables, 9.0)
   teacher = teachers.load(str(tmp_path), num_classes=10)
@@ -128,12 +128,12 @@ def test_a_one_device_workdir_of_an_earlier_kdjax_teaches(tmp_path):
 
 
 def test_missing_or_incomplete_teachers_are_clear_errors(tmp_path):
-  with pytest.raises(teachers.TeacherError, match=r"No teacher at '.*nowhere'.*--config.teacher"):
+  with pytest.raises(errors.TeacherError, match=r"No teacher at '.*nowhere'.*--config.teacher"):
     teachers.load(str(tmp_path / 'nowhere'))
-  with pytest.raises(teachers.TeacherError, match='has no model.json'):
+  with pytest.raises(errors.TeacherError, match='has no model.json'):
     teachers.load(str(tmp_path))
-  teachers.write_model_file(str(tmp_path), 'resnet18', 100, {'width': 4}, (0.5,) * 3, (0.2,) * 3)
-  with pytest.raises(teachers.TeacherError, match='holds no complete checkpoint'):
+  workdir_lib.write_model_file(str(tmp_path), 'resnet18', 100, {'width': 4}, (0.5,) * 3, (0.2,) * 3)
+  with pytest.raises(errors.TeacherError, match='holds no complete checkpoint'):
     teachers.load(str(tmp_path))
 
 
@@ -158,7 +158,7 @@ def test_offline_run_logs_the_teachers_accuracy_and_checkpoints_only_the_student
 
 def test_a_teacher_for_another_class_count_is_refused_before_writing(cifar_teacher, tmp_path):
   config = tiny_config(method='offline', teacher=cifar_teacher, dataset='digits')
-  with pytest.raises(teachers.TeacherError, match='predicts 100 classes, but digits has 10; use a teacher trained on digits'):
+  with pytest.raises(errors.TeacherError, match='predicts 100 classes, but digits has 10; use a teacher trained on digits'):
     train.train_and_evaluate(config, str(tmp_path))
   assert os.listdir(tmp_path) == [workdir_lib.LOCK_FILE]  # the run's lock, released
 
@@ -207,5 +207,5 @@ def test_the_teacher_computes_in_its_own_dtype_and_form(cifar_teacher):
   assert not fused.variables['params']['stage0_block1'].keys() - {'rbr_reparam'}
   with pytest.raises(ValueError, match="is fused .* load it with teachers.load"):
     steps.make_teacher_apply(fused, bn='batch')
-  with pytest.raises(teachers.TeacherError, match=r"one of \['running', 'batch'\], not 'eval'"):
+  with pytest.raises(errors.TeacherError, match=r"one of \['running', 'batch'\], not 'eval'"):
     teachers.load(cifar_teacher, bn='eval')
