@@ -189,10 +189,15 @@ def hint_channels(config, teacher, num_classes, image_shape) -> Tuple[int, ...]:
   return tuple(channels)
 
 
-def check_stage_pairs(config, teacher, num_classes, image_shape) -> None:
-  """Refuses, before the run, a teacher whose stages cannot pair with each
-  student's (methods.paired_stages), for terms that pair them."""
-  shapes, students = _stage_shapes(config, teacher, num_classes, image_shape)
+def check_teacher_fits(config, method: methods.Method, teacher, info: data.DatasetInfo):
+  """Refuses a teacher whose stages the method's terms cannot use with each
+  student's: a FitNets hint stage of a grid it lacks, stages that do not pair
+  (methods.paired_stages). Needs no data, so a run checks it before loading any."""
+  if method.uses_hint:
+    hint_channels(config, teacher, info.num_classes, info.image_shape)
+  if not method.pairs_stages:
+    return
+  shapes, students = _stage_shapes(config, teacher, info.num_classes, info.image_shape)
   for _, stages in students:
     try:
       methods.paired_stages(stages, shapes)
@@ -244,7 +249,7 @@ def build(config: ml_collections.ConfigDict, info: data.DatasetInfo, steps_per_e
   elif teacher is None:
     teacher = load_teacher(config, info)
   if method.pairs_stages:
-    check_stage_pairs(config, teacher, info.num_classes, info.image_shape)
+    check_teacher_fits(config, method, teacher, info)
   channels = (hint_channels(config, teacher, info.num_classes, info.image_shape)
               if method.uses_hint else ())
   model = create_model(config, info.num_classes, channels)

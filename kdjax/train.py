@@ -50,6 +50,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     teacher = None
     if method.uses_teacher:
       teacher = build_lib.load_teacher(config, info)
+      build_lib.check_teacher_fits(config, method, teacher, info)
     load_start = time.time()
     dataset = data.load_dataset(config.dataset, config.data_dir, config.manual_dir)
     logging.info('Loaded %s: %d train / %d test images in %.1f s.', config.dataset,

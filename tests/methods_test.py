@@ -333,3 +333,10 @@ def test_the_readme_methods_table_has_a_row_for_every_registered_term():
   rows = {line.split('`')[1] for line in table.splitlines()[2:]}
   assert set(methods.TERMS) | {methods.BASELINE} <= rows
   assert rows <= set(methods.TERMS) | {methods.BASELINE, 'offline_self'}
+
+
+def test_logit_standardization_without_a_logit_term_is_refused():
+  with pytest.raises(errors.ConfigError, match=r"logit_standardization=True: method 'sp' has "
+                     'no offline or dkd term'):
+    build.check_config(_config('sp', logit_standardization=True), 4)
+  build.check_config(_config('dkd_self', logit_standardization=True), 4)

@@ -124,8 +124,8 @@ def test_sgd_matches_torch_sgd_with_momentum_and_weight_decay():
     ({'warmup_epochs': 0.5}, r'--config.warmup_epochs=0.5: schedule=restarts warms up for '
      r'whole epochs at the start of each 30-epoch cycle \(restart_epochs\); set it to 0..29'),
     ({'warmup_epochs': 30}, r'--config.warmup_epochs=30.0: .* set it to 0..29'),
-    ({'schedule': 'step'}, r"--config.schedule=step: set it to one of "
-     r"\['restarts', 'warmup_cosine'\]"),
+    ({'schedule': 'cosine'}, r"--config.schedule=cosine: set it to one of "
+     r"\['restarts', 'warmup_cosine', 'step'\]"),
 ])
 def test_a_schedule_that_cannot_run_is_a_clear_error(fields, message):
   with pytest.raises(ValueError, match=message):

@@ -7,16 +7,19 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from configs import digits
+from kdjax import checkpoint
 from kdjax import data
 from kdjax import errors
 from kdjax import train
 from kdjax import workdir as workdir_lib
 from tiny import flat_leaves
+from tiny import random_teacher
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {'width': 4, 'num_epochs': 2}  # digits: 22 steps an epoch
@@ -109,6 +112,23 @@ def test_a_missing_teacher_stops_before_the_data_without_touching_the_network(
   assert time.time() - start < 120
 
 
+def test_a_teacher_whose_stages_cannot_pair_stops_before_the_data(tmp_path, monkeypatch):
+  def refuse(*args, **kwargs):
+    raise AssertionError(f'the data was reached: {args}')
+  monkeypatch.setattr(data, 'load_dataset', refuse)
+  teacher_dir = str(tmp_path / 'teacher')
+  teacher = random_teacher(100)  # four stages: 32x32 to 4x4
+  workdir_lib.write_model_file(teacher_dir, 'resnet18', 100, {'width': 4, 'stage_sizes': [
+      1, 1, 1, 1]}, teacher.mean, teacher.std)
+  checkpoint.save_variables(teacher_dir, jax.tree.map(np.asarray, teacher.variables))
+  config = digits.get_config()
+  config.update(dataset='cifar100', method='at', teacher=teacher_dir, width=4,
+                stage_sizes=(1, 1, 1, 1, 1))  # a fifth, 2x2 stage
+  with pytest.raises(errors.ConfigError, match=r"--config.teacher=.*: method 'at' pairs "
+                     r"stages, but the student's 2x2 stage has no teacher stage of its grid"):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+
+
 # Each value outside its field's domain, and what main.py says about it (floats
 # as the config holds them: ml_collections casts --config.learning_rate=-1 to -1.0).
 INVALID = [
@@ -123,7 +143,7 @@ INVALID = [
     ('mixup_alpha', '-0.4', 'set a number of at least 0.'),
     ('rotation_degrees', '200.0', 'set an angle from 0 to 180 degrees.'),
     ('dtype', 'float16', "set it to one of ['float32', 'bfloat16', 'auto']."),
-    ('schedule', 'step', "set it to one of ['restarts', 'warmup_cosine']."),
+    ('schedule', 'cosine', "set it to one of ['restarts', 'warmup_cosine', 'step']."),
     ('method', 'ofline', "Unknown method 'ofline'"),
     ('model', 'resnet19', 'name one of'),
     ('steps_per_call', '-1', 'set a whole number of at least 0.'),

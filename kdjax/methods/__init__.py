@@ -29,7 +29,7 @@ from kdjax.methods import heads
 from kdjax.methods import online
 from kdjax.methods import relation
 from kdjax.methods import response
-from kdjax.methods.terms import check_choice, Context, Term  # pylint: disable=unused-import
+from kdjax.methods.terms import check_choice, Context, Term
 
 BASELINE = 'baseline'
 REGISTRY: Dict[str, Term] = {term.name: term for family in (
@@ -83,6 +83,10 @@ class Method:
       raise errors.ConfigError('teacher', '', f'method {config.method!r} learns from a '
                                'teacher; set it to a teacher directory (a kdjax workdir or a '
                                'converted PyTorch teacher).')
+    if config.logit_standardization and not self.terms & {'offline', 'dkd'}:
+      raise errors.ConfigError('logit_standardization', True, f'method {config.method!r} '
+                               'has no offline or dkd term, whose logits it standardizes; '
+                               'set it to False or add one of them.')
     if config.teacher and not self.uses_teacher:
       raise errors.ConfigError('teacher', config.teacher, f'method {config.method!r} uses no '
                                'teacher; clear it (--config.teacher=) or pick a method that '

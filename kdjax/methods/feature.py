@@ -60,11 +60,10 @@ def selectivity(ctx: Context):
 
 
 TERMS = (
-    Term('feature', feature, 'Romero et al. (ICLR 2015), FitNets: L2 from a regressed '
-         'stage to the teacher\'s', teacher=True, student_part='hint',
-         fields=('hint_stage', 'hint_weight')),
-    Term('at', attention, 'Zagoruyko & Komodakis (ICLR 2017), attention transfer on every '
-         'stage', teacher=True, pairs_stages=True, fields=('at_weight', 'at_p')),
-    Term('nst', selectivity, 'Huang & Wang (2017), neuron selectivity transfer on every '
-         'stage', teacher=True, pairs_stages=True, fields=('nst_weight',)),
+    # Romero et al. (ICLR 2015), FitNets: L2 from a regressed stage to the teacher's
+    Term('feature', feature, teacher=True, student_part='hint'),
+    # Zagoruyko & Komodakis (ICLR 2017), attention transfer on every stage
+    Term('at', attention, teacher=True, pairs_stages=True),
+    # Huang & Wang (2017), neuron selectivity transfer on every stage
+    Term('nst', selectivity, teacher=True, pairs_stages=True),
 )

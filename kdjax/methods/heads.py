@@ -32,8 +32,7 @@ def heads(ctx: Context):
 
 
 TERMS = (
-    Term('self', heads, 'Zhang et al. (ICCV 2019), Be Your Own Teacher: intermediate heads '
-         'learn from the final classifier', student_part='heads',
-         fields=('self_kd_weight', 'self_kd_temperature', 'self_feature_weight',
-                 'self_feature_reduction', 'head_labels')),
+    # Zhang et al. (ICCV 2019), Be Your Own Teacher: intermediate heads learn from
+    # the final classifier
+    Term('self', heads, student_part='heads'),
 )

@@ -12,7 +12,6 @@ def mutual(ctx: Context):
 
 
 TERMS = (
-    Term('online', mutual, 'Zhang et al. (CVPR 2018), Deep Mutual Learning: KL to every '
-         'peer\'s logits', student_part='peers', fields=('peers', 'online_weight',
-                                                         'online_temperature')),
+    # Zhang et al. (CVPR 2018), Deep Mutual Learning: KL to every peer's logits
+    Term('online', mutual, student_part='peers'),
 )

@@ -23,10 +23,10 @@ def probabilistic(ctx: Context):
 
 
 TERMS = (
-    Term('relation', relation, 'Park et al. (CVPR 2019), RKD: distances and angles among '
-         'pooled features', teacher=True, fields=('rkd_distance_weight', 'rkd_angle_weight')),
-    Term('sp', similarity, 'Tung & Mori (ICCV 2019), similarity preserving: the batch\'s '
-         'Gram matrices', teacher=True, fields=('sp_weight',)),
-    Term('pkt', probabilistic, 'Passalis & Tefas (ECCV 2018), probabilistic knowledge '
-         'transfer', teacher=True, fields=('pkt_weight',)),
+    # Park et al. (CVPR 2019), RKD: distances and angles among pooled features
+    Term('relation', relation, teacher=True),
+    # Tung & Mori (ICCV 2019), similarity preserving: the batch's Gram matrices
+    Term('sp', similarity, teacher=True),
+    # Passalis & Tefas (ECCV 2018), probabilistic knowledge transfer
+    Term('pkt', probabilistic, teacher=True),
 )

@@ -48,14 +48,10 @@ def dist(ctx: Context):
 
 
 TERMS = (
-    Term('offline', offline, 'Hinton et al. (2015): T^2 KL to a frozen teacher\'s softened '
-         'logits', teacher=True,
-         fields=('kd_weight', 'kd_temperature', 'kd_reduction', 'logit_standardization')),
-    Term('dkd', dkd, 'Zhao et al. (CVPR 2022), Decoupled KD: target and non-target KL '
-         'apart', teacher=True,
-         fields=('dkd_alpha', 'dkd_beta', 'dkd_temperature', 'dkd_warmup_epochs',
-                 'logit_standardization')),
-    Term('dist', dist, 'Huang et al. (NeurIPS 2022), DIST: inter- and intra-class Pearson '
-         'relations', teacher=True,
-         fields=('dist_weight', 'dist_beta', 'dist_gamma', 'dist_temperature')),
+    # Hinton et al. (2015): T^2 KL to a frozen teacher's softened logits
+    Term('offline', offline, teacher=True),
+    # Zhao et al. (CVPR 2022), Decoupled KD: target and non-target KL apart
+    Term('dkd', dkd, teacher=True),
+    # Huang et al. (NeurIPS 2022), DIST: inter- and intra-class Pearson relations
+    Term('dist', dist, teacher=True),
 )

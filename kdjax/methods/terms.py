@@ -3,6 +3,7 @@ import dataclasses
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 
 from kdjax import errors
 
@@ -27,7 +28,6 @@ class Term:
   """One distillation term: what it adds to each student's cross-entropy."""
   name: str  # as config.method names it
   loss: Callable[[Context], jax.Array]
-  paper: str  # who proposed it, for the README's table and --help
   teacher: bool = False  # learns from a frozen teacher
   # What the student model carries for it: '' (nothing), 'heads' (intermediate
   # classifiers), 'hint' (a FitNets regressor) or 'peers' (a cohort).
@@ -35,8 +35,6 @@ class Term:
   # Pairs each student stage with a teacher stage (feature.paired_stages),
   # which build checks before the run starts.
   pairs_stages: bool = False
-  # The config fields the term reads, for checks and the README's table.
-  fields: Sequence[str] = ()
 
 
 def check_choice(config, field, choices):
@@ -49,4 +47,4 @@ def ramp(epoch, warmup_epochs):
   (epochs counted from 1); 1 where `epoch` is None."""
   if epoch is None or not warmup_epochs:
     return 1.0
-  return jax.numpy.minimum(epoch / warmup_epochs, 1.0)
+  return jnp.minimum(epoch / warmup_epochs, 1.0)
