@@ -120,6 +120,26 @@ def get_config(arg=None):
   config.at_weight = 1000.0
   config.at_p = 2.0
   config.nst_weight = 50.0
+  # vid: w * sum over stage pairs of VID's Gaussian negative log-likelihood of
+  # the teacher stage under a regressor of the student's and learned
+  # per-channel variances (mdistiller/engine/cfg.py VID: weight 1, eps 1e-5,
+  # initial variance 5); the regressors train with the student.
+  config.vid_weight = 1.0
+  config.vid_init_variance = 5.0
+  config.vid_eps = 1e-5
+  # reviewkd: w(epoch) * ReviewKD's hierarchical context loss between the
+  # student's fused features and the teacher's stages (before their last
+  # ReLU) and pooled feature, w ramping as min(epoch / warmup, 1) from epoch 1
+  # (mdistiller's configs/cifar100/reviewkd.yaml: weight 5; engine/cfg.py:
+  # warm-up 20 epochs); the fusion blocks train with the student.
+  # ofd: w * sum over stage pairs of OFD's partial L2 between the student's
+  # connected pre-ReLU stage and the teacher's, the deepest pair weighing 1 and
+  # each shallower one half the next (mdistiller/engine/cfg.py OFD: weight
+  # 0.001, 1x1 connectors); the margins come from the teacher's BN parameters,
+  # the connectors train with the student.
+  config.ofd_weight = 0.001
+  config.reviewkd_weight = 5.0
+  config.reviewkd_warmup_epochs = 20
   # sp: w * SP's Gram-matrix distance on the deepest stages (SP: 3000); pkt:
   # w * PKT's KL on the pooled features (PKT: 30000); both over the global
   # batch. Not rows of the study.

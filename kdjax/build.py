@@ -64,15 +64,16 @@ _RANGES = (
       'keep_checkpoints'), lambda v: isinstance(v, int) and v >= 1,
      'set a whole number of at least 1.'),
     (('steps_per_call', 'log_every_steps', 'checkpoint_every_steps', 'seed', 'hint_stage',
-      'profile_steps', 'dkd_warmup_epochs'),
+      'profile_steps', 'dkd_warmup_epochs', 'reviewkd_warmup_epochs'),
      lambda v: isinstance(v, int) and v >= 0, 'set a whole number of at least 0.'),
     (('learning_rate', 'min_learning_rate', 'weight_decay', 'warmup_epochs', 'mixup_alpha',
       'self_feature_weight', 'hint_weight', 'rkd_distance_weight', 'rkd_angle_weight',
       'online_weight', 'dkd_alpha', 'dkd_beta', 'dist_weight', 'dist_beta', 'dist_gamma',
-      'at_weight', 'nst_weight', 'sp_weight', 'pkt_weight'),
+      'at_weight', 'nst_weight', 'sp_weight', 'pkt_weight', 'vid_weight', 'reviewkd_weight',
+      'ofd_weight'),
      lambda v: v >= 0, 'set a number of at least 0.'),
     (('kd_temperature', 'self_kd_temperature', 'online_temperature', 'restart_decay',
-      'dkd_temperature', 'dist_temperature', 'at_p', 'decay_rate'),
+      'dkd_temperature', 'dist_temperature', 'at_p', 'decay_rate', 'vid_eps'),
      lambda v: v > 0, 'set a positive number.'),
     (('self_kd_weight',), lambda v: 0 <= v <= 1,
      'set a weight from 0 to 1 (it splits the loss with the cross-entropy).'),
@@ -98,6 +99,9 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> methods
     raise errors.ConfigError('ce_weight' if config.ce_weight < 0 else 'kd_weight',
                              min(config.ce_weight, config.kd_weight),
                              'set a number of at least 0.')
+  if config.vid_init_variance <= config.vid_eps:
+    raise errors.ConfigError('vid_init_variance', config.vid_init_variance,
+                             f'set a variance above vid_eps ({config.vid_eps}).')
   if config.min_learning_rate > config.learning_rate:
     raise errors.ConfigError('min_learning_rate', config.min_learning_rate,
                              f'set it at most learning_rate ({config.learning_rate}).')
@@ -157,13 +161,18 @@ def create_model(config, num_classes: int, hint_channels: Sequence[int] = ()):
                           **kwargs)
 
 
+def _teacher_outputs(teacher, image_shape):
+  """The teacher's outputs as shapes, traced without computing anything."""
+  pixels = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+  return jax.eval_shape(functools.partial(teacher.model.apply, train=False),
+                        teacher.variables, pixels)
+
+
 def _stage_shapes(config, teacher, num_classes, image_shape):
   """(the teacher's stage output shapes, each student's (name, stage shapes)),
   traced without computing anything."""
   pixels = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
-  teacher_stages = jax.eval_shape(
-      functools.partial(teacher.model.apply, train=False), teacher.variables,
-      pixels)['stage_features']
+  teacher_stages = _teacher_outputs(teacher, image_shape)['stage_features']
   plain = create_model(config, num_classes)
   outputs = jax.eval_shape(lambda x: plain.init_with_output(
       jax.random.PRNGKey(0), x, train=False)[0], pixels)
@@ -195,6 +204,14 @@ def check_teacher_fits(config, method: methods.Method, teacher, info: data.Datas
   (methods.paired_stages). Needs no data, so a run checks it before loading any."""
   if method.uses_hint:
     hint_channels(config, teacher, info.num_classes, info.image_shape)
+  needed = {o for t in method.terms for o in methods.REGISTRY[t].teacher_outputs}
+  missing = sorted(needed - set(_teacher_outputs(teacher, info.image_shape)))
+  if missing:
+    raise errors.ConfigError(
+        'teacher', config.teacher, f'method {config.method!r} reads the teacher\'s '
+        f'{missing}, which {teacher.description} does not give (a RepVGG teacher loaded '
+        'for teacher_bn=running is fused and has no BatchNorm left: set '
+        '--config.teacher_bn=batch).')
   if not method.pairs_stages:
     return
   shapes, students = _stage_shapes(config, teacher, info.num_classes, info.image_shape)
@@ -224,15 +241,38 @@ class Run:
   devices: Sequence[Any]  # what the steps map over: every process's devices
   train_steps: Callable  # steps.pmap_train_steps's
   eval_step: Callable  # steps.pmap_eval_step's
+  # key -> the variables of the method's learned parts (methods.init_parts), or
+  # None for a method without any.
+  init_parts: Optional[Callable[[jax.Array], Dict[str, Any]]] = None
 
   def init_state(self, key: jax.Array) -> steps.TrainState:
-    """The initial train state (on the default device) from `key`."""
+    """The initial train state (on the default device) from `key`: the
+    student's variables, and the method's parts under methods.PARTS."""
     # In eval mode BatchNorm reads no batch statistics, so no device axis is needed.
     variables = jax.jit(functools.partial(self.model.init, train=False))(
         key, jnp.zeros((1, *self.image_shape), jnp.float32))
-    return steps.TrainState.create(apply_fn=self.model.apply,
-                                   params=variables['params'],
-                                   batch_stats=variables['batch_stats'], tx=self.tx)
+    params, batch_stats = variables['params'], variables['batch_stats']
+    if self.init_parts:
+      parts = self.init_parts(jax.random.fold_in(key, 1))
+      if parts['params']:
+        params = {**params, methods.PARTS: parts['params']}
+      if parts['batch_stats']:
+        batch_stats = {**batch_stats, methods.PARTS: parts['batch_stats']}
+    return steps.TrainState.create(apply_fn=self.model.apply, params=params,
+                                   batch_stats=batch_stats, tx=self.tx)
+
+
+def parts_initializer(config, model, teacher, info: data.DatasetInfo) -> Callable:
+  """init(key) -> the variables of the method's learned parts for the run's
+  shapes (the student's and teacher's outputs on a batch of `info`'s images)."""
+  pixels = jax.ShapeDtypeStruct((2, *info.image_shape), jnp.float32)
+  student = jax.eval_shape(lambda x: model.init_with_output(
+      jax.random.PRNGKey(0), x, train=False)[0], pixels)
+  taught = jax.eval_shape(functools.partial(teacher.model.apply, train=False),
+                          teacher.variables, pixels)
+  zeros = lambda tree: jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), tree)
+  return jax.jit(lambda key: methods.init_parts(
+      config, key, zeros(student), zeros(taught), jnp.zeros((2, info.num_classes))))
 
 
 def build(config: ml_collections.ConfigDict, info: data.DatasetInfo, steps_per_epoch: int,
@@ -248,7 +288,7 @@ def build(config: ml_collections.ConfigDict, info: data.DatasetInfo, steps_per_e
     teacher = None
   elif teacher is None:
     teacher = load_teacher(config, info)
-  if method.pairs_stages:
+  if method.uses_teacher:
     check_teacher_fits(config, method, teacher, info)
   channels = (hint_channels(config, teacher, info.num_classes, info.image_shape)
               if method.uses_hint else ())
@@ -265,6 +305,8 @@ def build(config: ml_collections.ConfigDict, info: data.DatasetInfo, steps_per_e
       apply=apply, loss_fn=loss_fn, schedule=schedule,
       tx=optim.create_optimizer(schedule, config.momentum, config.weight_decay),
       teacher=teacher, devices=devices,
+      init_parts=(parts_initializer(config, model, teacher, info) if method.uses_parts
+                  else None),
       train_steps=steps.pmap_train_steps(
           loss_fn, augment=config.augment, rotation_degrees=config.rotation_degrees,
           mixup=bool(config.mixup_alpha), mixup_partner=config.mixup_partner,

@@ -207,3 +207,63 @@ def probabilistic_transfer(features: jax.Array, target_features: jax.Array,
     return similarity / jnp.sum(similarity, -1, keepdims=True)
   student, teacher = conditional(features), conditional(jax.lax.stop_gradient(target_features))
   return jnp.mean(teacher * jnp.log((teacher + eps) / (student + eps)))
+
+
+def variational_information(mean: jax.Array, variance: jax.Array,
+                            target_features: jax.Array) -> jax.Array:
+  """VID (Ahn et al., 2019): the negative log-likelihood of the teacher's
+  features under a Gaussian of the regressed `mean` and per-channel
+  `variance` (constants dropped), mean over every element."""
+  target = jax.lax.stop_gradient(target_features).astype(jnp.float32)
+  return jnp.mean(0.5 * ((mean - target)**2 / variance + jnp.log(variance)))
+
+
+def _average_pool(x, size):
+  """NHWC maps averaged down to size x size (adaptive_avg_pool2d for whole
+  multiples)."""
+  n, h, w, c = x.shape
+  return x.reshape(n, size, h // size, size, w // size, c).mean((2, 4))
+
+
+def hierarchical_context(features, target_features) -> jax.Array:
+  """ReviewKD's hierarchical context loss (Chen et al., 2021): for each level,
+  the MSE of the maps and of their 4x4, 2x2 and 1x1 average pools (those
+  smaller than the map), weighted 1, 1/2, 1/4, 1/8 and normalized by the
+  weights' sum; summed over the levels."""
+  total = 0.0
+  for student, target in zip(features, target_features):
+    student = student.astype(jnp.float32)
+    target = jax.lax.stop_gradient(target).astype(jnp.float32)
+    loss, weight, weights = jnp.mean((student - target)**2), 1.0, 1.0
+    for size in (4, 2, 1):
+      if size < student.shape[1]:
+        weight /= 2
+        loss += weight * jnp.mean((_average_pool(student, size) - _average_pool(target, size))**2)
+        weights += weight
+    total += loss / weights
+  return total
+
+
+def partial_l2(features: jax.Array, target_features: jax.Array, margin: jax.Array) -> jax.Array:
+  """OFD's partial L2 (Heo et al., 2019) between the student's connected
+  pre-ReLU features and the teacher's: no loss where the teacher is at most
+  `margin` (per channel) and the student below it, or where both are negative
+  with the student below the teacher; mean over the batch, sum over the rest."""
+  source = features.astype(jnp.float32)
+  target = jax.lax.stop_gradient(target_features).astype(jnp.float32)
+  loss = ((source - margin)**2 * ((source > margin) & (target <= margin))
+          + (source - target)**2 * ((source > target) & (target > margin) & (target <= 0))
+          + (source - target)**2 * (target > 0))
+  return jnp.abs(loss).mean(0).sum()
+
+
+def overhaul_margin(mean: jax.Array, std: jax.Array) -> jax.Array:
+  """OFD's margin per channel: the expectation of a pre-ReLU response
+  N(mean, std^2) given that it is negative (-3 std where that is below
+  probability 0.001)."""
+  mean = jax.lax.stop_gradient(mean).astype(jnp.float32)
+  std = jax.lax.stop_gradient(std).astype(jnp.float32)
+  negative = jax.scipy.stats.norm.cdf(-mean / std)
+  truncated = (-std * jnp.exp(-(mean / std)**2 / 2) / jnp.sqrt(2 * jnp.pi)
+               / jnp.maximum(negative, 0.001) + mean)
+  return jnp.where(negative > 0.001, truncated, -3 * std)

@@ -15,6 +15,7 @@ from kdjax import data
 from kdjax import errors
 from kdjax import evaluate
 from kdjax import guards
+from kdjax import methods
 from kdjax import records as records_lib
 from kdjax import steps
 from kdjax import workdir as workdir_lib
@@ -92,6 +93,10 @@ def _train(config, workdir, dataset, teacher, devices, is_writer):
     logging.info('This run trained all %d epochs already; rewriting its summary.',
                  config.num_epochs)
     return _summarize(workdir, records_lib.read_records(workdir, step), config, is_writer)
+  student_params, part_params = methods.split_parts(state.params)
+  count = lambda tree: sum(np.size(x) for x in jax.tree.leaves(tree)) / 1e6
+  logging.info('Parameters: student %.2f M%s.', count(student_params),
+               f' + method {count(part_params):.2f} M' if part_params else '')
   recorder = records_lib.Recorder(workdir, step, total_steps, is_writer,
                                   config.profile_steps, step + run.steps_per_call)
   if is_writer:
@@ -99,7 +104,7 @@ def _train(config, workdir, dataset, teacher, devices, is_writer):
                            config.to_json(indent=2))
     name, kwargs = run.model_spec
     workdir_lib.write_model_file(workdir, name, dataset.num_classes, kwargs, dataset.mean,
-                              dataset.std)
+                                 dataset.std)
 
   # Each device keeps both splits (CIFAR: 184 MB as uint8) for index gathers.
   train_images, train_labels, test_images, test_labels = steps.replicate((

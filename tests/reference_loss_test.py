@@ -4,6 +4,7 @@ and stage outputs) equals a float64 PyTorch transcription of the reference's
 loss on the global batch, on 1 device and on 4 (where the global-batch terms
 of DIST, SP and PKT differ from per-device ones)."""
 import functools
+import math
 
 import jax
 from jax import lax
@@ -15,13 +16,17 @@ from configs import dist
 from configs import dkd
 from configs import nst
 from configs import offline_kd_ls
+from configs import ofd
 from configs import pkt
+from configs import reviewkd
 from configs import sp
+from configs import vid
 from kdjax import methods
 from kdjax import steps
 from tiny import unmapped
 
 torch = pytest.importorskip('torch')
+from scipy.stats import norm as scipy_norm  # pylint: disable=g-import-not-at-top
 F = torch.nn.functional
 
 BATCH, CLASSES, DEVICES = 8, 10, 4
@@ -113,6 +118,101 @@ def pkt_loss(f_s, f_t, eps=1e-7):
   return torch.mean(t * torch.log((t + eps) / (s + eps)))
 
 
+# mdistiller/distillers/VID.py, its regressor's 1x1 convs as their weights
+def vid_loss(regressor, log_scale, f_s, f_t, eps=1e-5):
+  pred_mean = F.conv2d(F.relu(F.conv2d(F.relu(F.conv2d(f_s, regressor[0])), regressor[1])),
+                       regressor[2])
+  pred_var = torch.log(1.0 + torch.exp(log_scale)) + eps
+  pred_var = pred_var.view(1, -1, 1, 1).to(pred_mean)
+  neg_log_prob = 0.5 * ((pred_mean - f_t)**2 / pred_var + torch.log(pred_var))
+  return torch.mean(neg_log_prob)
+
+
+# mdistiller/distillers/ReviewKD.py, ABF's layers as functions of their parameters
+def hcl_loss(fstudent, fteacher):
+  loss_all = 0.0
+  for fs, ft in zip(fstudent, fteacher):
+    h = fs.shape[2]
+    loss = F.mse_loss(fs, ft, reduction='mean')
+    cnt, tot = 1.0, 1.0
+    for l in [4, 2, 1]:
+      if l >= h:
+        continue
+      tmpfs = F.adaptive_avg_pool2d(fs, (l, l))
+      tmpft = F.adaptive_avg_pool2d(ft, (l, l))
+      cnt /= 2.0
+      loss += F.mse_loss(tmpfs, tmpft, reduction='mean') * cnt
+      tot += cnt
+    loss_all = loss_all + loss / tot
+  return loss_all
+
+
+def abf(x, y, p, shape, out_shape, fuse):
+  bn = lambda z, q: F.batch_norm(z, None, None, q['scale'], q['bias'], training=True, eps=1e-5)
+  n, _, h, w = x.shape
+  x = bn(F.conv2d(x, p['conv1']['kernel']), p['bn1'])
+  if fuse:
+    y = F.interpolate(y, (shape, shape), mode='nearest')
+    z = torch.sigmoid(F.conv2d(torch.cat([x, y], dim=1), p['att_conv']['kernel'],
+                               p['att_conv']['bias']))
+    x = x * z[:, 0].view(n, 1, h, w) + y * z[:, 1].view(n, 1, h, w)
+  if x.shape[-1] != out_shape:
+    x = F.interpolate(x, (out_shape, out_shape), mode='nearest')
+  return bn(F.conv2d(x, p['conv2']['kernel'], padding=1), p['bn2']), x
+
+
+def review_results(parts, features):
+  """ReviewKD.forward_train's fusion of `features` (shallow -> deep, pooled last)."""
+  x = features[::-1]
+  shapes = [f.shape[-1] for f in x]
+  n = len(x)
+  out, res = abf(x[0], None, parts[f'abf{n - 1}'], None, shapes[0], fuse=False)
+  results = [out]
+  for k in range(1, n):
+    out, res = abf(x[k], res, parts[f'abf{n - 1 - k}'], shapes[k], shapes[k], fuse=True)
+    results.insert(0, out)
+  return results
+
+
+# mdistiller/distillers/OFD.py, the connectors as functions of their parameters
+def feat_loss(source, target, margin):
+  margin = margin.to(source)
+  loss = ((source - margin)**2 * ((source > margin) & (target <= margin)).float()
+          + (source - target)**2 * ((source > target) & (target > margin) & (target <= 0)).float()
+          + (source - target)**2 * (target > 0).float())
+  return torch.abs(loss).mean(dim=0).sum()
+
+
+def ofd_margins(priors):
+  """init_ofd_modules' margins, from each BN's (bias, weight)."""
+  margins = []
+  for mean, std in priors:
+    margin = []
+    for s, m in zip(std.tolist(), mean.tolist()):
+      s = abs(s)
+      if scipy_norm.cdf(-m / s) > 0.001:
+        margin.append(-s * math.exp(-(m / s)**2 / 2) / math.sqrt(2 * math.pi)
+                      / scipy_norm.cdf(-m / s) + m)
+      else:
+        margin.append(-3 * s)
+    margins.append(torch.tensor(margin, dtype=torch.float64)[None, :, None, None])
+  return margins
+
+
+def ofd_loss(parts, feature_student, feature_teacher, margins):
+  bn = lambda z, q: F.batch_norm(z, None, None, q['scale'], q['bias'], training=True, eps=1e-5)
+  feature_student = [bn(F.conv2d(f, parts[f'connector{i}_conv']['kernel']),
+                        parts[f'connector{i}_bn']) for i, f in enumerate(feature_student)]
+  loss_distill = 0
+  feat_num = len(feature_student)
+  for i in range(feat_num):
+    loss_distill = loss_distill + feat_loss(
+        feature_student[i],
+        F.adaptive_avg_pool2d(feature_teacher[i], feature_student[i].shape[-2:]).detach(),
+        margins[i]) / 2**(feat_num - i - 1)
+  return loss_distill
+
+
 def reference_loss(name, student, teacher, labels, partner_labels, lam):
   """The reference's total loss of method `name` (its own weights), with the
   mixup criterion lam CE(labels) + (1 - lam) CE(partner's) (lam 1: no mixup)."""
@@ -138,19 +238,35 @@ def reference_loss(name, student, teacher, labels, partner_labels, lam):
     return ce + 50.0 * nst_loss(s_stages, t_stages)
   if name == 'sp':
     return ce + 3000.0 * sp_loss(s_stages[-1], t_stages[-1])
+  if name == 'vid':  # mdistiller: CE 1, weight 1, eps 1e-5
+    parts = student[methods.PARTS]['vid']
+    return ce + sum(vid_loss([parts[f'regressor{i}_conv{j}']['kernel'] for j in range(3)],
+                             parts[f'log_scale{i}'], s, t)
+                    for i, (s, t) in enumerate(zip(s_stages, t_stages)))
+  if name == 'ofd':  # mdistiller: CE 1, weight 0.001
+    s_preact = [nchw(t) for t in student['stage_preact']]
+    t_preact = [nchw(t) for t in teacher['stage_preact']][1:]
+    margins = ofd_margins(teacher['stage_preact_prior'][1:])
+    return ce + 0.001 * ofd_loss(student[methods.PARTS]['ofd'], s_preact, t_preact, margins)
+  if name == 'reviewkd':  # mdistiller's CIFAR-100 config: weight 5 (ramp complete)
+    pooled = lambda outputs: outputs['feature'][:, :, None, None]
+    t_preact = [nchw(t) for t in teacher['stage_preact']][1:]
+    results = review_results(student[methods.PARTS]['reviewkd'], s_stages + [pooled(student)])
+    return ce + 5.0 * hcl_loss(results, t_preact + [pooled(teacher)])
   assert name == 'pkt'
   return ce + 30000.0 * pkt_loss(student['feature'], teacher['feature'])
 
 
 CONFIGS = {'dkd': dkd, 'dist': dist, 'offline_kd_ls': offline_kd_ls, 'at': at, 'nst': nst,
-           'sp': sp, 'pkt': pkt}
+           'sp': sp, 'pkt': pkt, 'vid': vid, 'ofd': ofd, 'reviewkd': reviewkd}
 
 
 # --- kdjax ---------------------------------------------------------------------
 def _outputs(rng, stages, features):
   return {'logits': 3 * rng.normal(size=(BATCH, CLASSES)),
           'feature': np.abs(rng.normal(size=(BATCH, features))),
-          'stage_features': tuple(np.abs(rng.normal(size=(BATCH, *s))) for s in stages)}
+          'stage_features': tuple(np.abs(rng.normal(size=(BATCH, *s))) for s in stages),
+          'stage_preact': tuple(rng.normal(size=(BATCH, *s)) for s in stages)}
 
 
 def _problem(seed):
@@ -158,6 +274,11 @@ def _problem(seed):
   rng = np.random.default_rng(seed)
   student = _outputs(rng, STUDENT_STAGES, 32)
   teacher = _outputs(rng, TEACHER_STAGES, 12)
+  # The BN before each teacher stage's last ReLU, (bias, |scale|): some
+  # channels almost never negative, where OFD's margin is -3 std.
+  teacher['stage_preact_prior'] = tuple(
+      (rng.normal(size=s[-1]) + 4 * (np.arange(s[-1]) % 3 == 0), rng.uniform(0.5, 1.5, s[-1]))
+      for s in TEACHER_STAGES)
   labels = rng.integers(0, CLASSES, BATCH)
   partner = rng.permutation(labels)
   partner[0] = (labels[0] + 1) % CLASSES  # at least one example mixes two classes
@@ -170,6 +291,13 @@ def _this_devices_rows(tree, per_device):
   return jax.tree.map(lambda x: lax.dynamic_slice_in_dim(x, start, per_device), tree)
 
 
+def _teachers_rows(outputs, per_device):
+  """The teacher's outputs for this device's rows (its BN priors are per channel)."""
+  rows = _this_devices_rows({k: v for k, v in outputs.items() if k != 'stage_preact_prior'},
+                            per_device)
+  return {**outputs, **rows}
+
+
 def kdjax_loss_and_grads(config, student, teacher, targets, labels, num_devices, step=None):
   """loss_fn of `config` on the global batch split over `num_devices`, the
   student's outputs standing for its parameters: (mean loss, gradients
@@ -177,7 +305,7 @@ def kdjax_loss_and_grads(config, student, teacher, targets, labels, num_devices,
   per_device = BATCH // num_devices
   loss_fn = methods.get_loss_fn(
       config, lambda params, bs, pixels: (_this_devices_rows(params, per_device), bs),
-      lambda variables, pixels: _this_devices_rows(variables, per_device), steps.AXIS,
+      lambda variables, pixels: _teachers_rows(variables, per_device), steps.AXIS,
       steps_per_epoch=10)
 
   def device_step(params, pixels, targets, teacher_variables, labels):
@@ -200,15 +328,38 @@ def kdjax_loss_and_grads(config, student, teacher, targets, labels, num_devices,
   return jax.tree.map(lambda x: np.asarray(x)[0], out)
 
 
+def _is_kernel(path):
+  return jax.tree_util.keystr(path).endswith("['kernel']")
+
+
 def torch_loss_and_grads(name, student, teacher, labels, partner, lam):
-  as_torch = lambda tree, grad: jax.tree.map(
-      lambda x: torch.tensor(x, dtype=torch.float64, requires_grad=grad), tree)
+  """The reference's loss and its gradient w.r.t. `student` (the outputs and
+  the method's parts, their conv kernels as PyTorch lays them out)."""
+  def as_torch(tree, grad):
+    return jax.tree_util.tree_map_with_path(lambda path, x: torch.tensor(
+        x.transpose(3, 2, 0, 1) if _is_kernel(path) else x, dtype=torch.float64,
+        requires_grad=grad), tree)
   s, t = as_torch(student, True), as_torch(teacher, False)
   loss = reference_loss(name, s, t, torch.tensor(labels), torch.tensor(partner), lam)
   loss.backward()
   # An output the loss does not read has no gradient: zero, as JAX gives it.
-  return float(loss.detach()), jax.tree.map(
-      lambda x: np.zeros(x.shape) if x.grad is None else x.grad.numpy(), s)
+  def grad(path, x):
+    g = np.zeros(x.shape) if x.grad is None else x.grad.numpy()
+    return g.transpose(2, 3, 1, 0) if _is_kernel(path) else g
+  return float(loss.detach()), jax.tree_util.tree_map_with_path(grad, s)
+
+
+def _with_parts(name, student, teacher):
+  """The student's outputs and, for a method that trains parts of its own,
+  those parts as kdjax initializes them: what the gradient is taken of."""
+  config = CONFIGS[name].get_config('resnet50')
+  if not methods.get_method(config.method).uses_parts:
+    return student
+  f32 = lambda tree: jax.tree.map(lambda x: np.asarray(x, np.float32), tree)
+  parts = methods.init_parts(config, jax.random.PRNGKey(5), f32(student), f32(teacher),
+                             np.zeros((BATCH, CLASSES), np.float32))
+  return {**student, methods.PARTS: jax.tree.map(lambda x: np.asarray(x, np.float64),
+                                                 parts['params'])}
 
 
 def _targets(labels, partner, lam):
@@ -221,6 +372,7 @@ def _targets(labels, partner, lam):
 @pytest.mark.parametrize('name,lam', [(name, 1.0) for name in sorted(CONFIGS)] + [('dkd', LAM)])
 def test_loss_and_gradients_equal_the_reference(name, lam, num_devices):
   student, teacher, labels, partner = _problem(seed=len(name))
+  student = _with_parts(name, student, teacher)
   want_loss, want_grads = torch_loss_and_grads(name, student, teacher, labels, partner, lam)
   loss, grads = kdjax_loss_and_grads(CONFIGS[name].get_config('resnet50'), student, teacher,
                                      _targets(labels, partner, lam), labels, num_devices)

@@ -25,6 +25,7 @@ from kdjax import errors
 from kdjax import losses
 from kdjax import models
 from kdjax.methods import feature
+from kdjax.methods import feature_parts
 from kdjax.methods import heads
 from kdjax.methods import online
 from kdjax.methods import relation
@@ -32,8 +33,11 @@ from kdjax.methods import response
 from kdjax.methods.terms import check_choice, Context, Term
 
 BASELINE = 'baseline'
+# The key of params and batch_stats under which terms keep their learned
+# parts (Term.part), one entry per term; the rest is the student's.
+PARTS = 'method'
 REGISTRY: Dict[str, Term] = {term.name: term for family in (
-    response, feature, relation, online, heads) for term in family.TERMS}
+    response, feature, feature_parts, relation, online, heads) for term in family.TERMS}
 TERMS = tuple(REGISTRY)  # the order terms take in a method's name
 KD_REDUCTIONS = response.KD_REDUCTIONS
 HEAD_LABELS = heads.HEAD_LABELS
@@ -69,6 +73,10 @@ class Method:
   def pairs_stages(self) -> bool:  # a term pairs student and teacher stages
     return any(REGISTRY[t].pairs_stages for t in self.terms)
 
+  @property
+  def uses_parts(self) -> bool:  # a term trains a module of its own
+    return any(REGISTRY[t].part for t in self.terms)
+
   def check(self, config) -> None:
     """Refuses a teacher or peers that the method does not use, or their absence."""
     if self.uses_peers and not config.peers:
@@ -79,6 +87,11 @@ class Method:
       raise errors.ConfigError('peers', ','.join(config.peers), f'method {config.method!r} '
                                'trains one student; clear it or add the online term to the '
                                'method.')
+    if self.uses_parts and self.uses_peers:
+      raise errors.ConfigError('method', config.method, 'the terms that train a module of '
+                               'their own (' + ', '.join(sorted(
+                                   t for t in self.terms if REGISTRY[t].part)) + ') train '
+                               'one student; drop them or the online term.')
     if self.uses_teacher and not config.teacher:
       raise errors.ConfigError('teacher', '', f'method {config.method!r} learns from a '
                                'teacher; set it to a teacher directory (a kdjax workdir or a '
@@ -181,6 +194,45 @@ def ce_weight(terms, config) -> float:
   return 1.0
 
 
+def split_parts(tree):
+  """(the student's part of params or batch_stats, the terms' parts: PARTS's)."""
+  student = {k: v for k, v in tree.items() if k != PARTS}
+  return student, tree.get(PARTS, {})
+
+
+def _context(outputs, teacher, targets, own_targets, config, gather, global_batch, epoch,
+             axis_name):
+  """The Context of each student (the model's, then its peers')."""
+  every = students(outputs)
+  all_logits = [s['logits'] for s in every]
+  return [Context(student, teacher, all_logits[:i] + all_logits[i + 1:], targets,
+                  own_targets, config, gather, global_batch, epoch, axis_name)
+          for i, student in enumerate(every)]
+
+
+def init_parts(config, key, outputs, teacher, targets, axis_name=None):
+  """{'params': ..., 'batch_stats': ...} of the terms' learned parts (keyed by
+  term), initialized from `key` for student `outputs` and `teacher` outputs of
+  the run's shapes (their values do not matter)."""
+  method = get_method(config.method)
+  variables = {'params': {}, 'batch_stats': {}}
+  own_targets = targets
+  ctx, = _context(outputs, teacher, targets, own_targets, config, lambda x: x, len(targets),
+                  None, axis_name)
+  for index, name in enumerate(t for t in TERMS if t in method.terms and REGISTRY[t].part):
+    term = REGISTRY[name]
+    module = term.part(config, ctx)
+
+    def part(*inputs, module=module, name=name, index=index):
+      out, initial = module.init_with_output(jax.random.fold_in(key, index), *inputs)
+      for collection in variables:
+        if initial.get(collection):
+          variables[collection][name] = initial[collection]
+      return out
+    term.loss(ctx._replace(part=part))
+  return variables
+
+
 def get_loss_fn(config, student_apply: Callable, teacher_apply: Optional[Callable] = None,
                 axis_name: Optional[str] = None, steps_per_epoch: Optional[int] = None):
   """The loss_fn of `config.method`.
@@ -204,6 +256,7 @@ def get_loss_fn(config, student_apply: Callable, teacher_apply: Optional[Callabl
     return x if axis_name is None else lax.all_gather(x, axis_name, axis=0, tiled=True)
 
   def loss_fn(params, batch_stats, pixels, targets, teacher_variables, labels, step=None):
+    (params, part_params), (batch_stats, part_state) = map(split_parts, (params, batch_stats))
     outputs, new_batch_stats = student_apply(params, batch_stats, pixels)
     teacher = None
     if method.uses_teacher:
@@ -215,18 +268,36 @@ def get_loss_fn(config, student_apply: Callable, teacher_apply: Optional[Callabl
       epoch = step // steps_per_epoch + 1
     own_targets = jax.nn.one_hot(labels, targets.shape[-1], dtype=targets.dtype)
     global_batch = len(labels) * (1 if axis_name is None else lax.axis_size(axis_name))
-    every = students(outputs)
-    all_logits = [s['logits'] for s in every]
+    new_part_state = {}
     loss = 0.0
-    for i, student in enumerate(every):
-      ctx = Context(student, teacher, all_logits[:i] + all_logits[i + 1:], targets,
-                    own_targets, config, gather, global_batch, epoch)
+    for ctx in _context(outputs, teacher, targets, own_targets, config, gather, global_batch,
+                        epoch, axis_name):
       student_loss = ce_weight(method.terms, config) * losses.soft_cross_entropy(
-          student['logits'], targets)
+          ctx.student['logits'], targets)
       for term in terms:
+        if term.part:
+          ctx = ctx._replace(part=_bound_part(term, ctx, part_params, part_state,
+                                              new_part_state))
         student_loss += term.loss(ctx)
       loss += student_loss
+    if new_part_state:
+      new_batch_stats = {**new_batch_stats, PARTS: new_part_state}
     # Against each example's own label, as the study's training accuracy.
     accuracy = jnp.mean(jnp.argmax(outputs['logits'], -1) == labels)
     return loss, (new_batch_stats, {'loss': loss, 'accuracy': accuracy})
   return loss_fn
+
+
+def _bound_part(term, ctx, part_params, part_state, new_part_state):
+  """ctx.part of `term`: its module applied with its parameters and state,
+  the state's update recorded in `new_part_state`."""
+  module = term.part(ctx.config, ctx)
+  variables = {'params': part_params[term.name],
+               'batch_stats': part_state.get(term.name, {})}
+
+  def part(*inputs):
+    out, updates = module.apply(variables, *inputs, mutable=['batch_stats'])
+    if updates.get('batch_stats'):
+      new_part_state[term.name] = updates['batch_stats']
+    return out
+  return part

@@ -43,20 +43,29 @@ def feature(ctx: Context):
   return ctx.config.hint_weight * losses.mean_squared_error(hint, source)
 
 
-def _stage_pairs(ctx: Context):
-  student, teacher = ctx.student['stage_features'], ctx.teacher['stage_features']
-  return [(s, teacher[t]) for s, t in zip(
-      student, paired_stages([s.shape for s in student], [t.shape for t in teacher]))]
+def stage_pairs(ctx: Context, teacher_outputs='stage_features',
+                student_outputs='stage_features'):
+  """(student stage, teacher stage) pairs of paired_stages: the student's
+  `student_outputs` with the teacher's `teacher_outputs` ('stage_features',
+  or 'stage_preact': before their last ReLU)."""
+  student, teacher = ctx.student[student_outputs], ctx.teacher[teacher_outputs]
+  return [(s, teacher[t]) for s, t in zip(student, stage_pairing(ctx))]
+
+
+def stage_pairing(ctx: Context) -> List[int]:
+  """paired_stages of the context's student and teacher."""
+  return paired_stages([s.shape for s in ctx.student['stage_features']],
+                       [t.shape for t in ctx.teacher['stage_features']])
 
 
 def attention(ctx: Context):
   return ctx.config.at_weight * sum(losses.attention_transfer(s, t, ctx.config.at_p)
-                                    for s, t in _stage_pairs(ctx))
+                                    for s, t in stage_pairs(ctx))
 
 
 def selectivity(ctx: Context):
   return ctx.config.nst_weight * sum(losses.neuron_selectivity(s, t)
-                                     for s, t in _stage_pairs(ctx))
+                                     for s, t in stage_pairs(ctx))
 
 
 TERMS = (

@@ -21,6 +21,10 @@ class Context(NamedTuple):
   # The 1-based epoch the step is in (a traced int), or None where the caller
   # passed no step: every ramp is then complete.
   epoch: Optional[jax.Array]
+  axis_name: Optional[str]  # the device axis the step is mapped over, if any
+  # part(*inputs) applies the term's learned module (Term.part) in training
+  # mode with its parameters and state; None for a term without one.
+  part: Optional[Callable[..., Any]] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +39,15 @@ class Term:
   # Pairs each student stage with a teacher stage (feature.paired_stages),
   # which build checks before the run starts.
   pairs_stages: bool = False
+  # part(config, ctx) -> the flax module the term trains beside the student
+  # (regressors, connectors...), built for the shapes in a Context; its
+  # parameters and state are the train state's params['method'][name] and
+  # batch_stats['method'][name], trained with the student's optimizer and
+  # never part of what the workdir teaches or is evaluated with.
+  part: Optional[Callable[[Any, Context], Any]] = None
+  # Outputs the term reads from the teacher beyond logits, features and stages
+  # (a teacher without them is refused before the run).
+  teacher_outputs: Sequence[str] = ()
 
 
 def check_choice(config, field, choices):

@@ -18,6 +18,7 @@ from kdjax.models import layers
 
 
 class RepVGGBlock(nn.Module):
+  """Returns (output, output before its ReLU)."""
   features: int
   strides: int
   deploy: bool
@@ -28,15 +29,16 @@ class RepVGGBlock(nn.Module):
   def __call__(self, x):
     strides = (self.strides, self.strides)
     if self.deploy:
-      return nn.relu(self.conv(self.features, (3, 3), strides, padding=((1, 1), (1, 1)),
-                               use_bias=True, name='rbr_reparam')(x))
+      y = self.conv(self.features, (3, 3), strides, padding=((1, 1), (1, 1)), use_bias=True,
+                    name='rbr_reparam')(x)
+      return nn.relu(y), y
     y = self.norm(name='rbr_dense_bn')(self.conv(
         self.features, (3, 3), strides, padding=((1, 1), (1, 1)), name='rbr_dense_conv')(x))
     y += self.norm(name='rbr_1x1_bn')(self.conv(
         self.features, (1, 1), strides, padding='VALID', name='rbr_1x1_conv')(x))
     if x.shape[-1] == self.features and self.strides == 1:
       y += self.norm(name='rbr_identity')(x)
-    return nn.relu(y)
+    return nn.relu(y), y
 
 
 # RepVGG-A0's stage widths as multiples of the base width.
@@ -44,8 +46,11 @@ A0_WIDTH_MULTIPLIERS = (0.75, 0.75, 1.5, 3, 20)
 
 
 class RepVGG(nn.Module):
-  """Returns {'logits', 'feature', 'stage_features'} like ResNet (and `hint`
-  with `hint_channels`); `deploy` selects the fused form."""
+  """Returns {'logits', 'feature', 'stage_features', 'stage_preact'} like
+  ResNet (and `hint` with `hint_channels`); `deploy` selects the fused form.
+  Unfused, also 'stage_preact_prior' like ResNet's: the sum of the last
+  block's branches, taken as independent normals N(sum of BN biases, sum of
+  squared BN scales)."""
   num_classes: int
   stage_sizes: Sequence[int] = (1, 2, 4, 14, 1)
   width: int = 64  # base width; stage widths are A0_WIDTH_MULTIPLIERS times it
@@ -63,16 +68,25 @@ class RepVGG(nn.Module):
                        f'{len(A0_WIDTH_MULTIPLIERS)} block counts, or () for its own.')
     widths = [max(1, round(m * self.width)) for m in A0_WIDTH_MULTIPLIERS]
     conv, norm, dense = layers.torch_layers(self.dtype, train, self.axis_name, widths[-1])
-    stages = []
+    stages, preacts, priors = [], [], []
     for i, (num_blocks, width) in enumerate(zip(self.stage_sizes, widths)):
       for j in range(num_blocks):
         strides = 2 if i >= 2 and j == 0 else 1  # CIFAR: stages 0 and 1 keep 32x32
-        x = RepVGGBlock(width, strides, self.deploy, conv, norm,
-                        name=f'stage{i}_block{j + 1}')(x)
+        block = RepVGGBlock(width, strides, self.deploy, conv, norm,
+                            name=f'stage{i}_block{j + 1}')
+        x, preact = block(x)
       stages.append(x)
+      preacts.append(preact)
+      if not self.deploy:
+        bns = [v for k, v in block.variables['params'].items() if not k.endswith('_conv')]
+        priors.append((sum(bn['bias'] for bn in bns),
+                       jnp.sqrt(sum(bn['scale']**2 for bn in bns))))
     feature = jnp.mean(x, axis=(1, 2))
     outputs = {'logits': dense(self.num_classes, name='classifier')(feature),
-               'feature': feature, 'stage_features': tuple(stages)}
+               'feature': feature, 'stage_features': tuple(stages),
+               'stage_preact': tuple(preacts)}
+    if priors:
+      outputs['stage_preact_prior'] = tuple(priors)
     outputs = layers.add_hint(outputs, self.hint_stage, self.hint_channels, conv, norm)
     return jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), outputs)
 
