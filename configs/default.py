@@ -145,6 +145,17 @@ def get_config(arg=None):
   # batch. Not rows of the study.
   config.sp_weight = 3000.0
   config.pkt_weight = 30000.0
+  # crd: w * CRD's NCE losses of the student's and the teacher's embeddings
+  # (dim 128) of the pooled features against a memory of every training
+  # example's, updated with momentum 0.5, with 16384 negatives of other classes
+  # per example and temperature 0.07 (mdistiller/engine/cfg.py CRD: weight
+  # 0.8, mode exact); the embeddings train with the student, the memory is
+  # part of the train state.
+  config.crd_weight = 0.8
+  config.crd_dim = 128
+  config.crd_negatives = 16384
+  config.crd_temperature = 0.07
+  config.crd_momentum = 0.5
   # relation: CE + w_d * RKD distance + w_a * RKD angle on the pooled features of
   # the global batch; RepDistiller's RKDLoss weights. Not a row of the study.
   config.rkd_distance_weight = 25.0

@@ -61,8 +61,8 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
 # Fields whose values must lie in a range: (fields, test, what to set).
 _RANGES = (
     (('batch_size', 'eval_batch_size', 'num_epochs', 'width', 'restart_epochs',
-      'keep_checkpoints'), lambda v: isinstance(v, int) and v >= 1,
-     'set a whole number of at least 1.'),
+      'keep_checkpoints', 'crd_dim', 'crd_negatives'),
+     lambda v: isinstance(v, int) and v >= 1, 'set a whole number of at least 1.'),
     (('steps_per_call', 'log_every_steps', 'checkpoint_every_steps', 'seed', 'hint_stage',
       'profile_steps', 'dkd_warmup_epochs', 'reviewkd_warmup_epochs'),
      lambda v: isinstance(v, int) and v >= 0, 'set a whole number of at least 0.'),
@@ -70,14 +70,16 @@ _RANGES = (
       'self_feature_weight', 'hint_weight', 'rkd_distance_weight', 'rkd_angle_weight',
       'online_weight', 'dkd_alpha', 'dkd_beta', 'dist_weight', 'dist_beta', 'dist_gamma',
       'at_weight', 'nst_weight', 'sp_weight', 'pkt_weight', 'vid_weight', 'reviewkd_weight',
-      'ofd_weight'),
+      'ofd_weight', 'crd_weight'),
      lambda v: v >= 0, 'set a number of at least 0.'),
     (('kd_temperature', 'self_kd_temperature', 'online_temperature', 'restart_decay',
-      'dkd_temperature', 'dist_temperature', 'at_p', 'decay_rate', 'vid_eps'),
+      'dkd_temperature', 'dist_temperature', 'at_p', 'decay_rate', 'vid_eps',
+      'crd_temperature'),
      lambda v: v > 0, 'set a positive number.'),
     (('self_kd_weight',), lambda v: 0 <= v <= 1,
      'set a weight from 0 to 1 (it splits the loss with the cross-entropy).'),
-    (('momentum',), lambda v: 0 <= v < 1, 'set a momentum from 0 up to, not including, 1.'),
+    (('momentum', 'crd_momentum'), lambda v: 0 <= v < 1,
+     'set a momentum from 0 up to, not including, 1.'),
     (('rotation_degrees',), lambda v: 0 <= v <= 180, 'set an angle from 0 to 180 degrees.'),
 )
 
@@ -262,9 +264,11 @@ class Run:
                                    batch_stats=batch_stats, tx=self.tx)
 
 
-def parts_initializer(config, model, teacher, info: data.DatasetInfo) -> Callable:
+def parts_initializer(config, model, teacher, info: data.DatasetInfo,
+                      num_train: int) -> Callable:
   """init(key) -> the variables of the method's learned parts for the run's
-  shapes (the student's and teacher's outputs on a batch of `info`'s images)."""
+  shapes (the student's and teacher's outputs on a batch of `info`'s images)
+  and a training set of `num_train` examples."""
   pixels = jax.ShapeDtypeStruct((2, *info.image_shape), jnp.float32)
   student = jax.eval_shape(lambda x: model.init_with_output(
       jax.random.PRNGKey(0), x, train=False)[0], pixels)
@@ -272,16 +276,18 @@ def parts_initializer(config, model, teacher, info: data.DatasetInfo) -> Callabl
                           teacher.variables, pixels)
   zeros = lambda tree: jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), tree)
   return jax.jit(lambda key: methods.init_parts(
-      config, key, zeros(student), zeros(taught), jnp.zeros((2, info.num_classes))))
+      config, key, zeros(student), zeros(taught), jnp.zeros((2, info.num_classes)),
+      num_train))
 
 
 def build(config: ml_collections.ConfigDict, info: data.DatasetInfo, steps_per_epoch: int,
           devices: Optional[Sequence[Any]] = None,
-          teacher: Optional[teachers.Teacher] = None) -> Run:
+          teacher: Optional[teachers.Teacher] = None, num_train: int = 0) -> Run:
   """Everything a run of `config` on a dataset described by `info` needs, with
   steps mapped over `devices` (default: every process's). A method with a
   teacher loads config.teacher unless `teacher` is given (a method without one
-  ignores it)."""
+  ignores it). `num_train`, the training set's size, sizes what a method keeps
+  per training example (CRD's memory; 0: steps_per_epoch x batch_size)."""
   devices = list(devices or jax.devices())
   method = check_config(config, len(devices))
   if not method.uses_teacher:
@@ -305,8 +311,9 @@ def build(config: ml_collections.ConfigDict, info: data.DatasetInfo, steps_per_e
       apply=apply, loss_fn=loss_fn, schedule=schedule,
       tx=optim.create_optimizer(schedule, config.momentum, config.weight_decay),
       teacher=teacher, devices=devices,
-      init_parts=(parts_initializer(config, model, teacher, info) if method.uses_parts
-                  else None),
+      init_parts=(parts_initializer(config, model, teacher, info,
+                                    num_train or steps_per_epoch * config.batch_size)
+                  if method.uses_parts else None),
       train_steps=steps.pmap_train_steps(
           loss_fn, augment=config.augment, rotation_degrees=config.rotation_degrees,
           mixup=bool(config.mixup_alpha), mixup_partner=config.mixup_partner,

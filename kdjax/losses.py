@@ -267,3 +267,14 @@ def overhaul_margin(mean: jax.Array, std: jax.Array) -> jax.Array:
   truncated = (-std * jnp.exp(-(mean / std)**2 / 2) / jnp.sqrt(2 * jnp.pi)
                / jnp.maximum(negative, 0.001) + mean)
   return jnp.where(negative > 0.001, truncated, -3 * std)
+
+
+def contrast_nce(scores: jax.Array, num_examples: int, eps: float = 1e-7) -> jax.Array:
+  """CRD's NCE loss (Tian et al., 2020): `scores` [batch, 1 + negatives] hold
+  each example's normalized score of its positive, then of its negatives,
+  against a uniform noise distribution over `num_examples`; summed over the
+  pairs, mean over the batch."""
+  noise = (scores.shape[1] - 1) / num_examples
+  positive = jnp.log(scores[:, 0] / (scores[:, 0] + noise + eps))
+  negative = jnp.log(noise / (scores[:, 1:] + noise + eps))
+  return -(positive.sum() + negative.sum()) / len(scores)

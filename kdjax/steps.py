@@ -83,15 +83,18 @@ def _permuted_global_batch(tree, key):
 
 def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array,
                lam: jax.Array, teacher_variables, *, loss_fn: Callable, augment: bool,
-               rotation_degrees: float, mixup: bool, mixup_partner: str, num_classes: int):
+               rotation_degrees: float, mixup: bool, mixup_partner: str, num_classes: int,
+               train_labels: jax.Array):
   """One SGD step on this device's share of the global batch.
 
-  `batch` holds uint8 images and int32 labels. `rng` is the same on every
+  `batch` holds uint8 images, int32 labels and each example's index in the
+  training set, whose labels are `train_labels`. `rng` is the same on every
   device; per-step and per-example keys derive from it. `lam` is the step's
   mixup weight (data.mixup_lambdas), used if `mixup`, with each example's
   partner chosen by `mixup_partner` (MIXUP_PARTNERS).
   """
-  augment_key, partner_key = jax.random.split(jax.random.fold_in(rng, state.step))
+  step_key = jax.random.fold_in(rng, state.step)
+  augment_key, partner_key = jax.random.split(step_key)
   images = batch['image']
   if augment:
     per_device = images.shape[0]
@@ -108,7 +111,8 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array,
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   (_, (batch_stats, metrics)), grads = grad_fn(
       state.params, state.batch_stats, pixels, targets, teacher_variables, batch['label'],
-      step=state.step)
+      step=state.step, examples=methods.Examples(batch['index'], train_labels,
+                                                 jax.random.fold_in(step_key, 2)))
   grads = lax.pmean(grads, AXIS)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   return state, lax.pmean(metrics, AXIS)
@@ -121,8 +125,10 @@ def train_steps(state: TrainState, images, labels, indices, lams, rng, teacher_v
   lams[i]. Returns the state and each step's metrics ([steps] arrays)."""
   def body(state, step_inputs):
     batch_indices, lam = step_inputs
-    batch = {'image': images[batch_indices], 'label': labels[batch_indices]}
-    return train_step(state, batch, rng, lam, teacher_variables, **step_kwargs)
+    batch = {'image': images[batch_indices], 'label': labels[batch_indices],
+             'index': batch_indices}
+    return train_step(state, batch, rng, lam, teacher_variables, train_labels=labels,
+                      **step_kwargs)
   if len(indices) == 1:
     # No loop for one step: XLA:CPU runs a step's gradient about 4x slower
     # inside one (117 against 29 ms measured), and one step needs none.

@@ -71,7 +71,7 @@ def _train(config, workdir, dataset, teacher, devices, is_writer):
     raise errors.ConfigError('batch_size', config.batch_size, f'it is larger than the '
                              f'{num_train} training examples of {config.dataset}.')
   total_steps = steps_per_epoch * config.num_epochs
-  run = build_lib.build(config, dataset.info, steps_per_epoch, devices, teacher)
+  run = build_lib.build(config, dataset.info, steps_per_epoch, devices, teacher, num_train)
   init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
   state = jax.device_get(run.init_state(init_key))
   # Room for the last keep_checkpoints, the best, and one being written.

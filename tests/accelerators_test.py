@@ -89,7 +89,8 @@ ROW_CONFIGS = ['configs/baseline.py', 'configs/offline_kd.py:repvgg_a0',
                'configs/offline_self_kd.py:repvgg_a0']
 
 
-@pytest.mark.parametrize('spec', ROW_CONFIGS)
+# And CRD's, which samples negatives and updates its memory in the step.
+@pytest.mark.parametrize('spec', [*ROW_CONFIGS, 'configs/crd.py:repvgg_a0'])
 def test_no_train_step_of_a_row_has_a_data_dependent_loop(spec):
   # XLA:GPU runs a while loop by copying its condition to the host each trip.
   config = build.load_config(spec)
@@ -98,12 +99,13 @@ def test_no_train_step_of_a_row_has_a_data_dependent_loop(spec):
   step = jax.vmap(lambda state, batch, rng, lam, teacher: steps.train_step(
       state, batch, rng, lam, teacher, loss_fn=run.loss_fn, augment=config.augment,
       rotation_degrees=config.rotation_degrees, mixup=bool(config.mixup_alpha),
-      mixup_partner=config.mixup_partner,
-      num_classes=10), axis_name=steps.AXIS)
+      mixup_partner=config.mixup_partner, num_classes=10,
+      train_labels=np.zeros(64, np.int32)), axis_name=steps.AXIS)
   # Shapes only: nothing is initialized or compiled.
   args = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1, *x.shape), x.dtype), (
       jax.eval_shape(run.init_state, jax.random.PRNGKey(0)),
-      {'image': np.zeros((8, 32, 32, 3), np.uint8), 'label': np.zeros(8, np.int32)},
+      {'image': np.zeros((8, 32, 32, 3), np.uint8), 'label': np.zeros(8, np.int32),
+       'index': np.zeros(8, np.int32)},
       jax.random.PRNGKey(0), np.float32(0.3), random_teacher().variables if run.teacher else {}))
   exported = jax.export.export(jax.jit(step), platforms=('cuda', 'tpu'))(*args)
   assert 'stablehlo.while' not in exported.mlir_module()

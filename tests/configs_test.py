@@ -23,11 +23,11 @@ CONFIGS = sorted(f for f in os.listdir(os.path.join(ROOT, 'configs'))
 TEACHER_CONFIGS = ('offline_kd.py', 'offline_kd_no_mixup.py', 'offline_self_kd.py',
                    'feature_kd.py', 'relation_kd.py', *(f'{name}.py' for name in (
                        'dkd', 'dist', 'at', 'sp', 'pkt', 'nst', 'offline_kd_ls', 'vid',
-                       'ofd', 'reviewkd')))
+                       'ofd', 'reviewkd', 'crd')))
 # The methods the field compares against, also run with the study's heads.
 INFO = data.DatasetInfo('random', 10, (32, 32, 3), (0.5, 0.4, 0.3), (0.25, 0.25, 0.3))
 WITH_HEADS = ('dkd.py', 'dist.py', 'at.py', 'sp.py', 'pkt.py', 'nst.py', 'offline_kd_ls.py',
-              'vid.py', 'ofd.py', 'reviewkd.py')
+              'vid.py', 'ofd.py', 'reviewkd.py', 'crd.py')
 ARGS = {**{name: sorted(study.TEACHERS) for name in TEACHER_CONFIGS},
         'online_kd.py': ['resnet18', 'repvgg_a0', 'resnet18,resnet18']}
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from configs import at
+from configs import crd
 from configs import dist
 from configs import dkd
 from configs import nst
@@ -22,6 +23,7 @@ from configs import reviewkd
 from configs import sp
 from configs import vid
 from kdjax import methods
+from kdjax.methods import contrastive
 from kdjax import steps
 from tiny import unmapped
 
@@ -298,33 +300,38 @@ def _teachers_rows(outputs, per_device):
   return {**outputs, **rows}
 
 
-def kdjax_loss_and_grads(config, student, teacher, targets, labels, num_devices, step=None):
+def kdjax_loss_and_grads(config, student, teacher, targets, labels, num_devices, step=None,
+                         batch_stats=None, examples=None):
   """loss_fn of `config` on the global batch split over `num_devices`, the
   student's outputs standing for its parameters: (mean loss, gradients
-  averaged over the devices, as the train step averages them)."""
+  averaged over the devices, as the train step averages them, and with
+  `examples` the new batch_stats)."""
   per_device = BATCH // num_devices
   loss_fn = methods.get_loss_fn(
       config, lambda params, bs, pixels: (_this_devices_rows(params, per_device), bs),
       lambda variables, pixels: _teachers_rows(variables, per_device), steps.AXIS,
       steps_per_epoch=10)
 
-  def device_step(params, pixels, targets, teacher_variables, labels):
-    (loss, _), grads = jax.value_and_grad(
-        functools.partial(loss_fn, step=step), has_aux=True)(
-            params, {}, pixels, targets, teacher_variables, labels)
-    return lax.pmean(loss, steps.AXIS), lax.pmean(grads, steps.AXIS)
+  def device_step(params, batch_stats, pixels, targets, teacher_variables, labels, indices):
+    example_args = examples and methods.Examples(indices, examples.train_labels, examples.key)
+    (loss, (new_batch_stats, _)), grads = jax.value_and_grad(
+        functools.partial(loss_fn, step=step, examples=example_args), has_aux=True)(
+            params, batch_stats, pixels, targets, teacher_variables, labels)
+    return lax.pmean(loss, steps.AXIS), lax.pmean(grads, steps.AXIS), new_batch_stats
 
   f32 = lambda tree: jax.tree.map(lambda x: np.asarray(x, np.float32), tree)
   pixels = np.zeros((BATCH, 1), np.float32)
-  args = (f32(student), pixels, f32(targets), f32(teacher), labels.astype(np.int32))
+  indices = np.asarray(examples.indices if examples else np.arange(BATCH), np.int32)
+  args = (f32(student), f32(batch_stats or {}), pixels, f32(targets), f32(teacher),
+          labels.astype(np.int32), indices)
   if num_devices == 1:
     return unmapped(device_step)(*args)
   split = lambda x: x.reshape(num_devices, per_device, *x.shape[1:])
   replicated = lambda tree: jax.tree.map(lambda x: np.broadcast_to(x, (num_devices, *x.shape)),
                                          tree)
   mapped = jax.pmap(device_step, axis_name=steps.AXIS, devices=jax.devices()[:num_devices])
-  out = mapped(replicated(args[0]), split(pixels), split(args[2]), replicated(args[3]),
-               split(args[4]))
+  out = mapped(replicated(args[0]), replicated(args[1]), split(pixels), split(args[3]),
+               replicated(args[4]), split(args[5]), split(indices))
   return jax.tree.map(lambda x: np.asarray(x)[0], out)
 
 
@@ -374,8 +381,9 @@ def test_loss_and_gradients_equal_the_reference(name, lam, num_devices):
   student, teacher, labels, partner = _problem(seed=len(name))
   student = _with_parts(name, student, teacher)
   want_loss, want_grads = torch_loss_and_grads(name, student, teacher, labels, partner, lam)
-  loss, grads = kdjax_loss_and_grads(CONFIGS[name].get_config('resnet50'), student, teacher,
-                                     _targets(labels, partner, lam), labels, num_devices)
+  loss, grads, _ = kdjax_loss_and_grads(CONFIGS[name].get_config('resnet50'), student,
+                                        teacher, _targets(labels, partner, lam), labels,
+                                        num_devices)
   np.testing.assert_allclose(float(loss), want_loss, rtol=2e-5)
   # float32 against float64: relative, with an absolute floor at the largest
   # gradient's scale for the entries that cancel to about zero.
@@ -412,3 +420,115 @@ def test_dkd_ramps_over_its_first_20_epochs_counted_from_1():
   for step, weight in ((0, 1 / 20), (9, 1 / 20), (10, 2 / 20), (95, 10 / 20), (189, 19 / 20),
                        (190, 1.0), (5000, 1.0)):  # 10 steps an epoch
     np.testing.assert_allclose(loss(config, step) - ce, weight * (full - ce), rtol=1e-4)
+
+
+# mdistiller/distillers/CRD.py: Embed, ContrastMemory.forward (its memory and
+# Z as arguments, updated in place), ContrastLoss
+def crd_embed(x, p):
+  x = F.linear(x, p['kernel'].T, p['bias'])
+  return x.div(x.pow(2).sum(1, keepdim=True).pow(0.5))
+
+
+def contrast_memory(memory_v1, memory_v2, z, v1, v2, y, idx, k, t, momentum):
+  batch_size, (output_size, input_size) = v1.size(0), memory_v1.shape
+  weight_v1 = torch.index_select(memory_v1, 0, idx.view(-1)).detach().view(
+      batch_size, k + 1, input_size)
+  out_v2 = torch.exp(torch.div(torch.bmm(weight_v1, v2.view(batch_size, input_size, 1)), t))
+  weight_v2 = torch.index_select(memory_v2, 0, idx.view(-1)).detach().view(
+      batch_size, k + 1, input_size)
+  out_v1 = torch.exp(torch.div(torch.bmm(weight_v2, v1.view(batch_size, input_size, 1)), t))
+  if z[0] < 0:
+    z[0] = out_v1.mean().item() * output_size
+  if z[1] < 0:
+    z[1] = out_v2.mean().item() * output_size
+  out_v1, out_v2 = torch.div(out_v1, z[0]), torch.div(out_v2, z[1])
+  with torch.no_grad():
+    for memory, v in ((memory_v1, v1), (memory_v2, v2)):
+      pos = torch.index_select(memory, 0, y.view(-1))
+      pos.mul_(momentum)
+      pos.add_(torch.mul(v, 1 - momentum))
+      memory.index_copy_(0, y, pos.div(pos.pow(2).sum(1, keepdim=True).pow(0.5)))
+  return out_v1, out_v2
+
+
+def contrast_loss(x, num_data):
+  eps, bsz, m = 1e-7, x.shape[0], x.size(1) - 1
+  pn = 1 / float(num_data)
+  p_pos = x.select(1, 0)
+  log_d1 = torch.div(p_pos, p_pos.add(m * pn + eps)).log_()
+  p_neg = x.narrow(1, 1, m)
+  log_d0 = torch.div(p_neg.clone().fill_(m * pn), p_neg.add(m * pn + eps)).log_()
+  return -(log_d1.sum(0) + log_d0.view(-1, 1).sum(0)) / bsz
+
+
+NUM_TRAIN = 40
+
+
+@pytest.mark.parametrize('num_devices', [1, DEVICES])
+def test_crd_loss_gradients_and_memory_update_equal_the_reference(num_devices):
+  # Two steps: the first sets the normalizers Z, the second uses them.
+  config = crd.get_config('resnet50')
+  config.crd_negatives = 6
+  student, teacher, labels, _ = _problem(seed=3)
+  rng = np.random.default_rng(4)
+  train_labels = rng.integers(0, CLASSES, NUM_TRAIN).astype(np.int32)
+  parts = methods.init_parts(config, jax.random.PRNGKey(5), student, teacher,
+                             np.zeros((BATCH, CLASSES), np.float32), NUM_TRAIN)
+  params = jax.tree.map(np.asarray, parts['params']['crd'])
+  state = jax.tree.map(np.asarray, parts['batch_stats']['crd'])
+  assert state['memory_student'].shape == (NUM_TRAIN, 128) and list(state['normalizers']) == [-1, -1]
+  # The reference's state and parameters, float64.
+  memory_v1, memory_v2 = (torch.tensor(state[k], dtype=torch.float64)
+                          for k in ('memory_student', 'memory_teacher'))
+  z = [-1.0, -1.0]
+  embeds = {k: {n: torch.tensor(v, dtype=torch.float64, requires_grad=True)
+                for n, v in params[k].items()} for k in ('embed_student', 'embed_teacher')}
+  for step_index in range(2):
+    indices = rng.permutation(NUM_TRAIN)[:BATCH].astype(np.int32)
+    examples = methods.Examples(indices, train_labels, jax.random.PRNGKey(10 + step_index))
+    contrast = np.asarray(contrastive.negatives(examples.key, indices, train_labels, 6))
+    labels = train_labels[indices]
+    loss, grads, new_state = kdjax_loss_and_grads(
+        config, {**student, methods.PARTS: {'crd': params}}, teacher,
+        np.eye(CLASSES)[labels], labels, num_devices,
+        batch_stats={methods.PARTS: {'crd': state}}, examples=examples)
+
+    feature = torch.tensor(student['feature'], dtype=torch.float64, requires_grad=True)
+    logits = torch.tensor(student['logits'], dtype=torch.float64, requires_grad=True)
+    v1 = crd_embed(feature, embeds['embed_student'])
+    v2 = crd_embed(torch.tensor(teacher['feature'], dtype=torch.float64),
+                   embeds['embed_teacher'])
+    out_s, out_t = contrast_memory(memory_v1, memory_v2, z, v1, v2,
+                                   torch.tensor(indices, dtype=torch.long),
+                                   torch.tensor(contrast, dtype=torch.long), 6, 0.07, 0.5)
+    want = (F.cross_entropy(logits, torch.tensor(labels, dtype=torch.long))
+            + 0.8 * (contrast_loss(out_s, NUM_TRAIN) + contrast_loss(out_t, NUM_TRAIN)))
+    for tensor in (feature, logits, *embeds['embed_student'].values(),
+                   *embeds['embed_teacher'].values()):
+      tensor.grad = None
+    want.backward()
+    np.testing.assert_allclose(float(loss), float(want), rtol=2e-5)
+    np.testing.assert_allclose(grads['feature'], feature.grad.numpy(), rtol=2e-4, atol=1e-7)
+    np.testing.assert_allclose(grads['logits'], logits.grad.numpy(), rtol=2e-4, atol=1e-7)
+    for embed in embeds:
+      for name, tensor in embeds[embed].items():
+        np.testing.assert_allclose(grads[methods.PARTS]['crd'][embed][name],
+                                   tensor.grad.numpy(), rtol=2e-4, atol=1e-7)
+    state = new_state[methods.PARTS]['crd']
+    np.testing.assert_allclose(state['memory_student'], memory_v1.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(state['memory_teacher'], memory_v2.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(state['normalizers'], z, rtol=1e-5)
+
+
+def test_crd_negatives_are_other_classes_drawn_per_example():
+  train_labels = np.repeat(np.arange(4), [3, 5, 2, 6]).astype(np.int32)
+  indices = np.array([0, 4, 9, 12], np.int32)
+  key = jax.random.PRNGKey(0)
+  contrast = np.asarray(contrastive.negatives(key, indices, train_labels, 500))
+  np.testing.assert_array_equal(contrast[:, 0], indices)
+  for row, index in zip(contrast, indices):
+    others = set(np.flatnonzero(train_labels != train_labels[index]))
+    assert set(row[1:]) == others  # 500 draws reach every example of the other classes
+  # Each example's draws depend on its index and the key alone, not on the batch.
+  np.testing.assert_array_equal(
+      np.asarray(contrastive.negatives(key, indices[2:], train_labels, 500)), contrast[2:])

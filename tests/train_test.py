@@ -33,14 +33,17 @@ def _setup(config, devices=None):
 
 
 # relation_self's step contains the baseline's, the heads' and RKD's gather;
-# dist_sp_pkt's the other terms over the global batch.
-@pytest.mark.parametrize('method,mixup_alpha', [('relation_self', 1.0), ('dist_sp_pkt', 1.0)])
+# dist_sp_pkt_crd's the other terms over the global batch, and CRD's memory.
+@pytest.mark.parametrize('method,mixup_alpha', [('relation_self', 1.0),
+                                                ('dist_sp_pkt_crd', 1.0)])
 def test_one_step_on_4_devices_equals_the_same_global_batch_on_1_device(method, mixup_alpha):
   # Mixup pairs examples across devices (a permutation of the global batch),
-  # the student's and the teacher's BN use global statistics and RKD's, DIST's
-  # intra-class, SP's and PKT's relations span the global batch, so the step is
-  # the same however the batch is split.
-  config = tiny_config(method=method, mixup_alpha=mixup_alpha, teacher='random')
+  # the student's and the teacher's BN use global statistics, RKD's, DIST's
+  # intra-class, SP's and PKT's relations span the global batch and CRD's
+  # memory takes every device's rows, so the step is the same however the
+  # batch is split.
+  config = tiny_config(method=method, mixup_alpha=mixup_alpha, teacher='random',
+                       crd_negatives=64)
   assert config.augment and config.rotation_degrees == 15.0
   assert (config.teacher_bn, config.mixup_partner) == ('batch', 'permutation')
   state, _ = _setup(config)

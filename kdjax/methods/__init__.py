@@ -11,8 +11,11 @@ README's table follow. `get_loss_fn` turns a method into
 where `pixels` are augmented (and, with mixup, mixed) images in [0, 1],
 `targets` the matching [batch, classes] label distributions, `labels` each
 example's own integer label before mixing and `step` the train step (for
-weights that ramp with training; absent: every ramp complete). Only `params`
-is differentiated; the teacher's variables are an input, never trained.
+weights that ramp with training; absent: every ramp complete) and `examples`
+a terms.Examples (for terms that keep something per training example). Only
+`params` is differentiated; the teacher's variables are an input, never
+trained; a term's learned parts are params[PARTS][term] and its state
+batch_stats[PARTS][term].
 """
 import dataclasses
 from typing import Callable, Dict, FrozenSet, Optional, Sequence, Tuple
@@ -24,20 +27,22 @@ import jax.numpy as jnp
 from kdjax import errors
 from kdjax import losses
 from kdjax import models
+from kdjax.methods import contrastive
 from kdjax.methods import feature
 from kdjax.methods import feature_parts
 from kdjax.methods import heads
 from kdjax.methods import online
 from kdjax.methods import relation
 from kdjax.methods import response
-from kdjax.methods.terms import check_choice, Context, Term
+from kdjax.methods.terms import check_choice, Context, Examples, Term
 
 BASELINE = 'baseline'
 # The key of params and batch_stats under which terms keep their learned
 # parts (Term.part), one entry per term; the rest is the student's.
 PARTS = 'method'
 REGISTRY: Dict[str, Term] = {term.name: term for family in (
-    response, feature, feature_parts, relation, online, heads) for term in family.TERMS}
+    response, feature, feature_parts, relation, contrastive, online, heads)
+    for term in family.TERMS}
 TERMS = tuple(REGISTRY)  # the order terms take in a method's name
 KD_REDUCTIONS = response.KD_REDUCTIONS
 HEAD_LABELS = heads.HEAD_LABELS
@@ -210,15 +215,19 @@ def _context(outputs, teacher, targets, own_targets, config, gather, global_batc
           for i, student in enumerate(every)]
 
 
-def init_parts(config, key, outputs, teacher, targets, axis_name=None):
+def init_parts(config, key, outputs, teacher, targets, num_train=0, axis_name=None):
   """{'params': ..., 'batch_stats': ...} of the terms' learned parts (keyed by
   term), initialized from `key` for student `outputs` and `teacher` outputs of
-  the run's shapes (their values do not matter)."""
+  the run's shapes (their values do not matter) and a training set of
+  `num_train` examples."""
   method = get_method(config.method)
   variables = {'params': {}, 'batch_stats': {}}
-  own_targets = targets
-  ctx, = _context(outputs, teacher, targets, own_targets, config, lambda x: x, len(targets),
+  ctx, = _context(outputs, teacher, targets, targets, config, lambda x: x, len(targets),
                   None, axis_name)
+  num_classes = targets.shape[-1]
+  ctx = ctx._replace(examples=Examples(jnp.arange(len(targets)) % max(num_train, 1),
+                                       jnp.arange(num_train) % num_classes,
+                                       jax.random.PRNGKey(0)))
   for index, name in enumerate(t for t in TERMS if t in method.terms and REGISTRY[t].part):
     term = REGISTRY[name]
     module = term.part(config, ctx)
@@ -255,7 +264,8 @@ def get_loss_fn(config, student_apply: Callable, teacher_apply: Optional[Callabl
   def gather(x):
     return x if axis_name is None else lax.all_gather(x, axis_name, axis=0, tiled=True)
 
-  def loss_fn(params, batch_stats, pixels, targets, teacher_variables, labels, step=None):
+  def loss_fn(params, batch_stats, pixels, targets, teacher_variables, labels, step=None,
+              examples=None):
     (params, part_params), (batch_stats, part_state) = map(split_parts, (params, batch_stats))
     outputs, new_batch_stats = student_apply(params, batch_stats, pixels)
     teacher = None
@@ -270,8 +280,11 @@ def get_loss_fn(config, student_apply: Callable, teacher_apply: Optional[Callabl
     global_batch = len(labels) * (1 if axis_name is None else lax.axis_size(axis_name))
     new_part_state = {}
     loss = 0.0
+    if examples is None and any(term.reads_examples for term in terms):
+      raise ValueError(f'Method {config.method!r} needs loss_fn(..., examples=).')
     for ctx in _context(outputs, teacher, targets, own_targets, config, gather, global_batch,
                         epoch, axis_name):
+      ctx = ctx._replace(examples=examples)
       student_loss = ce_weight(method.terms, config) * losses.soft_cross_entropy(
           ctx.student['logits'], targets)
       for term in terms:

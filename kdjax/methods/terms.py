@@ -8,6 +8,14 @@ import jax.numpy as jnp
 from kdjax import errors
 
 
+class Examples(NamedTuple):
+  """What a step knows of its examples beyond their pixels, for terms that
+  keep something per training example (Term.reads_examples)."""
+  indices: jax.Array  # each of this device's examples' index in the training set
+  train_labels: jax.Array  # the whole training set's labels
+  key: jax.Array  # this step's key for the term's sampling, the same on every device
+
+
 class Context(NamedTuple):
   """What a term's loss sees of one student's step on this device."""
   student: Any  # the student's outputs: logits, feature, stage_features (+ heads, hint)
@@ -25,6 +33,7 @@ class Context(NamedTuple):
   # part(*inputs) applies the term's learned module (Term.part) in training
   # mode with its parameters and state; None for a term without one.
   part: Optional[Callable[..., Any]] = None
+  examples: Optional[Examples] = None  # loss_fn's `examples`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +57,9 @@ class Term:
   # Outputs the term reads from the teacher beyond logits, features and stages
   # (a teacher without them is refused before the run).
   teacher_outputs: Sequence[str] = ()
+  # Reads the step's Examples (loss_fn's `examples`): their training-set
+  # indices, the training labels and a key.
+  reads_examples: bool = False
 
 
 def check_choice(config, field, choices):
