@@ -34,8 +34,16 @@ def test_tiny_resnet_output_shapes(train):
     assert all(jax.tree.leaves(changed))
   else:
     out = model.apply(variables, x, train=False)
-  assert set(out) == {'logits', 'feature', 'stage_features'}
+  assert set(out) == {'logits', 'feature', 'stage_features', 'stage_preact',
+                      'stage_preact_prior'}
   assert out['logits'].shape == (3, 100) and out['logits'].dtype == jnp.float32
+  # Each stage's output is its pre-ReLU output through the ReLU, and the prior
+  # of that pre-ReLU output is its last BN's (bias, |scale|).
+  for stage, preact in zip(out['stage_features'], out['stage_preact']):
+    np.testing.assert_array_equal(stage, np.maximum(preact, 0))
+  bn = variables['params']['stage4_block1']['bn2']
+  np.testing.assert_array_equal(out['stage_preact_prior'][-1][0], bn['bias'])
+  np.testing.assert_array_equal(out['stage_preact_prior'][-1][1], np.abs(bn['scale']))
   assert out['feature'].shape == (3, 4 * 8)
   assert [s.shape for s in out['stage_features']] == [
       (3, 32, 32, 4), (3, 16, 16, 8), (3, 8, 8, 16), (3, 4, 4, 32)]
@@ -50,7 +58,9 @@ def test_cifar_stem_keeps_resolution_and_stages_halve_it():
   variables = model.init(jax.random.PRNGKey(0), x, train=False)
   _, state = model.apply(variables, x, train=False, capture_intermediates=True,
                          mutable=['intermediates'])
-  shapes = {k: v['__call__'][0].shape for k, v in state['intermediates'].items()
+  # A block returns (its output, the same before the ReLU).
+  shapes = {k: v['__call__'][0][0].shape if k.startswith('stage') else v['__call__'][0].shape
+            for k, v in state['intermediates'].items()
             if k.startswith('stage') or k == 'stem_conv'}
   assert shapes['stem_conv'] == (1, 32, 32, 4)
   assert shapes['stage1_block1'] == (1, 32, 32, 4)
@@ -80,7 +90,8 @@ def test_self_distillation_heads_reach_the_final_feature_size():
   variables = model.init(jax.random.PRNGKey(0), x, train=False)
   out, state = model.apply(variables, x, train=False, capture_intermediates=True,
                            mutable=['intermediates'])
-  assert set(out) == {'logits', 'feature', 'stage_features', 'head_logits', 'head_features'}
+  assert set(out) == {'logits', 'feature', 'stage_features', 'stage_preact',
+                      'stage_preact_prior', 'head_logits', 'head_features'}
   assert [f.shape for f in out['head_features']] == [(2, 32)] * 3 == [out['feature'].shape] * 3
   assert [l.shape for l in out['head_logits']] == [(2, 100)] * 3
   # Stage i's k x k stride-k conv (k = 8, 4, 2) brings its grid to the final 4x4,

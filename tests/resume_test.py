@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -20,6 +21,7 @@ from kdjax import workdir as workdir_lib
 from tiny import assert_same_steps_up_to_rounding
 from tiny import flat_leaves
 from tiny import mock_cifar
+from tiny import random_teacher
 from tiny import read_checkpoint
 from tiny import tiny_config
 from tiny import train_on_mock_cifar
@@ -35,9 +37,9 @@ RUN = ('--config=configs/digits.py', *(f'--config.{k}={v}' for k, v in OVERRIDES
 TOTAL_STEPS = 44
 
 
-def _start(workdir, num_devices=1, stderr=subprocess.PIPE):
+def _start(workdir, num_devices=1, stderr=subprocess.PIPE, args=RUN):
   """main.py on `num_devices` devices (1: a single GPU, the common case)."""
-  return subprocess.Popen([sys.executable, 'main.py', *RUN, f'--workdir={workdir}'],
+  return subprocess.Popen([sys.executable, 'main.py', *args, f'--workdir={workdir}'],
                           cwd=ROOT, env=with_devices(num_devices), text=True, stderr=stderr)
 
 
@@ -54,8 +56,8 @@ def _signal_after(process, step, signum):
   return ''.join(lines)
 
 
-def _run_to_end(workdir, num_devices=1):
-  process = _start(workdir, num_devices)
+def _run_to_end(workdir, num_devices=1, args=RUN):
+  process = _start(workdir, num_devices, args=args)
   log = process.stderr.read()
   assert process.wait(timeout=300) == 0, log[-3000:]
   assert 'Traceback' not in log and 'Event loop is closed' not in log, log[-3000:]
@@ -95,16 +97,30 @@ def _keep_up_to(source, destination, step):
     shutil.rmtree(os.path.join(destination, 'checkpoints', str(later)))
 
 
+def _digits_teacher(directory):
+  """A teacher directory of a tiny random ResNet18 for the digits' 10 classes."""
+  teacher = random_teacher(10)
+  workdir_lib.write_model_file(directory, 'resnet18', 10, {'width': 4, 'stage_sizes': [
+      1, 1, 1, 1]}, teacher.mean, teacher.std)
+  checkpoint.save_variables(directory, jax.tree.map(np.asarray, teacher.variables))
+  return directory
+
+
 def test_on_one_device_killed_interrupted_and_finished_runs_end_bit_identical(tmp_path,
                                                                              caplog):
+  # CRD, whose state holds a memory of every training example beside the
+  # student's (64 negatives: a small step).
+  teacher = _digits_teacher(str(tmp_path / 'teacher'))
+  crd = {'method': 'crd', 'teacher': teacher, 'crd_negatives': 64}
+  args = (*RUN, *(f'--config.{k}={v}' for k, v in crd.items()))
   # The reference trains meanwhile, uninterrupted, also on one device.
   reference = str(tmp_path / 'reference')
   with open(tmp_path / 'reference.log', 'w') as reference_log:
-    uninterrupted = _start(reference, stderr=reference_log)
+    uninterrupted = _start(reference, stderr=reference_log, args=args)
     run = str(tmp_path / 'run')
     # SIGKILL mid-epoch: only complete checkpoints remain (step 10's may still have
     # been in flight, as saves are asynchronous).
-    _signal_after(_start(run), 12, signal.SIGKILL)
+    _signal_after(_start(run, args=args), 12, signal.SIGKILL)
     killed_at = max(_steps(run))
     assert killed_at in (8, 10)
     # A save cut short leaves only orbax's temporary directory, which is no checkpoint.
@@ -113,7 +129,7 @@ def test_on_one_device_killed_interrupted_and_finished_runs_end_bit_identical(tm
     os.remove(os.path.join(partial, 'default', '_METADATA'))
     # Ctrl-C: the current call's last step is saved, and how to resume is said;
     # the lock the SIGKILL-ed run left is taken over.
-    process = _start(run)
+    process = _start(run, args=args)
     log = _signal_after(process, 24, signal.SIGINT)
     assert process.returncode == 128 + signal.SIGINT, log[-3000:]
     assert f'Resuming from the checkpoint at step {killed_at} ' in log, log[-3000:]
@@ -123,13 +139,14 @@ def test_on_one_device_killed_interrupted_and_finished_runs_end_bit_identical(tm
     assert interrupted >= 24 and (f'Stopped by Ctrl-C after saving step {interrupted} in '
                                   f'{run}; rerun the same command to resume from it.') in log
     # (SIGTERM takes the same path, exiting 143: multihost_test sends it.)
-    log = _run_to_end(run)
+    log = _run_to_end(run, args=args)
     assert f'Resuming from the checkpoint at step {interrupted} ' in log
     assert uninterrupted.wait(timeout=300) == 0, (tmp_path / 'reference.log').read_text()[-3000:]
   assert _steps(reference)[-3:] == [40, 42, 44]
 
   expected, got = _state_at(reference, TOTAL_STEPS), _state_at(run, TOTAL_STEPS)
   assert got.keys() == expected.keys() and len(got) > 40
+  assert "['batch_stats']['method']['crd']['memory_student']" in got
   assert got["['step']"].shape == ()  # one copy, no device axis
   for path, value in expected.items():  # params, BN statistics, momentum, step
     np.testing.assert_array_equal(got[path], value, err_msg=path)
@@ -138,7 +155,7 @@ def test_on_one_device_killed_interrupted_and_finished_runs_end_bit_identical(tm
   # Rerunning the finished run only rewrites its summary.
   before = _files(run)
   summary = (tmp_path / 'run' / 'summary.json').read_text()
-  log = _run_to_end(run)
+  log = _run_to_end(run, args=args)
   assert 'This run trained all 2 epochs already; rewriting its summary.' in log
   after = _files(run)
   assert after.keys() == before.keys()
@@ -150,13 +167,13 @@ def test_on_one_device_killed_interrupted_and_finished_runs_end_bit_identical(tm
   on_four = str(tmp_path / 'on_four')
   _keep_up_to(reference, on_four, 40)
   config = digits.get_config()
-  config.update(OVERRIDES)
+  config.update({**OVERRIDES, **crd})
   with caplog.at_level(logging.WARNING):
     train.train_and_evaluate(config, on_four)
   assert 'saved on 1 devices and resumes on 4' in caplog.text
   back_on_one = str(tmp_path / 'back_on_one')
   _keep_up_to(on_four, back_on_one, 42)  # step 42 written on 4 devices
-  assert 'saved on 4 devices and resumes on 1' in _run_to_end(back_on_one)
+  assert 'saved on 4 devices and resumes on 1' in _run_to_end(back_on_one, args=args)
   for got, want in (((on_four, 42), (reference, 42)), ((back_on_one, 44), (on_four, 44))):
     assert_same_steps_up_to_rounding(_checkpoint(*got), _checkpoint(*want))
   # The report reads them alike: one finished group of the four workdirs.
