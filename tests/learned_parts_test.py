@@ -32,9 +32,10 @@ def _checkpoint(workdir, step):
 def test_parts_train_resume_bit_identically_and_stay_out_of_the_teacher(
     tmp_path, cifar_teacher, caplog):
   # 4 steps an epoch in calls of 2, checkpoints at 4, 6 and 8: resume from 6.
+  # All four parts at once, with the study's heads and mixup.
   config = tiny_config(steps_per_call=2, checkpoint_every_steps=3,
-                       method='_'.join(PARTS), teacher=cifar_teacher, mixup_alpha=0.4,
-                       crd_negatives=32)
+                       method='_'.join((*PARTS, 'self')), teacher=cifar_teacher,
+                       mixup_alpha=0.4, crd_negatives=32)
   reference = tmp_path / 'reference'
   with caplog.at_level(logging.INFO):
     summary = train_on_mock_cifar(config, reference)

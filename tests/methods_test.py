@@ -290,7 +290,8 @@ def test_unknown_method_is_a_clear_error():
 @pytest.mark.parametrize('name,message', [
     ('self_offline', "Write method 'self_offline' as 'offline_self'"),
     ('offline_offline', "Unknown method 'offline_offline'"),
-    ('feature_hint', "Unknown method 'feature_hint'.*'relation', 'sp', 'pkt', 'crd', 'online', 'self'"),
+    ('feature_hint',
+     "Unknown method 'feature_hint'.*'relation', 'sp', 'pkt', 'crd', 'online', 'self'"),
     ('self_dkd', "Write method 'self_dkd' as 'dkd_self'"),
 ])
 def test_each_method_has_one_name(name, message):

@@ -32,6 +32,7 @@ from scipy.stats import norm as scipy_norm  # pylint: disable=g-import-not-at-to
 F = torch.nn.functional
 
 BATCH, CLASSES, DEVICES = 8, 10, 4
+LOSS_RTOL = 2e-5  # float32 against float64
 LAM = 0.3
 # NHWC stage outputs: the student's four stages; the teacher's five with two
 # of the first grid, as RepVGG-A0's.
@@ -384,7 +385,7 @@ def test_loss_and_gradients_equal_the_reference(name, lam, num_devices):
   loss, grads, _ = kdjax_loss_and_grads(CONFIGS[name].get_config('resnet50'), student,
                                         teacher, _targets(labels, partner, lam), labels,
                                         num_devices)
-  np.testing.assert_allclose(float(loss), want_loss, rtol=2e-5)
+  np.testing.assert_allclose(float(loss), want_loss, rtol=LOSS_RTOL)
   # float32 against float64: relative, with an absolute floor at the largest
   # gradient's scale for the entries that cancel to about zero.
   scale = max(np.abs(g).max() for g in jax.tree.leaves(want_grads))
@@ -402,7 +403,8 @@ def test_the_global_batch_terms_differ_from_per_device_ones(name):
                                              labels[2 * i:2 * i + 2],
                                              partner[2 * i:2 * i + 2], 1.0)[0]
                         for i in range(DEVICES)])
-  assert abs(per_device - whole) > 1e-2 * abs(whole)
+  # (DIST's intra-class term moves the total, CE included, least: 0.14 %.)
+  assert abs(per_device - whole) > 10 * LOSS_RTOL * abs(whole)
 
 
 def test_dkd_ramps_over_its_first_20_epochs_counted_from_1():
@@ -476,7 +478,8 @@ def test_crd_loss_gradients_and_memory_update_equal_the_reference(num_devices):
                              np.zeros((BATCH, CLASSES), np.float32), NUM_TRAIN)
   params = jax.tree.map(np.asarray, parts['params']['crd'])
   state = jax.tree.map(np.asarray, parts['batch_stats']['crd'])
-  assert state['memory_student'].shape == (NUM_TRAIN, 128) and list(state['normalizers']) == [-1, -1]
+  assert state['memory_student'].shape == (NUM_TRAIN, 128)
+  assert list(state['normalizers']) == [-1, -1]  # unset until the first step
   # The reference's state and parameters, float64.
   memory_v1, memory_v2 = (torch.tensor(state[k], dtype=torch.float64)
                           for k in ('memory_student', 'memory_teacher'))
