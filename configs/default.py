@@ -184,8 +184,13 @@ def get_config(arg=None):
   config.learning_rate = 0.1  # the peak (restarts: of the first cycle; eta_max)
   config.min_learning_rate = 1e-3  # where warm-ups start and cosines end (the SGD lr)
   config.warmup_epochs = 1.0  # linear warm-up (restarts: whole epochs at each cycle's start; T_up)
-  config.restart_epochs = 30  # restarts: epochs per cycle (T_0)
+  config.restart_epochs = 30.0  # restarts: epochs per cycle (T_0)
   config.restart_decay = 0.5  # restarts: each cycle's peak is this times the last one's (gamma)
+  # restarts: how often an epoch the rate changes (the study: 1, Lightning's
+  # scheduler step after each epoch); restart_epochs and warmup_epochs are
+  # whole numbers of these updates. A run k times shorter than the study's
+  # with k updates an epoch follows its schedule with every length divided by k.
+  config.lr_updates_per_epoch = 1
   # step: learning_rate times decay_rate after each of these epochs (mdistiller: 150, 180, 210)
   config.decay_epochs = ()
   config.decay_rate = 0.1

@@ -60,7 +60,7 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
 
 # Fields whose values must lie in a range: (fields, test, what to set).
 _RANGES = (
-    (('batch_size', 'eval_batch_size', 'num_epochs', 'width', 'restart_epochs',
+    (('batch_size', 'eval_batch_size', 'num_epochs', 'width', 'lr_updates_per_epoch',
       'keep_checkpoints', 'crd_dim', 'crd_negatives'),
      lambda v: isinstance(v, int) and v >= 1, 'set a whole number of at least 1.'),
     (('steps_per_call', 'log_every_steps', 'checkpoint_every_steps', 'seed', 'hint_stage',
@@ -73,6 +73,7 @@ _RANGES = (
       'ofd_weight', 'crd_weight'),
      lambda v: v >= 0, 'set a number of at least 0.'),
     (('kd_temperature', 'self_kd_temperature', 'online_temperature', 'restart_decay',
+      'restart_epochs',
       'dkd_temperature', 'dist_temperature', 'at_p', 'decay_rate', 'vid_eps',
       'crd_temperature'),
      lambda v: v > 0, 'set a positive number.'),

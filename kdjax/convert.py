@@ -37,6 +37,8 @@ from kdjax import models
 from kdjax import study
 from kdjax import workdir as workdir_lib
 
+# The input (height, width, channels) of every checkpoint kdjax converts: CIFAR's.
+CIFAR_SHAPE = (32, 32, 3)
 # The input normalization each layout's teachers were trained with: chenyaofo's
 # (image-classification-codebase conf/cifar100.conf) and RepDistiller's
 # (dataset/cifar100.py, which mdistiller keeps). timm-layout CIFAR checkpoints
@@ -121,7 +123,7 @@ def _to_flax(value: np.ndarray, name: str) -> np.ndarray:
 def _expected_variables(arch, layout, num_classes):
   model = models.get_model(arch, num_classes=num_classes, **model_kwargs(layout))
   return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
-                                           jnp.zeros((1, 32, 32, 3)), train=False))
+                                           jnp.zeros((1, *CIFAR_SHAPE)), train=False))
 
 
 def _num_classes(arch, layout, state_dict):
@@ -199,7 +201,7 @@ def write_teacher(out: str, arch: str, variables, mean, std, kwargs=None) -> Non
                                 '--out.')
   os.makedirs(out, exist_ok=True)
   num_classes = int(variables['params']['classifier']['bias'].shape[0])
-  workdir_lib.write_model_file(out, arch, num_classes, kwargs or {}, mean, std)
+  workdir_lib.write_model_file(out, arch, num_classes, kwargs or {}, mean, std, CIFAR_SHAPE)
   checkpoint.save_variables(out, variables)
 
 

@@ -6,21 +6,30 @@ host only sends a few hundred int32 indices per step.
 """
 import dataclasses
 import logging
-from typing import Tuple
+import os
+from typing import Callable, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from kdjax import errors
+from kdjax import idx
 
 CIFAR100_URL = 'https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz'
-DATASETS = ('cifar100', 'digits', 'synthetic')
+# TFDS's fashion_mnist downloads its four files from here.
+FASHION_MNIST_URL = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
+# Where Debian's package dataset-fashion-mnist installs the four IDX files.
+FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
+DATASETS = ('cifar100', 'fashion_mnist', 'digits', 'synthetic')
 PAD = 4  # pixels of zero padding before the random crop, as in RandomCrop(32, 4)
 # The study's Normalize constants (its src/data.py): CIFAR-100's train-split
 # per-channel mean and std. Other datasets use their own train split's.
 CIFAR100_MEAN = (0.5070751592371323, 0.48654887331495095, 0.4409178433670343)
 CIFAR100_STD = (0.2673342858792401, 0.2564384629170883, 0.27615047132568404)
+# Fashion-MNIST's train split (its files' content is pinned by idx.FASHION_MNIST).
+FASHION_MNIST_MEAN = (0.2860405969887955,)
+FASHION_MNIST_STD = (0.35302424451492254,)
 
 
 class DatasetUnavailableError(errors.UserError, RuntimeError):
@@ -72,24 +81,57 @@ def describe(name: str) -> DatasetInfo:
   preparing anything (scikit-learn's bundled digits are read for their mean)."""
   if name in ('cifar100', 'synthetic'):
     return DatasetInfo(name, 100, (32, 32, 3), CIFAR100_MEAN, CIFAR100_STD)
+  if name == 'fashion_mnist':
+    return DatasetInfo(name, 10, (28, 28, 1), FASHION_MNIST_MEAN, FASHION_MNIST_STD)
   return load_dataset(name).info
 
 
-def load_dataset(name: str, data_dir: str = '', manual_dir: str = '') -> Dataset:
-  """Loads a dataset by name; `data_dir`/`manual_dir` are TFDS's (see README)."""
+def open_dataset(name: str, data_dir: str = '', manual_dir: str = '') -> Callable[[], Dataset]:
+  """A loader of dataset `name`, once everything about it that needs neither a
+  download nor a write was checked: an unknown name, and IDX files (which are
+  read and checked here, so the loader only hands them over). A run opens its
+  dataset before it writes anything, and loads it once its other checks pass.
+  `data_dir` and `manual_dir` are TFDS's (see README); fashion_mnist reads the
+  IDX files in `manual_dir`, else TFDS's prepared copy, else FASHION_MNIST_DIR
+  when it exists, else downloads through TFDS."""
   if name == 'cifar100':
-    train, test, num_classes = _load_tfds('cifar100', data_dir, manual_dir)
-    return Dataset(name, *train, *test, num_classes, CIFAR100_MEAN, CIFAR100_STD)
+    return lambda: Dataset(name, *_load_tfds(name, CIFAR100_URL, data_dir, manual_dir),
+                           CIFAR100_MEAN, CIFAR100_STD)
+  if name == 'fashion_mnist':
+    folder = manual_dir or (FASHION_MNIST_DIR if os.path.isdir(FASHION_MNIST_DIR)
+                            and not _tfds_prepared(name, data_dir) else '')
+    if not folder:
+      return lambda: Dataset(name, *_load_tfds(name, FASHION_MNIST_URL, data_dir, ''),
+                             FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+    logging.info('Reading %s from the IDX files in %s.', name, folder)
+    try:
+      train, test = idx.read_dataset(folder, idx.FASHION_MNIST)
+    except idx.IdxError as e:
+      raise DatasetUnavailableError(
+          f'{e} Put the four original files in a folder and pass --config.manual_dir='
+          f'FOLDER, or run `apt-get install --reinstall dataset-fashion-mnist` (Debian) '
+          f'for {FASHION_MNIST_DIR}.') from None
+    dataset = Dataset(name, *train, *test, 10, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+    return lambda: dataset
   if name == 'digits':
-    train, test, num_classes = _load_digits()
-    pixels = train[0].reshape(-1, train[0].shape[-1]) / 255.0
-    return Dataset(name, *train, *test, num_classes,
-                   tuple(pixels.mean(0).tolist()), tuple(pixels.std(0).tolist()))
+    return _digits
   if name == 'synthetic':
-    train, test, num_classes = _synthetic()
-    return Dataset(name, *train, *test, num_classes, CIFAR100_MEAN, CIFAR100_STD)
+    return lambda: Dataset(name, *_synthetic(), CIFAR100_MEAN, CIFAR100_STD)
   raise UnknownDatasetError(f'Unknown dataset {name!r}. Known datasets: {list(DATASETS)}. '
                             'Set --config.dataset to one of them.')
+
+
+def load_dataset(name: str, data_dir: str = '', manual_dir: str = '') -> Dataset:
+  """Loads a dataset by name (open_dataset's arguments), its examples in the
+  order of its files (TFDS's prepared copies: in TFDS's own order)."""
+  return open_dataset(name, data_dir, manual_dir)()
+
+
+def _digits():
+  train, test, num_classes = _load_digits()
+  pixels = train[0].reshape(-1, train[0].shape[-1]) / 255.0
+  return Dataset('digits', *train, *test, num_classes,
+                 tuple(pixels.mean(0).tolist()), tuple(pixels.std(0).tolist()))
 
 
 def _synthetic(num_train=50_000, num_test=10_000, num_classes=100):
@@ -99,17 +141,29 @@ def _synthetic(num_train=50_000, num_test=10_000, num_classes=100):
   def split(n):
     return (rng.integers(0, 256, (n, 32, 32, 3), np.uint8),
             rng.integers(0, num_classes, n).astype(np.int32))
-  return split(num_train), split(num_test), num_classes
+  return (*split(num_train), *split(num_test), num_classes)
 
 
-def _load_tfds(name, data_dir, manual_dir):
+def _tfds_builder(name, data_dir):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   # Random-access array_record files read without TensorFlow at training time.
-  builder = tfds.builder(name, data_dir=data_dir or None, file_format='array_record')
+  return tfds.builder(name, data_dir=data_dir or None, file_format='array_record')
+
+
+def _tfds_prepared(name, data_dir):
+  return _tfds_builder(name, data_dir).is_prepared()
+
+
+def _load_tfds(name, url, data_dir, manual_dir):
+  """(train images, train labels, test images, test labels, class count) of TFDS
+  dataset `name`, prepared first if need be (downloading from `url`, which is
+  probed first, unless `manual_dir` holds the download)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder = _tfds_builder(name, data_dir)
   try:
     if not builder.is_prepared():
       if not manual_dir:
-        probe(CIFAR100_URL)
+        probe(url)
       logging.info('Preparing %s with TFDS in %s (a one-time download and '
                    'conversion).', name, builder.data_dir)
       builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
@@ -119,14 +173,24 @@ def _load_tfds(name, data_dir, manual_dir):
     raise DatasetUnavailableError(
         f'Could not load {name} with tensorflow-datasets into '
         f'{builder.data_dir}: {type(e).__name__}: {e}\n'
-        f'Without internet access, either (a) download {CIFAR100_URL} on a '
-        'connected machine, put the file unchanged in a folder here and pass '
-        '--config.manual_dir=FOLDER, or (b) prepare the data on a connected '
+        f'Without internet access, either (a) {_OFFLINE_FILES[name].format(url=url)}, '
+        'or (b) prepare the data on a connected '
         f"machine with `python -c \"import tensorflow_datasets as tfds; "
         f"tfds.builder('{name}', file_format='array_record').download_and_prepare()\"`, "
         'copy its ~/tensorflow_datasets folder here and pass '
         '--config.data_dir=FOLDER.') from e
-  return splits[0], splits[1], builder.info.features['label'].num_classes
+  return (*splits[0], *splits[1], builder.info.features['label'].num_classes)
+
+
+# What to download by hand for each TFDS dataset, and where to put it.
+_OFFLINE_FILES = {
+    'cifar100': 'download {url} on a connected machine, put the file unchanged in a '
+                'folder here and pass --config.manual_dir=FOLDER',
+    'fashion_mnist': f'`apt-get install dataset-fashion-mnist` (Debian) puts the four IDX '
+                     f'files in {FASHION_MNIST_DIR}, which kdjax reads by itself; or '
+                     'download the four .gz files of {url} on a connected machine into a '
+                     'folder here and pass --config.manual_dir=FOLDER',
+}
 
 
 def _read_split(source):

@@ -11,7 +11,9 @@ SCHEDULES = (
     # Lightning): cycles of restart_epochs epochs, each a linear warm-up over
     # warmup_epochs from min_learning_rate to the cycle's peak, then a cosine
     # back towards min_learning_rate; the peak of cycle c is
-    # learning_rate * restart_decay**c. The rate is constant within an epoch.
+    # learning_rate * restart_decay**c. The rate changes lr_updates_per_epoch
+    # times an epoch (the study: once) and is constant in between, so a
+    # shorter run keeps the study's shape with every length divided alike.
     'restarts',
     # Bag of Tricks: a linear warm-up over warmup_epochs from min_learning_rate
     # to learning_rate, then one cosine to min_learning_rate, stepped every
@@ -31,12 +33,18 @@ def check_schedule(config) -> None:
                              f'set it to one of {list(SCHEDULES)}.')
   warmup = config.warmup_epochs
   if config.schedule == 'restarts':
-    cycle = config.restart_epochs
-    if warmup != int(warmup) or not 0 <= warmup < cycle:
+    updates, cycle = config.lr_updates_per_epoch, config.restart_epochs
+    if not _whole(cycle * updates):
       raise errors.ConfigError(
-          'warmup_epochs', warmup, f'schedule=restarts warms up for whole epochs at the '
-          f'start of each {cycle}-epoch cycle (restart_epochs); set it to 0..{cycle - 1} '
-          '(the study: 1 of 30).')
+          'restart_epochs', cycle, f'schedule=restarts updates the rate {updates} time(s) '
+          'an epoch (lr_updates_per_epoch), so a cycle must be a whole number of updates; '
+          f'set a multiple of 1/{updates} epoch (the study: 30 epochs, 1 update each).')
+    if not _whole(warmup * updates) or not 0 <= warmup < cycle:
+      raise errors.ConfigError(
+          'warmup_epochs', warmup, f'schedule=restarts warms up for whole updates of the '
+          f'rate ({updates} an epoch) at the start of each {cycle}-epoch cycle '
+          f'(restart_epochs); set a multiple of 1/{updates} epoch below {cycle} (the '
+          'study: 1 of 30).')
   elif config.schedule == 'step':
     epochs = tuple(config.decay_epochs)
     if not epochs or list(epochs) != sorted(set(epochs)) or epochs[0] < 1:
@@ -64,15 +72,21 @@ def create_schedule(config, steps_per_epoch: int) -> optax.Schedule:
   return _warmup_cosine(config, steps_per_epoch)
 
 
+def _whole(x: float) -> bool:
+  return abs(x - round(x)) < 1e-6
+
+
 def _restarts(config, steps_per_epoch):
-  cycle, warmup = config.restart_epochs, int(config.warmup_epochs)
-  num_cycles = -(-config.num_epochs // cycle)
+  updates = config.lr_updates_per_epoch
+  cycle, warmup = round(config.restart_epochs * updates), round(config.warmup_epochs * updates)
+  num_cycles = -(-config.num_epochs * updates // cycle)
   floor = config.min_learning_rate
-  by_epoch = optax.sgdr_schedule([
+  # Counted in updates: the rate of update u holds over its steps.
+  by_update = optax.sgdr_schedule([
       {'init_value': floor, 'peak_value': config.learning_rate * config.restart_decay**c,
        'warmup_steps': warmup, 'decay_steps': cycle, 'end_value': floor}
       for c in range(num_cycles)])
-  return lambda step: by_epoch(step // steps_per_epoch)
+  return lambda step: by_update(step * updates // steps_per_epoch)
 
 
 def _warmup_cosine(config, steps_per_epoch):

@@ -79,11 +79,17 @@ def _group_key(run: Run) -> str:
 
 
 def study_row(run: Run) -> Optional[study.Row]:
-  """The study row a CIFAR-100 ResNet18 run reproduces, if any."""
-  if run.config.get('dataset') != 'cifar100' or run.config.get('model') != 'resnet18':
+  """The row of its dataset's table that a ResNet18 run reproduces, if any."""
+  if run.config.get('model') != 'resnet18':
     return None
-  return study.row_of(run.config.get('method'), run.teacher_name,
+  return study.row_of(run.config.get('dataset'), run.config.get('method'), run.teacher_name,
                       bool(run.config.get('mixup_alpha')))
+
+
+def _rows_of(runs: List[Run]):
+  """The rows, in table order, of the datasets of `runs`."""
+  datasets = dict.fromkeys(r.config.get('dataset') for r in runs)
+  return [row for d in datasets if d in study.STUDIES for row in study.STUDIES[d].rows]
 
 
 def _mean_std(values: Sequence[float]) -> str:
@@ -95,6 +101,7 @@ def _mean_std(values: Sequence[float]) -> str:
 @dataclasses.dataclass
 class Line:
   """One line of the table: a group of finished runs, or one unfinished run."""
+  row: str  # the study row's name, or '-'
   method: str
   teacher: str
   seeds: str
@@ -108,13 +115,15 @@ class Line:
   difference: str
 
   def cells(self):
-    return [self.method, self.teacher, self.seeds, self.best_top1, self.final_top1,
-            self.best_top5, self.epochs, self.wall_time, self.images_per_sec, self.study,
-            self.difference]
+    return [self.row, self.method, self.teacher, self.seeds, self.best_top1,
+            self.final_top1, self.best_top5, self.epochs, self.wall_time,
+            self.images_per_sec, self.study, self.difference]
 
 
-HEADER = ['method', 'teacher', 'seeds', 'best top-1 %', 'final top-1 %', 'best top-5 %',
-          'epochs', 'wall time / run', 'img/s', 'study top-1 %', 'best - study']
+HEADER = ['row', 'method', 'teacher', 'seeds', 'best top-1 %', 'final top-1 %',
+          'best top-5 %', 'epochs', 'wall time / run', 'img/s', 'study top-1 %',
+          'best - study']
+STUDY_COLUMNS = 2  # the last ones, left out of a table without study numbers
 
 
 def _finished_line(runs: List[Run]) -> Line:
@@ -127,13 +136,15 @@ def _finished_line(runs: List[Run]) -> Line:
                           for run in runs)
   row = study_row(first)
   mean_best = statistics.mean(best)
+  has_study = row and row.study_top1 is not None
   return Line(
+      row=row.name if row else '-',
       method=first.config.get('method', '?'), teacher=first.teacher_name or '-',
       seeds=str(len(runs)), best_top1=_mean_std(best), final_top1=_mean_std(final),
       best_top5=_mean_std(top5), epochs=str(first.config['num_epochs']),
       wall_time=timing.format_duration(wall), images_per_sec=f'{speed:.0f}',
-      study=f'{row.study_top1:.2f}' if row else '-',
-      difference=f'{mean_best - row.study_top1:+.2f}' if row else '-')
+      study=f'{row.study_top1:.2f}' if has_study else '-',
+      difference=f'{mean_best - row.study_top1:+.2f}' if has_study else '-')
 
 
 def _unfinished_line(run: Run) -> Line:
@@ -142,10 +153,12 @@ def _unfinished_line(run: Run) -> Line:
   best = f'{max(r["test_top1"] for r in run.records):.2f} so far' if (
       run.records and not run.problem) else '-'
   row = study_row(run) if run.config else None
-  return Line(method=run.config.get('method', '?'), teacher=run.teacher_name or '-',
+  return Line(row=row.name if row else '-', method=run.config.get('method', '?'),
+              teacher=run.teacher_name or '-',
               seeds=f'seed {run.config.get("seed", "?")}', best_top1=best, final_top1='-',
               best_top5='-', epochs=status, wall_time='-', images_per_sec='-',
-              study=f'{row.study_top1:.2f}' if row else '-', difference='-')
+              study=f'{row.study_top1:.2f}' if row and row.study_top1 is not None else '-',
+              difference='-')
 
 
 def table_lines(runs: List[Run]) -> List[Line]:
@@ -154,15 +167,18 @@ def table_lines(runs: List[Run]) -> List[Line]:
   for run in runs:
     if run.finished:
       groups.setdefault(_group_key(run), []).append(run)
+  rows = _rows_of(runs)
   def position(group):
     row = study_row(group[0])
-    return (study.ROWS.index(row) if row else len(study.ROWS), group[0].workdir)
+    return (rows.index(row) if row in rows else len(rows), group[0].workdir)
   finished = [_finished_line(g) for g in sorted(groups.values(), key=position)]
   return finished + [_unfinished_line(r) for r in runs if not r.finished]
 
 
 def markdown(lines: List[Line]) -> str:
-  rows = [HEADER, ['---'] * len(HEADER)] + [l.cells() for l in lines]
+  """The table; without a study number on any line, without the study's columns."""
+  width = len(HEADER) - (0 if any(l.study != '-' for l in lines) else STUDY_COLUMNS)
+  rows = [HEADER[:width], ['---'] * width] + [l.cells()[:width] for l in lines]
   return '\n'.join('| ' + ' | '.join(r) + ' |' for r in rows)
 
 
@@ -221,8 +237,12 @@ class NoRunsError(errors.UserError, FileNotFoundError):
   """A folder without kdjax workdirs under it."""
 
 
+REPORT_FILE = 'report.md'
+
+
 def report(root: str) -> str:
-  """The markdown report of every run under `root`; writes its plots into `root`."""
+  """The markdown report of every run under `root`; writes it (REPORT_FILE) and
+  its plots into `root`."""
   runs = find_runs(root)
   if not runs:
     raise NoRunsError(f'No kdjax workdir (a folder with config.json) under {root!r}; pass '
@@ -234,9 +254,12 @@ def report(root: str) -> str:
   heads = os.path.join(root, 'report_heads.png')
   if plot_heads(runs, root, heads):
     plots.append(heads)
-  return (markdown(lines) + '\n\nTop-1 is the mean ± std over seeds of each run\'s best '
+  text = (markdown(lines) + '\n\nTop-1 is the mean ± std over seeds of each run\'s best '
           'epoch (the headline, as the study reports) and of its final epoch. '
-          f'Plots: {", ".join(plots)}.')
+          f'Plots: {", ".join(os.path.basename(p) for p in plots)}.\n')
+  with open(os.path.join(root, REPORT_FILE), 'w') as f:
+    f.write(text)
+  return text
 
 
 def main(argv):

@@ -1,18 +1,24 @@
 """Runs the rows of the study's table, each seed in its own workdir.
 
-  scripts/reproduce.sh --seeds=3 [--runs=runs] [--rows=baseline,self_kd] [--dry_run] \\
+  scripts/reproduce.sh [--study=cifar100|fashion_mnist] --seeds=3 [--runs=DIR] \\
+      [--rows=baseline,self_kd] [--results=DIR] [--dry_run] \\
       [--devices_per_run=1 [--devices=0,1,...] [--platform=gpu|tpu]] \\
       [-- --config.dtype=float32 ...]
 
 Row R, seed S trains `main.py --config=<R's config> --config.seed=S` into
 <runs>/R/seed<S> (rerunning resumes), then `python -m kdjax.report <runs>`
-tabulates them. Rows whose teacher has not been fetched stop everything before
-any training, with the command that fetches it. With --devices_per_run=N the
-runs go concurrently, each on its own N devices (an 8-GPU node trains the
-seven rows at once), each logging to <runs>/R/seed<S>.log.
+tabulates them. A study whose teacher kdjax trains (fashion_mnist) trains it
+first, into <runs>/teacher, and its rows learn from it. CIFAR-100 rows whose
+teacher has not been fetched stop everything before any training, with the
+command that fetches it. With --devices_per_run=N the runs go concurrently,
+each on its own N devices (an 8-GPU node trains the seven rows at once), each
+logging to <runs>/R/seed<S>.log. With --results=DIR the finished runs' small
+files (config.json, summary.json, metrics.jsonl) are copied into DIR and the
+report is written there: the folder to commit.
 """
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -28,10 +34,15 @@ from kdjax import teachers
 from kdjax import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
+flags.DEFINE_enum('study', 'cifar100', list(study.STUDIES), 'Whose table: the study on '
+                  'CIFAR-100, or its rows on Fashion-MNIST (configs/fashion_mnist.py).')
 flags.DEFINE_integer('seeds', 1, 'Seeds per row (0, 1, ..., N-1); CIFAR-100 practice is '
                      'the mean of several.')
-flags.DEFINE_string('runs', 'runs', 'Folder that receives one workdir per row and seed.')
-flags.DEFINE_list('rows', [r.name for r in study.ROWS], 'Rows to run.')
+flags.DEFINE_string('runs', None, 'Folder that receives one workdir per row and seed '
+                    '(default: runs/<study>).')
+flags.DEFINE_list('rows', None, 'Rows to run (default: every row of the study).')
+flags.DEFINE_string('results', None, 'Copy the finished runs\' config.json, summary.json '
+                    'and metrics.jsonl here, and write the report here.')
 flags.DEFINE_bool('dry_run', False, 'Print the commands instead of running them.')
 flags.DEFINE_integer('devices_per_run', 0, 'Run the rows concurrently, each on this many '
                      'devices of --devices; 0 runs them one after another on all devices.')
@@ -41,18 +52,37 @@ flags.DEFINE_enum('platform', 'gpu', ['gpu', 'tpu'], 'How a run is limited to it
                   'CUDA_VISIBLE_DEVICES (gpu) or TPU_VISIBLE_CHIPS (tpu, one chip a run).')
 
 
-def commands(rows, seeds, runs, extra) -> List[List[str]]:
+TEACHER_RUN = 'teacher'  # the workdir, under the runs, of a teacher kdjax trains
+
+
+def teacher_command(table: study.Study, runs: str, extra) -> List[str]:
+  """The command that trains the study's own teacher, or [] if it fetches them."""
+  if not table.teacher_config:
+    return []
+  return [sys.executable, 'main.py', f'--config={table.teacher_config}',
+          f'--workdir={runs}/{TEACHER_RUN}', *extra]
+
+
+def commands(table: study.Study, rows, seeds, runs, extra) -> List[List[str]]:
+  """Each row's command for each seed, seed by seed; a row of a study with its
+  own teacher learns from <runs>/teacher."""
+  def teacher(row):
+    return [f'--config.teacher={runs}/{TEACHER_RUN}'] if (
+        row.teacher and table.teacher_config) else []
   return [[sys.executable, 'main.py', f'--config={row.config}',
-           f'--workdir={runs}/{row.name}/seed{seed}', f'--config.seed={seed}', *extra]
-          for row in rows for seed in range(seeds)]
+           f'--workdir={runs}/{row.name}/seed{seed}', f'--config.seed={seed}',
+           *teacher(row), *extra]
+          for seed in range(seeds) for row in rows]  # every row's seed 0 first
 
 
 def missing_teachers(rows):
-  """Instructions for every teacher the rows need and nobody has fetched yet."""
+  """Instructions for every fetched teacher the rows need and nobody has fetched yet."""
   notes = {}
   for row in rows:
+    if row.teacher not in study.TEACHERS:
+      continue
     path = build.load_config(row.config).teacher
-    if row.teacher and not workdir_lib.has_model_file(path):
+    if not workdir_lib.has_model_file(path):
       notes[path] = f'{path} is missing. {teachers.fetch_instructions(row.teacher, path)}'
   return list(notes.values())
 
@@ -114,13 +144,49 @@ def run_concurrently(todo: Sequence[List[str]], groups: Sequence[Sequence[str]],
   return codes
 
 
+SMALL_FILES = ('config.json', 'summary.json', 'metrics.jsonl')  # what --results keeps
+
+
+def copy_results(runs: str, results: str) -> int:
+  """Copies every finished run's SMALL_FILES from `runs` into `results`, at the
+  same relative paths; returns how many runs."""
+  finished = [run for run in report.find_runs(runs) if run.finished]
+  for run in finished:
+    destination = os.path.join(results, os.path.relpath(run.workdir, runs))
+    os.makedirs(destination, exist_ok=True)
+    for name in SMALL_FILES:
+      shutil.copyfile(os.path.join(run.workdir, name), os.path.join(destination, name))
+  return len(finished)
+
+
+def run_one_by_one(todo: Sequence[List[str]]) -> None:
+  for i, command in enumerate(todo, 1):
+    print(f'[{i}/{len(todo)}] {shlex.join(command)}', flush=True)
+    if subprocess.run(command, check=False).returncode:
+      sys.exit(f'Stopped: {shlex.join(command)} failed (its message is above). '
+               'Rerunning this script resumes every row where it stopped.')
+
+
+def run_on_groups(todo: Sequence[List[str]], groups, platform: str) -> None:
+  logs = [f'{c[3][len("--workdir="):]}.log' for c in todo]
+  codes = run_concurrently(todo, groups, platform, logs)
+  failed = [shlex.join(c) for c, code in zip(todo, codes) if code]
+  if failed:
+    sys.exit('These runs failed (their logs say why); rerunning this script resumes '
+             'every row where it stopped:\n' + '\n'.join(failed))
+
+
 def main(argv):
-  by_name = {row.name: row for row in study.ROWS}
-  unknown = sorted(set(FLAGS.rows) - set(by_name))
+  table = study.STUDIES[FLAGS.study]
+  by_name = {row.name: row for row in table.rows}
+  unknown = sorted(set(FLAGS.rows or ()) - set(by_name))
   if unknown:
-    raise app.UsageError(f'Unknown rows {unknown}; the rows are {sorted(by_name)}.')
-  rows = [by_name[name] for name in FLAGS.rows]
-  todo = commands(rows, FLAGS.seeds, FLAGS.runs, argv[1:])
+    raise app.UsageError(f'Unknown rows {unknown}; the rows of {FLAGS.study} are '
+                         f'{sorted(by_name)}.')
+  rows = [by_name[name] for name in FLAGS.rows] if FLAGS.rows else list(table.rows)
+  runs = FLAGS.runs or os.path.join('runs', FLAGS.study)
+  first = teacher_command(table, runs, argv[1:])
+  todo = commands(table, rows, FLAGS.seeds, runs, argv[1:])
   notes = missing_teachers(rows)
   groups = []
   if FLAGS.devices_per_run:
@@ -131,6 +197,8 @@ def main(argv):
       raise app.UsageError(f'--devices_per_run={n} needs at least {n} devices; there are '
                            f'{len(devices)} ({",".join(devices)}).')
   if FLAGS.dry_run:
+    if first:
+      print(shlex.join(first))
     for i, command in enumerate(todo):
       env = (device_environment(FLAGS.platform, groups[i % len(groups)], i % len(groups))
              if groups else {})
@@ -139,20 +207,15 @@ def main(argv):
     return
   if notes:
     sys.exit('Nothing was trained: ' + '\n'.join(notes))
-  if groups:
-    logs = [f'{c[3][len("--workdir="):]}.log' for c in todo]
-    codes = run_concurrently(todo, groups, FLAGS.platform, logs)
-    failed = [shlex.join(c) for c, code in zip(todo, codes) if code]
-    if failed:
-      sys.exit('These runs failed (their logs say why); rerunning this script resumes '
-               'every row where it stopped:\n' + '\n'.join(failed))
-  else:
-    for i, command in enumerate(todo, 1):
-      print(f'[{i}/{len(todo)}] {shlex.join(command)}', flush=True)
-      if subprocess.run(command, check=False).returncode:
-        sys.exit(f'Stopped: {shlex.join(command)} failed (its message is above). '
-                 'Rerunning this script resumes every row where it stopped.')
-  print(report.report(FLAGS.runs))
+  # The teacher first, alone: every row with a teacher reads it.
+  for batch in ([first] if first else []), todo:
+    if groups:
+      run_on_groups(batch, groups, FLAGS.platform)
+    else:
+      run_one_by_one(batch)
+  if FLAGS.results:
+    print(f'Copied {copy_results(runs, FLAGS.results)} finished runs into {FLAGS.results}.')
+  print(report.report(FLAGS.results or runs))
 
 
 if __name__ == '__main__':

@@ -1,8 +1,11 @@
-"""The study kdjax reproduces, in one place: its teachers and the rows of its table.
+"""The study kdjax reproduces, in one place: its teachers and the rows of its
+table, on CIFAR-100 and on Fashion-MNIST.
 
 The study: "Making ResNet18 smarter with knowledge distillation" (CIFAR-100),
 whose training code is github nhandsome-new/resnet_kd (PyTorch Lightning +
-Hydra, August 2022); its memo.md logs the runs behind the table.
+Hydra, August 2022); its memo.md logs the runs behind the table. Its rows on
+Fashion-MNIST (configs/fashion_mnist.py) are the same recipes at a size a
+2-core CPU trains, taught by a teacher kdjax trains first.
 """
 from typing import NamedTuple, Optional
 
@@ -44,9 +47,9 @@ class Row(NamedTuple):
   name: str  # also the folder scripts/reproduce.sh trains it in
   config: str  # main.py's --config
   method: str
-  teacher: str  # '' or a TEACHERS name
+  teacher: str  # '' or the teacher's directory name (a TEACHERS name on CIFAR-100)
   mixup: bool
-  study_top1: float  # the study's test top-1 (%)
+  study_top1: Optional[float]  # the study's test top-1 (%); None where it has none
 
 
 ROWS = (
@@ -66,6 +69,34 @@ ROWS = (
 )
 
 
+# The teacher of the Fashion-MNIST rows: the workdir of configs/fashion_mnist.py:teacher.
+FASHION_MNIST_TEACHER = 'runs/fashion_mnist/teacher'
+_FASHION_MNIST_CONFIG = 'configs/fashion_mnist.py'
+FASHION_MNIST_ROWS = (
+    Row('baseline', f'{_FASHION_MNIST_CONFIG}:baseline', 'baseline', '', False, None),
+    Row('offline_kd', f'{_FASHION_MNIST_CONFIG}:offline_kd', 'offline', 'teacher', True, None),
+    Row('self_kd', f'{_FASHION_MNIST_CONFIG}:self_kd', 'self', '', True, None),
+    Row('offline_self_kd', f'{_FASHION_MNIST_CONFIG}:offline_self_kd', 'offline_self',
+        'teacher', True, None),
+    Row('offline_kd_no_mixup', f'{_FASHION_MNIST_CONFIG}:offline_kd_no_mixup', 'offline',
+        'teacher', False, None),
+)
+
+
+class Study(NamedTuple):
+  """The table of one dataset: its rows, and the config of the teacher that
+  scripts/reproduce.sh trains into <runs>/teacher before them ('' where the
+  teachers are fetched)."""
+  rows: tuple
+  teacher_config: str
+
+
+STUDIES = {
+    'cifar100': Study(ROWS, ''),
+    'fashion_mnist': Study(FASHION_MNIST_ROWS, f'{_FASHION_MNIST_CONFIG}:teacher'),
+}
+
+
 def teacher_directory(name: Optional[str]) -> str:
   """The directory a study teacher's converted weights are read from."""
   if name not in TEACHERS:
@@ -76,7 +107,9 @@ def teacher_directory(name: Optional[str]) -> str:
   return TEACHERS[name].directory
 
 
-def row_of(method: str, teacher: str, mixup: bool) -> Optional[Row]:
-  """The row a run of `method` with teacher `teacher` ('' for none) reproduces."""
-  return next((row for row in ROWS if (row.method, row.teacher, row.mixup) ==
+def row_of(dataset: str, method: str, teacher: str, mixup: bool) -> Optional[Row]:
+  """The row of `dataset`'s table that a run of `method` with teacher `teacher`
+  ('' for none) reproduces, if any."""
+  rows = STUDIES[dataset].rows if dataset in STUDIES else ()
+  return next((row for row in rows if (row.method, row.teacher, row.mixup) ==
                (method, teacher, mixup)), None)

@@ -130,9 +130,10 @@ def load(path: str, dtype=jnp.float32, num_classes: Optional[int] = None,
   kwargs.pop('heads', None)
   name, classes = spec['model'], spec['num_classes']
   model = models.get_model(name, num_classes=classes, dtype=dtype, **kwargs)
-  # Parameter shapes of these conv nets do not depend on the image size.
+  # Model files before the input's shape was recorded are all of CIFAR-shaped models.
+  image_shape = tuple(spec.get('image_shape', convert.CIFAR_SHAPE))
   abstract = jax.eval_shape(
-      lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False))
+      lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *image_shape)), train=False))
   try:
     step, variables = checkpoint.restore_best_variables(path, abstract)
   except (FileNotFoundError, ValueError) as e:

@@ -9,6 +9,7 @@ from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 
+from configs import default
 from kdjax import build as build_lib
 from kdjax import checkpoint
 from kdjax import data
@@ -28,12 +29,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   <workdir>.previous-<time>. Raises guards.Preempted after saving on SIGTERM or
   Ctrl-C, an errors.UserError for what the user must change.
 
-  Everything that can refuse the run without data is checked first: the
-  config, then the workdir (taking its lock), then the teacher; only then is
-  the dataset loaded (or downloaded)."""
+  Everything that can refuse the run without a download is checked first: the
+  config and the dataset's local files before anything is written, then the
+  workdir (taking its lock), then the teacher; only then is the dataset loaded
+  (or downloaded)."""
   # Every process's devices, in the order the steps map over them.
   devices = jax.devices()
   method = build_lib.check_config(config, len(devices))
+  load_start = time.time()
+  load_dataset = data.open_dataset(config.dataset, config.data_dir, config.manual_dir)
+  load_time = time.time() - load_start
   is_writer = jax.process_index() == 0
   with contextlib.ExitStack() as stack:
     if is_writer:  # process 0 holds the lock for all
@@ -45,7 +50,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       stack.enter_context(workdir_lib.exclusive(workdir))
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices('kdjax: workdir locked')
-    workdir_lib.check_config(config, workdir)
+    workdir_lib.check_config(config, workdir, default.get_config())
     workdir_lib.check_writable(workdir)
     info = data.describe(config.dataset)
     teacher = None
@@ -53,10 +58,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       teacher = build_lib.load_teacher(config, info)
       build_lib.check_teacher_fits(config, method, teacher, info)
     load_start = time.time()
-    dataset = data.load_dataset(config.dataset, config.data_dir, config.manual_dir)
+    dataset = load_dataset()
     logging.info('Loaded %s: %d train / %d test images in %.1f s.', config.dataset,
                  len(dataset.train_labels), len(dataset.test_labels),
-                 time.time() - load_start)
+                 load_time + time.time() - load_start)
     return _train(config, workdir, dataset, teacher, devices, is_writer)
 
 
@@ -104,7 +109,7 @@ def _train(config, workdir, dataset, teacher, devices, is_writer):
                            config.to_json(indent=2))
     name, kwargs = run.model_spec
     workdir_lib.write_model_file(workdir, name, dataset.num_classes, kwargs, dataset.mean,
-                                 dataset.std)
+                                 dataset.std, dataset.info.image_shape)
 
   # Each device keeps both splits (CIFAR: 184 MB as uint8) for index gathers.
   train_images, train_labels, test_images, test_labels = steps.replicate((

@@ -35,10 +35,12 @@ def path(workdir: str) -> epath.Path:
 
 
 def write_model_file(directory: str, model: str, num_classes: int,
-                     kwargs: Dict[str, Any], mean, std) -> None:
-  """Records how to rebuild a directory's model, so it can later be a teacher."""
+                     kwargs: Dict[str, Any], mean, std, image_shape) -> None:
+  """Records how to rebuild a directory's model, so it can later be a teacher:
+  also its input's (height, width, channels)."""
   spec = {'model': model, 'num_classes': num_classes, 'kwargs': kwargs,
-          'mean': [float(m) for m in mean], 'std': [float(s) for s in std]}
+          'mean': [float(m) for m in mean], 'std': [float(s) for s in std],
+          'image_shape': [int(n) for n in image_shape]}
   write_text(path(directory) / MODEL_FILE, json.dumps(spec, indent=2))
 
 
@@ -65,15 +67,20 @@ def config_as_json(config) -> Dict[str, Any]:
   return json.loads(config.to_json())
 
 
-def check_config(config, workdir: str) -> None:
-  """Refuses a workdir whose saved config differs."""
+def check_config(config, workdir: str, defaults=None) -> None:
+  """Refuses a workdir whose saved config differs. A field the saved config
+  lacks is no difference while it holds its value in `defaults` (a config of
+  every field's default): kdjax adds fields with defaults that leave earlier
+  runs unchanged, so those runs resume."""
   file = path(workdir) / CONFIG_FILE
   if not file.exists():
     return
   saved = json.loads(file.read_text())
   current = config_as_json(config)
+  added = config_as_json(defaults) if defaults is not None else {}
   differing = sorted(k for k in saved.keys() | current.keys()
-                     if saved.get(k) != current.get(k))
+                     if saved.get(k) != current.get(k)
+                     and not (k not in saved and k in added and current[k] == added[k]))
   if differing:
     changes = ', '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in differing)
     raise WorkdirError(

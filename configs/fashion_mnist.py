@@ -1,0 +1,50 @@
+"""The study's rows on Fashion-MNIST, at a size a 2-core CPU trains in hours.
+
+python main.py --config=configs/fashion_mnist.py:<row> --workdir=...
+
+<row> is `teacher` or a row of kdjax.study.FASHION_MNIST_ROWS (baseline,
+offline_kd, self_kd, offline_self_kd, offline_kd_no_mixup). Each is the
+study's CIFAR-100 row config (loss weights, temperatures, mixup, the teacher's
+BatchNorm mode, the heads, augmentation) with only these changes:
+- dataset: Fashion-MNIST, 28x28x1, normalized with its train split's mean and std;
+- the student: ResNet18 at width 8 (0.18 M parameters, against 11.2 M at 64);
+- the teacher: ResNet18 at width 16 (0.70 M), trained by kdjax with the
+  baseline's recipe, its workdir the teacher (`--config.teacher` names it;
+  scripts/reproduce.sh --study=fashion_mnist trains it first);
+- 10 epochs instead of 200, with the study's warm restarts divided by the same
+  20: 1.5-epoch cycles (30 / 20), a 0.05-epoch warm-up (1 / 20), the rate
+  updated 20 times an epoch (once per study epoch), the same peaks and decay.
+"""
+from configs import baseline
+from configs import offline_kd
+from configs import offline_kd_no_mixup
+from configs import offline_self_kd
+from configs import self_kd
+from kdjax import study
+
+# Each row's CIFAR-100 config, with the study teacher it names (replaced below).
+_ROW_CONFIGS = {
+    'teacher': baseline.get_config,
+    'baseline': baseline.get_config,
+    'offline_kd': lambda: offline_kd.get_config('repvgg_a0'),
+    'self_kd': self_kd.get_config,
+    'offline_self_kd': lambda: offline_self_kd.get_config('repvgg_a0'),
+    'offline_kd_no_mixup': lambda: offline_kd_no_mixup.get_config('repvgg_a0'),
+}
+SCALE = 20  # the study's 200 epochs / these 10
+
+
+def get_config(arg=None):
+  if arg not in _ROW_CONFIGS:
+    raise ValueError(f'Name a row after the config file, one of {list(_ROW_CONFIGS)}: '
+                     f'configs/fashion_mnist.py:baseline, for example.')
+  config = _ROW_CONFIGS[arg]()
+  config.dataset = 'fashion_mnist'
+  config.width = 16 if arg == 'teacher' else 8
+  config.num_epochs = 200 // SCALE
+  config.lr_updates_per_epoch = SCALE
+  config.restart_epochs = config.restart_epochs / SCALE
+  config.warmup_epochs = config.warmup_epochs / SCALE
+  if config.teacher:
+    config.teacher = study.FASHION_MNIST_TEACHER
+  return config
