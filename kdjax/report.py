@@ -83,7 +83,7 @@ def study_row(run: Run) -> Optional[study.Row]:
   if run.config.get('model') != 'resnet18':
     return None
   return study.row_of(run.config.get('dataset'), run.config.get('method'), run.teacher_name,
-                      bool(run.config.get('mixup_alpha')))
+                      bool(run.config.get('mixup_alpha')), run.config.get('width'))
 
 
 def _rows_of(runs: List[Run]):
@@ -265,7 +265,7 @@ def report(root: str) -> str:
 def main(argv):
   if len(argv) != 2:
     raise app.UsageError('Usage: python -m kdjax.report RUNS_DIR')
-  print(errors.exit_on_user_error(lambda: report(argv[1])))
+  print(errors.exit_on_user_error(lambda: report(argv[1])), end='')
 
 
 if __name__ == '__main__':

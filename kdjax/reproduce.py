@@ -215,7 +215,7 @@ def main(argv):
       run_one_by_one(batch)
   if FLAGS.results:
     print(f'Copied {copy_results(runs, FLAGS.results)} finished runs into {FLAGS.results}.')
-  print(report.report(FLAGS.results or runs))
+  print(report.report(FLAGS.results or runs), end='')
 
 
 if __name__ == '__main__':

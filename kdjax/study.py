@@ -50,6 +50,7 @@ class Row(NamedTuple):
   teacher: str  # '' or the teacher's directory name (a TEACHERS name on CIFAR-100)
   mixup: bool
   study_top1: Optional[float]  # the study's test top-1 (%); None where it has none
+  width: int = 64  # the student ResNet18's
 
 
 ROWS = (
@@ -73,13 +74,14 @@ ROWS = (
 FASHION_MNIST_TEACHER = 'runs/fashion_mnist/teacher'
 _FASHION_MNIST_CONFIG = 'configs/fashion_mnist.py'
 FASHION_MNIST_ROWS = (
-    Row('baseline', f'{_FASHION_MNIST_CONFIG}:baseline', 'baseline', '', False, None),
-    Row('offline_kd', f'{_FASHION_MNIST_CONFIG}:offline_kd', 'offline', 'teacher', True, None),
-    Row('self_kd', f'{_FASHION_MNIST_CONFIG}:self_kd', 'self', '', True, None),
+    Row('baseline', f'{_FASHION_MNIST_CONFIG}:baseline', 'baseline', '', False, None, 8),
+    Row('offline_kd', f'{_FASHION_MNIST_CONFIG}:offline_kd', 'offline', 'teacher', True, None,
+        8),
+    Row('self_kd', f'{_FASHION_MNIST_CONFIG}:self_kd', 'self', '', True, None, 8),
     Row('offline_self_kd', f'{_FASHION_MNIST_CONFIG}:offline_self_kd', 'offline_self',
-        'teacher', True, None),
+        'teacher', True, None, 8),
     Row('offline_kd_no_mixup', f'{_FASHION_MNIST_CONFIG}:offline_kd_no_mixup', 'offline',
-        'teacher', False, None),
+        'teacher', False, None, 8),
 )
 
 
@@ -107,9 +109,9 @@ def teacher_directory(name: Optional[str]) -> str:
   return TEACHERS[name].directory
 
 
-def row_of(dataset: str, method: str, teacher: str, mixup: bool) -> Optional[Row]:
-  """The row of `dataset`'s table that a run of `method` with teacher `teacher`
-  ('' for none) reproduces, if any."""
+def row_of(dataset: str, method: str, teacher: str, mixup: bool, width: int) -> Optional[Row]:
+  """The row of `dataset`'s table that a ResNet18 of `width` trained by `method`
+  with teacher `teacher` ('' for none) reproduces, if any."""
   rows = STUDIES[dataset].rows if dataset in STUDIES else ()
-  return next((row for row in rows if (row.method, row.teacher, row.mixup) ==
-               (method, teacher, mixup)), None)
+  return next((row for row in rows if (row.method, row.teacher, row.mixup, row.width) ==
+               (method, teacher, mixup, width)), None)

@@ -89,4 +89,4 @@ def test_baseline_config_is_the_studys_setup():
   # over SGD(lr=1e-3).
   assert (config.schedule, config.learning_rate, config.min_learning_rate,
           config.restart_epochs, config.warmup_epochs, config.restart_decay) == (
-              'restarts', 0.1, 1e-3, 30, 1.0, 0.5)
+              'restarts', 0.1, 1e-3, 30.0, 1.0, 0.5)

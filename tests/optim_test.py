@@ -69,6 +69,25 @@ def test_the_default_schedule_is_the_studys_per_epoch_warm_restarts():
   assert 0.015 < rates.mean() < 0.016
 
 
+def test_restarts_with_k_updates_an_epoch_is_the_studys_schedule_k_times_shorter():
+  # configs/fashion_mnist.py: 10 epochs, the rate updated 20 times an epoch.
+  steps_per_epoch = 468  # Fashion-MNIST at batch 128: 23.4 steps per update
+  config = _config(num_epochs=10, lr_updates_per_epoch=20, restart_epochs=1.5,
+                   warmup_epochs=0.05)
+  schedule = jax.jit(optim.create_schedule(config, steps_per_epoch))
+  rates = np.asarray(jax.vmap(schedule)(jnp.arange(10 * steps_per_epoch)))
+  reference = _StudyScheduler(1e-3, t_0=30, eta_max=0.1, t_up=1, gamma=0.5)
+  expected = []
+  for _ in range(200):
+    expected.append(reference.lr)
+    reference.step()
+  # Step s trains with study epoch floor(s * 20 / 468)'s rate.
+  update = np.arange(10 * steps_per_epoch) * 20 // steps_per_epoch
+  np.testing.assert_allclose(rates, np.asarray(expected)[update], rtol=1e-5)
+  # Every study epoch's rate is used, over 23 or 24 steps.
+  assert set(np.bincount(update)) == {23, 24}
+
+
 def test_warmup_cosine_warms_up_linearly_then_follows_a_cosine_to_the_floor():
   schedule = optim.create_schedule(
       _config(schedule='warmup_cosine', learning_rate=0.1, min_learning_rate=0.0,
@@ -122,8 +141,15 @@ def test_sgd_matches_torch_sgd_with_momentum_and_weight_decay():
      r'--config.warmup_epochs=5.0: leaves no cosine phase in num_epochs=5; set it below '
      r'num_epochs'),
     ({'warmup_epochs': 0.5}, r'--config.warmup_epochs=0.5: schedule=restarts warms up for '
-     r'whole epochs at the start of each 30-epoch cycle \(restart_epochs\); set it to 0..29'),
-    ({'warmup_epochs': 30}, r'--config.warmup_epochs=30.0: .* set it to 0..29'),
+     r'whole updates of the rate \(1 an epoch\) at the start of each 30.0-epoch cycle '
+     r'\(restart_epochs\); set a multiple of 1/1 epoch below 30.0'),
+    ({'warmup_epochs': 30}, r'--config.warmup_epochs=30.0: .* set a multiple of 1/1 epoch '
+     r'below 30.0'),
+    ({'restart_epochs': 1.5}, r'--config.restart_epochs=1.5: schedule=restarts updates the '
+     r'rate 1 time\(s\) an epoch \(lr_updates_per_epoch\), so a cycle must be a whole '
+     r'number of updates'),
+    ({'restart_epochs': 1.5, 'lr_updates_per_epoch': 20, 'warmup_epochs': 0.07},
+     r'--config.warmup_epochs=0.07: .* set a multiple of 1/20 epoch below 1.5'),
     ({'schedule': 'cosine'}, r"--config.schedule=cosine: set it to one of "
      r"\['restarts', 'warmup_cosine', 'step'\]"),
 ])

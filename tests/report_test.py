@@ -9,6 +9,7 @@ import matplotlib.image
 import pytest
 
 from configs import baseline
+from configs import fashion_mnist
 from configs import offline_kd
 from configs import offline_kd_no_mixup
 from configs import self_kd
@@ -100,9 +101,10 @@ def test_offline_runs_with_and_without_mixup_are_told_apart(tmp_path):
   _write_run(root / 'mixup', _config(offline_kd, 0, 'repvgg_a0'), [77.0])
   _write_run(root / 'no_mixup', _config(offline_kd_no_mixup, 0, 'repvgg_a0'), [76.0])
   lines = report.table_lines(report.find_runs(str(root)))
-  assert [(l.method, l.teacher, l.best_top1, l.study, l.difference) for l in lines] == [
-      ('offline', 'repvgg_a0', '77.00', '77.56', '-0.56'),
-      ('offline', 'repvgg_a0', '76.00', '76.86', '-0.86')]
+  assert [(l.row, l.method, l.teacher, l.best_top1, l.study, l.difference)
+          for l in lines] == [
+      ('offline_kd_repvgg_a0', 'offline', 'repvgg_a0', '77.00', '77.56', '-0.56'),
+      ('offline_kd_no_mixup_repvgg_a0', 'offline', 'repvgg_a0', '76.00', '76.86', '-0.86')]
 
 
 def test_unfinished_and_unreadable_runs_are_flagged_never_finished(runs):
@@ -121,14 +123,36 @@ def test_command_line_prints_the_table_and_writes_valid_pngs(runs):
   result = subprocess.run([sys.executable, '-m', 'kdjax.report', str(runs)], cwd=ROOT,
                           text=True, capture_output=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert '| method | teacher | seeds | best top-1 % |' in result.stdout
-  assert '| baseline | - | 3 | 75.17 ± 1.26 | 74.50 ± 1.32 |' in result.stdout
+  assert '| row | method | teacher | seeds | best top-1 % |' in result.stdout
+  assert '| baseline | baseline | - | 3 | 75.17 ± 1.26 | 74.50 ± 1.32 |' in result.stdout
+  assert (runs / 'report.md').read_text() == result.stdout
   assert 'headline' in result.stdout
   for name in ('report_curves.png', 'report_heads.png'):
     path = runs / name
     assert path.read_bytes()[:8] == PNG_SIGNATURE
     height, width, _ = matplotlib.image.imread(path).shape
     assert height > 100 and width > 100
+
+
+def test_fashion_mnist_rows_are_named_in_their_order_without_the_studys_columns(tmp_path):
+  root = tmp_path / 'results'
+  for seed, top1s in enumerate(([90.0, 91.0], [90.5, 91.5])):
+    _write_run(root / 'offline_kd_no_mixup' / f'seed{seed}',
+               _config(fashion_mnist, seed, 'offline_kd_no_mixup'), top1s)
+    _write_run(root / 'offline_kd' / f'seed{seed}', _config(fashion_mnist, seed, 'offline_kd'),
+               top1s)
+    _write_run(root / 'baseline' / f'seed{seed}', _config(fashion_mnist, seed, 'baseline'),
+               top1s)
+  _write_run(root / 'teacher', _config(fashion_mnist, 0, 'teacher'), [92.0, 93.0])
+  text = report.report(str(root))
+  table = text.split('\n\n')[0].splitlines()
+  assert table[0] == ('| row | method | teacher | seeds | best top-1 % | final top-1 % | '
+                      'best top-5 % | epochs | wall time / run | img/s |')
+  assert [line.split(' | ')[:4] for line in table[2:]] == [
+      ['| baseline', 'baseline', '-', '2'], ['| offline_kd', 'offline', 'teacher', '2'],
+      ['| offline_kd_no_mixup', 'offline', 'teacher', '2'], ['| -', 'baseline', '-', '1']]
+  assert table[2].split(' | ')[4:6] == ['91.25 ± 0.35', '91.25 ± 0.35']
+  assert (root / 'report.md').read_text() == text
 
 
 def test_report_of_a_folder_without_runs_is_a_clear_error(tmp_path):
@@ -150,6 +174,36 @@ def test_reproduce_dry_run_lists_every_row_and_seed():
     for seed in (0, 1):
       assert any(f'main.py --config={row.config} --workdir=out/{row.name}/seed{seed} '
                  f'--config.seed={seed} --config.dtype=bfloat16' in c for c in commands)
+
+
+def test_reproduce_fashion_mnist_trains_its_teacher_first_then_every_row_seed_by_seed():
+  result = _reproduce('--study=fashion_mnist', '--dry_run', '--seeds=2')
+  assert result.returncode == 0, result.stderr[-3000:]
+  commands = [c.split(' ', 1)[1] for c in result.stdout.strip().splitlines()]
+  assert commands[0] == ('main.py --config=configs/fashion_mnist.py:teacher '
+                         '--workdir=runs/fashion_mnist/teacher')
+  rows = study.FASHION_MNIST_ROWS
+  assert len(commands) == 1 + 2 * len(rows) == 11
+  for i, (seed, row) in enumerate((s, r) for s in (0, 1) for r in rows):
+    teacher = ' --config.teacher=runs/fashion_mnist/teacher' if row.teacher else ''
+    assert commands[1 + i] == (f'main.py --config={row.config} '
+                               f'--workdir=runs/fashion_mnist/{row.name}/seed{seed} '
+                               f'--config.seed={seed}{teacher}')
+  assert result.stderr.strip() == ''  # no teacher to fetch
+
+
+def test_reproduce_copies_the_small_files_of_finished_runs_only(tmp_path):
+  runs, results = tmp_path / 'runs', tmp_path / 'results'
+  _write_run(runs / 'baseline' / 'seed0', _config(fashion_mnist, 0, 'baseline'), [90.0])
+  (runs / 'baseline' / 'seed0' / 'checkpoints').mkdir()
+  _write_run(runs / 'self_kd' / 'seed0', _config(fashion_mnist, 0, 'self_kd'), [80.0],
+             summary=False, num_epochs=10)
+  assert reproduce.copy_results(str(runs), str(results)) == 1
+  assert sorted(os.listdir(results / 'baseline' / 'seed0')) == sorted(reproduce.SMALL_FILES)
+  assert not (results / 'self_kd').exists()
+  for name in reproduce.SMALL_FILES:
+    assert ((results / 'baseline' / 'seed0' / name).read_bytes()
+            == (runs / 'baseline' / 'seed0' / name).read_bytes())
 
 
 def test_reproduce_stops_before_training_when_a_teacher_is_missing(tmp_path):

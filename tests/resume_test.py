@@ -101,7 +101,7 @@ def _digits_teacher(directory):
   """A teacher directory of a tiny random ResNet18 for the digits' 10 classes."""
   teacher = random_teacher(10)
   workdir_lib.write_model_file(directory, 'resnet18', 10, {'width': 4, 'stage_sizes': [
-      1, 1, 1, 1]}, teacher.mean, teacher.std)
+      1, 1, 1, 1]}, teacher.mean, teacher.std, (32, 32, 3))
   checkpoint.save_variables(directory, jax.tree.map(np.asarray, teacher.variables))
   return directory
 

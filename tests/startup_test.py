@@ -119,7 +119,7 @@ def test_a_teacher_whose_stages_cannot_pair_stops_before_the_data(tmp_path, monk
   teacher_dir = str(tmp_path / 'teacher')
   teacher = random_teacher(100)  # four stages: 32x32 to 4x4
   workdir_lib.write_model_file(teacher_dir, 'resnet18', 100, {'width': 4, 'stage_sizes': [
-      1, 1, 1, 1]}, teacher.mean, teacher.std)
+      1, 1, 1, 1]}, teacher.mean, teacher.std, (32, 32, 3))
   checkpoint.save_variables(teacher_dir, jax.tree.map(np.asarray, teacher.variables))
   config = digits.get_config()
   config.update(dataset='cifar100', method='at', teacher=teacher_dir, width=4,
@@ -147,7 +147,7 @@ INVALID = [
     ('method', 'ofline', "Unknown method 'ofline'"),
     ('model', 'resnet19', 'name one of'),
     ('steps_per_call', '-1', 'set a whole number of at least 0.'),
-    ('restart_epochs', '0', 'set a whole number of at least 1.'),
+    ('restart_epochs', '0.0', 'set a positive number.'),
 ]
 
 
@@ -155,7 +155,7 @@ def test_each_invalid_value_is_one_line_naming_the_field_and_exit_status_2(tmp_p
   # A warm-up that does not fit its schedule is refused before any data too.
   # So is a stage count the model cannot build (RepVGG has 5 stages).
   cases = [(*case, ()) for case in INVALID] + [
-      ('warmup_epochs', '0.5', 'schedule=restarts warms up for whole epochs', ()),
+      ('warmup_epochs', '0.5', 'schedule=restarts warms up for whole updates of the rate', ()),
       ('stage_sizes', '(1, 1, 1, 1)', 'repvgg_a0 has 5 stages; give 5 block counts',
        ('--config.model=repvgg_a0',))]
   assert len(cases) >= 10

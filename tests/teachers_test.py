@@ -118,7 +118,8 @@ def test_a_one_device_workdir_of_an_earlier_kdjax_teaches(tmp_path):
   # Earlier kdjax saved a one-device run with the pmap's device axis on every leaf.
   source = random_teacher()
   workdir_lib.write_model_file(str(tmp_path), 'resnet18', 10,
-                            {'width': 4, 'stage_sizes': [1, 1, 1, 1]}, source.mean, source.std)
+                            {'width': 4, 'stage_sizes': [1, 1, 1, 1]}, source.mean, source.std,
+                            (32, 32, 3))
   save_with_a_device_axis(tmp_path, 3, source.variables, 9.0)
   teacher = teachers.load(str(tmp_path), num_classes=10)
   pixels = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
@@ -132,7 +133,8 @@ def test_missing_or_incomplete_teachers_are_clear_errors(tmp_path):
     teachers.load(str(tmp_path / 'nowhere'))
   with pytest.raises(errors.TeacherError, match='has no model.json'):
     teachers.load(str(tmp_path))
-  workdir_lib.write_model_file(str(tmp_path), 'resnet18', 100, {'width': 4}, (0.5,) * 3, (0.2,) * 3)
+  workdir_lib.write_model_file(str(tmp_path), 'resnet18', 100, {'width': 4}, (0.5,) * 3, (0.2,) * 3,
+                               (32, 32, 3))
   with pytest.raises(errors.TeacherError, match='holds no complete checkpoint'):
     teachers.load(str(tmp_path))
 
