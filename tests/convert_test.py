@@ -16,7 +16,7 @@ from kdjax import models
 from kdjax import steps
 from kdjax import teachers
 from kdjax.models import repvgg
-from tiny import mock_cifar
+from tiny import mock_tfds
 from tiny import tiny_config
 from tiny import train_on_mock_cifar
 from tiny import unmapped
@@ -175,7 +175,7 @@ def test_cli_converts_a_checkpoint_file_into_a_teacher_with_the_same_logits(tmp_
   config = tiny_config(method='offline', teacher=str(out), mixup_alpha=1.0, num_epochs=1,
                        warmup_epochs=0.0, eval_batch_size=16)
   summary = train_on_mock_cifar(config, tmp_path / 'student', num_examples=16)
-  with mock_cifar(16):
+  with mock_tfds(16):
     direct = evaluate.evaluate_teacher_directory(str(out), batch_size=16)
   assert summary['teacher_top1'] == direct['top1'] and np.isfinite(summary['final_top1'])
 

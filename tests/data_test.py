@@ -12,7 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from kdjax import data
-from tiny import mock_cifar
+from tiny import mock_tfds
 
 
 def _random_images(n, seed=0, size=32):
@@ -145,7 +145,7 @@ def test_digits_is_a_fixed_split_of_32x32_uint8_images():
 
 
 def test_cifar100_through_tfds_mock_data():
-  with mock_cifar(24):
+  with mock_tfds(24):
     ds = data.load_dataset('cifar100')
   assert ds.train_images.shape == (24, 32, 32, 3) and ds.train_images.dtype == np.uint8
   assert ds.train_labels.dtype == np.int32 and ds.num_classes == 100

@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import json
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 
 from kdjax import data
 from kdjax import idx
+from tiny import mock_tfds
 from tiny import with_devices
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -155,6 +157,29 @@ def test_main_refuses_a_bad_file_in_one_line_before_writing_anything(tmp_path):
                          'right shape but other content')
   assert 'Traceback' not in result.stderr
   assert not workdir.exists()
+
+
+def test_a_prepared_tfds_copy_is_read_before_the_debian_files(tmp_path, monkeypatch):
+  monkeypatch.setattr(data, 'FASHION_MNIST_DIR', str(tmp_path))  # exists, holds nothing
+  with mock_tfds(24):
+    dataset = data.load_dataset('fashion_mnist')
+  assert dataset.train_images.shape == (24, 28, 28, 1) and dataset.num_classes == 10
+  assert dataset.info == data.describe('fashion_mnist')
+
+
+def test_without_files_or_network_the_error_says_how_to_get_them(tmp_path, monkeypatch):
+  monkeypatch.setattr(data, 'FASHION_MNIST_DIR', str(tmp_path / 'absent'))
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  monkeypatch.setattr(data, 'FASHION_MNIST_URL', f'http://127.0.0.1:{port}/')
+  with pytest.raises(data.DatasetUnavailableError) as info:
+    data.load_dataset('fashion_mnist', data_dir=str(tmp_path / 'tfds'))
+  message = str(info.value)
+  assert 'ConnectionError' in message and f'127.0.0.1:{port}' in message
+  assert 'apt-get install dataset-fashion-mnist' in message
+  assert '--config.manual_dir=FOLDER' in message and '--config.data_dir=FOLDER' in message
+  assert not (tmp_path / 'tfds').exists()
 
 
 @NEEDS_FILES

@@ -17,7 +17,7 @@ from kdjax import evaluate
 from kdjax import methods
 from kdjax import teachers
 from tiny import flat_leaves
-from tiny import mock_cifar
+from tiny import mock_tfds
 from tiny import tiny_config
 from tiny import train_on_mock_cifar
 
@@ -77,7 +77,7 @@ def test_parts_train_resume_bit_identically_and_stay_out_of_the_teacher(
   teacher = teachers.load(str(reference), num_classes=100)
   assert methods.PARTS not in teacher.variables['params']
   assert methods.PARTS not in teacher.variables['batch_stats']
-  with mock_cifar(64):
+  with mock_tfds(64):
     result = evaluate.evaluate_teacher_directory(str(reference), batch_size=16)
   assert result['count'] == 64
   np.testing.assert_allclose(result['top1'], summary['best_top1'], rtol=1e-6)

@@ -20,7 +20,7 @@ from kdjax import train
 from kdjax import workdir as workdir_lib
 from tiny import assert_same_steps_up_to_rounding
 from tiny import flat_leaves
-from tiny import mock_cifar
+from tiny import mock_tfds
 from tiny import random_teacher
 from tiny import read_checkpoint
 from tiny import tiny_config
@@ -243,7 +243,7 @@ def test_fresh_moves_a_run_of_another_config_aside_and_starts_over(tmp_path):
   (workdir / 'metrics.jsonl').write_text('{"epoch": 1, "step": 4}\n')
   with pytest.raises(ValueError, match='pass --fresh to move the old run aside'):
     train_on_mock_cifar(tiny_config(), workdir)
-  with mock_cifar(64):
+  with mock_tfds(64):
     summary = train.train_and_evaluate(tiny_config(), str(workdir), fresh=True)
   assert summary['epochs_completed'] == 2
   (previous,) = [p for p in tmp_path.iterdir() if p.name.startswith('run.previous-')]

@@ -19,7 +19,7 @@ from kdjax import steps
 from kdjax import teachers
 from kdjax import train
 from kdjax import workdir as workdir_lib
-from tiny import mock_cifar
+from tiny import mock_tfds
 from tiny import random_teacher
 from tiny import save_with_a_device_axis
 from tiny import tiny_config
@@ -48,7 +48,7 @@ def test_a_kdjax_workdir_teaches_with_its_best_checkpoint(cifar_teacher):
   jax.tree.map(np.testing.assert_array_equal, teacher.variables,
                {'params': saved['params'], 'batch_stats': saved['batch_stats']})
   assert teacher.num_classes == 100
-  with mock_cifar(64):
+  with mock_tfds(64):
     dataset = data.load_dataset('cifar100')
   np.testing.assert_allclose(teacher.mean, dataset.mean, rtol=1e-6)
   np.testing.assert_allclose(teacher.std, dataset.std, rtol=1e-6)
@@ -188,7 +188,7 @@ def test_a_hint_stage_the_student_lacks_is_refused_before_writing(cifar_teacher,
 
 
 def test_evaluate_reports_the_teachers_test_accuracy(cifar_teacher):
-  with mock_cifar(64):
+  with mock_tfds(64):
     result = evaluate.evaluate_teacher_directory(cifar_teacher, batch_size=30)
   assert result['count'] == 64
   assert result['top1'] == _best_epoch_record(cifar_teacher)['test_top1']

@@ -28,10 +28,11 @@ def tiny_config(**overrides):
 
 
 @contextlib.contextmanager
-def mock_cifar(num_examples):
+def mock_tfds(num_examples):
   """TFDS's mock data (`num_examples` random examples per split) standing for a
-  prepared CIFAR-100: TFDS mocks reading and preparing it, and a prepared
-  dataset is one kdjax neither prepares nor downloads."""
+  prepared dataset (CIFAR-100, Fashion-MNIST): TFDS mocks reading and
+  preparing it, and a prepared dataset is one kdjax neither prepares nor
+  downloads."""
   with tfds.testing.mock_data(num_examples=num_examples), mock.patch.object(
       tfds.core.DatasetBuilder, 'is_prepared', return_value=True):
     yield
@@ -48,7 +49,7 @@ def save_with_a_device_axis(workdir, step, tree, top1):
 
 def train_on_mock_cifar(config, workdir, num_examples=64):
   """train_and_evaluate on TFDS mock CIFAR-100 (`num_examples` per split)."""
-  with mock_cifar(num_examples):
+  with mock_tfds(num_examples):
     return train.train_and_evaluate(config, str(workdir))
 
 

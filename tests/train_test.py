@@ -141,7 +141,7 @@ def _without_timing(records):
   return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records]
 
 
-def test_end_to_end_on_mock_cifar100_writes_outputs_and_resumes(tmp_path):
+def test_end_to_end_on_mock_tfds100_writes_outputs_and_resumes(tmp_path):
   config = tiny_config()
   workdir = str(tmp_path / 'run')
   summary = train_on_mock_cifar(config, workdir)
