@@ -1,6 +1,6 @@
 """The study's rows on Fashion-MNIST, at a size a 2-core CPU trains in hours.
 
-python main.py --config=configs/fashion_mnist.py:<row> --workdir=...
+python main.py --config=configs/fashion_mnist.py:<row>[,full] --workdir=...
 
 <row> is `teacher` or a row of kdjax.study.FASHION_MNIST_ROWS (baseline,
 offline_kd, self_kd, offline_self_kd, offline_kd_no_mixup). Each is the
@@ -14,6 +14,9 @@ BatchNorm mode, the heads, augmentation) with only these changes:
 - 10 epochs instead of 200, with the study's warm restarts divided by the same
   20: 1.5-epoch cycles (30 / 20), a 0.05-epoch warm-up (1 / 20), the rate
   updated 20 times an epoch (once per study epoch), the same peaks and decay.
+With `,full` (an accelerator's size, scripts/accelerator_check.sh): the
+study's full-width ResNet18 student, a ResNet50 teacher (the study's second
+teacher architecture) and 20 epochs, the schedule divided by 10.
 """
 from configs import baseline
 from configs import offline_kd
@@ -31,20 +34,28 @@ _ROW_CONFIGS = {
     'offline_self_kd': lambda: offline_self_kd.get_config('repvgg_a0'),
     'offline_kd_no_mixup': lambda: offline_kd_no_mixup.get_config('repvgg_a0'),
 }
-SCALE = 20  # the study's 200 epochs / these 10
+# Per size: (epochs, the teacher's model and width).
+_SIZES = {'': (10, 'resnet18', 16), 'full': (20, 'resnet50', 64)}
+STUDY_EPOCHS = 200
 
 
 def get_config(arg=None):
-  if arg not in _ROW_CONFIGS:
-    raise ValueError(f'Name a row after the config file, one of {list(_ROW_CONFIGS)}: '
-                     f'configs/fashion_mnist.py:baseline, for example.')
-  config = _ROW_CONFIGS[arg]()
+  row, _, size = (arg or '').partition(',')
+  if row not in _ROW_CONFIGS or size not in _SIZES:
+    raise ValueError(f'Name a row after the config file, one of {list(_ROW_CONFIGS)}, and '
+                     'optionally ",full": configs/fashion_mnist.py:baseline, for example.')
+  config = _ROW_CONFIGS[row]()
+  epochs, teacher_model, teacher_width = _SIZES[size]
   config.dataset = 'fashion_mnist'
-  config.width = 16 if arg == 'teacher' else 8
-  config.num_epochs = 200 // SCALE
-  config.lr_updates_per_epoch = SCALE
-  config.restart_epochs = config.restart_epochs / SCALE
-  config.warmup_epochs = config.warmup_epochs / SCALE
+  if row == 'teacher':
+    config.model, config.width = teacher_model, teacher_width
+  else:
+    config.width = study.FASHION_MNIST_SIZES[size]
+  scale = STUDY_EPOCHS // epochs
+  config.num_epochs = epochs
+  config.lr_updates_per_epoch = scale
+  config.restart_epochs = config.restart_epochs / scale
+  config.warmup_epochs = config.warmup_epochs / scale
   if config.teacher:
     config.teacher = study.FASHION_MNIST_TEACHER
   return config

@@ -88,8 +88,9 @@ def study_row(run: Run) -> Optional[study.Row]:
 
 def _rows_of(runs: List[Run]):
   """The rows, in table order, of the datasets of `runs`."""
-  datasets = dict.fromkeys(r.config.get('dataset') for r in runs)
-  return [row for d in datasets if d in study.STUDIES for row in study.STUDIES[d].rows]
+  datasets = {r.config.get('dataset') for r in runs}
+  return [row for table in study.STUDIES.values() if table.dataset in datasets
+          for row in table.rows]
 
 
 def _mean_std(values: Sequence[float]) -> str:

@@ -72,30 +72,41 @@ ROWS = (
 
 # The teacher of the Fashion-MNIST rows: the workdir of configs/fashion_mnist.py:teacher.
 FASHION_MNIST_TEACHER = 'runs/fashion_mnist/teacher'
-_FASHION_MNIST_CONFIG = 'configs/fashion_mnist.py'
-FASHION_MNIST_ROWS = (
-    Row('baseline', f'{_FASHION_MNIST_CONFIG}:baseline', 'baseline', '', False, None, 8),
-    Row('offline_kd', f'{_FASHION_MNIST_CONFIG}:offline_kd', 'offline', 'teacher', True, None,
-        8),
-    Row('self_kd', f'{_FASHION_MNIST_CONFIG}:self_kd', 'self', '', True, None, 8),
-    Row('offline_self_kd', f'{_FASHION_MNIST_CONFIG}:offline_self_kd', 'offline_self',
-        'teacher', True, None, 8),
-    Row('offline_kd_no_mixup', f'{_FASHION_MNIST_CONFIG}:offline_kd_no_mixup', 'offline',
-        'teacher', False, None, 8),
-)
+# configs/fashion_mnist.py's sizes: the student's width at each ('' is the default, cpu).
+FASHION_MNIST_SIZES = {'': 8, 'full': 64}
+
+
+def _fashion_mnist_rows(size: str):
+  spec = 'configs/fashion_mnist.py:{}' + (f',{size}' if size else '')
+  width = FASHION_MNIST_SIZES[size]
+  return tuple(Row(name, spec.format(name), method, teacher, mixup, None, width)
+               for name, method, teacher, mixup in (
+                   ('baseline', 'baseline', '', False),
+                   ('offline_kd', 'offline', 'teacher', True),
+                   ('self_kd', 'self', '', True),
+                   ('offline_self_kd', 'offline_self', 'teacher', True),
+                   ('offline_kd_no_mixup', 'offline', 'teacher', False)))
+
+
+FASHION_MNIST_ROWS = _fashion_mnist_rows('')
 
 
 class Study(NamedTuple):
-  """The table of one dataset: its rows, and the config of the teacher that
-  scripts/reproduce.sh trains into <runs>/teacher before them ('' where the
-  teachers are fetched)."""
+  """The table of one dataset at one size: its rows, and the config of the
+  teacher that scripts/reproduce.sh trains into <runs>/teacher before them
+  ('' where the teachers are fetched)."""
+  dataset: str
   rows: tuple
   teacher_config: str
 
 
 STUDIES = {
-    'cifar100': Study(ROWS, ''),
-    'fashion_mnist': Study(FASHION_MNIST_ROWS, f'{_FASHION_MNIST_CONFIG}:teacher'),
+    'cifar100': Study('cifar100', ROWS, ''),
+    'fashion_mnist': Study('fashion_mnist', FASHION_MNIST_ROWS,
+                           'configs/fashion_mnist.py:teacher'),
+    # At an accelerator's size (scripts/accelerator_check.sh).
+    'fashion_mnist_full': Study('fashion_mnist', _fashion_mnist_rows('full'),
+                                'configs/fashion_mnist.py:teacher,full'),
 }
 
 
@@ -112,6 +123,7 @@ def teacher_directory(name: Optional[str]) -> str:
 def row_of(dataset: str, method: str, teacher: str, mixup: bool, width: int) -> Optional[Row]:
   """The row of `dataset`'s table that a ResNet18 of `width` trained by `method`
   with teacher `teacher` ('' for none) reproduces, if any."""
-  rows = STUDIES[dataset].rows if dataset in STUDIES else ()
+  rows = [row for table in STUDIES.values() if table.dataset == dataset
+          for row in table.rows]
   return next((row for row in rows if (row.method, row.teacher, row.mixup, row.width) ==
                (method, teacher, mixup, width)), None)

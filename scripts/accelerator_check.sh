@@ -8,6 +8,11 @@
 #      counting how often the mapped calls compile;
 # all into one JSON file: scripts/accelerator_check.sh [OUTPUT_DIR] (default
 # accelerator_check/). SMOKE=1 shrinks everything to run on a CPU in minutes.
+#   3. With FASHION_MNIST=FOLDER (the four IDX .gz files of Fashion-MNIST; the
+#      data never goes into the repo): the study's table on Fashion-MNIST at
+#      an accelerator's size (scripts/reproduce.sh --study=fashion_mnist_full:
+#      a ResNet50 teacher, then every row with a full-width ResNet18, 20
+#      epochs, one seed), its small files and report into OUTPUT_DIR/fashion_mnist.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-accelerator_check}")
@@ -42,7 +47,7 @@ kwargs = {'width': 4} if smoke else {}
 model = models.get_model('repvgg_a0', 100, **kwargs)
 variables = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3)), train=False)
 workdir_lib.write_model_file(out, 'repvgg_a0', 100, kwargs, data.CIFAR100_MEAN,
-                             data.CIFAR100_STD)
+                             data.CIFAR100_STD, (32, 32, 3))
 checkpoint.save_variables(out, variables)
 EOF
 
@@ -81,3 +86,15 @@ print(json.dumps(report['epochs'], indent=2))
 print('host-boundness:', report['bench'].get('host_boundness', {}).get('ratio'))
 print('Wrote', os.path.join(out, 'accelerator_check.json'))
 EOF
+
+if [[ -n "${FASHION_MNIST:-}" ]]; then
+  echo "== the study's rows on Fashion-MNIST from $FASHION_MNIST" >&2
+  table=()
+  if [[ "${SMOKE:-0}" == 1 ]]; then
+    table=(--config.num_epochs=1 --config.width=4 '--config.stage_sizes=(1,1,1,1)')
+  fi
+  python -m kdjax.reproduce --study=fashion_mnist_full --seeds=1 \
+      --runs="$work/fashion_mnist" --results="$out/fashion_mnist" \
+      -- --config.manual_dir="$(realpath "$FASHION_MNIST")" "${table[@]}" \
+      2> "$out/fashion_mnist.log"
+fi
