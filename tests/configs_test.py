@@ -29,7 +29,10 @@ INFO = data.DatasetInfo('random', 10, (32, 32, 3), (0.5, 0.4, 0.3), (0.25, 0.25,
 # (Those with learned parts train with the heads in learned_parts_test.)
 WITH_HEADS = ('dkd.py', 'dist.py', 'at.py', 'sp.py', 'pkt.py', 'nst.py', 'offline_kd_ls.py')
 ARGS = {**{name: sorted(study.TEACHERS) for name in TEACHER_CONFIGS},
-        'online_kd.py': ['resnet18', 'repvgg_a0', 'resnet18,resnet18']}
+        'online_kd.py': ['resnet18', 'repvgg_a0', 'resnet18,resnet18'],
+        'fashion_mnist.py': [f'{row}{size}' for row in (
+            'offline_self_kd', 'teacher', *(r.name for r in study.FASHION_MNIST_ROWS))
+                             for size in ('', ',full')]}
 
 
 def _get_config(name, arg):
@@ -62,6 +65,30 @@ def test_every_config_runs_a_step_of_a_tiny_variant(name, cifar_teacher, tmp_pat
   assert summary['epochs_completed'] == 1 and np.isfinite(summary['final_top1'])
   assert ('teacher_top1' in summary) == bool(config.teacher)
   assert os.listdir(tmp_path / 'checkpoints') == ['1']  # one step was trained
+
+
+@pytest.mark.parametrize('row', ['teacher', *(r.name for r in study.FASHION_MNIST_ROWS)])
+@pytest.mark.parametrize('size', ['', 'full'])
+def test_fashion_mnist_rows_are_the_studys_with_only_the_documented_changes(row, size):
+  config = _get_config('fashion_mnist.py', f'{row},{size}' if size else row)
+  spec = 'configs/baseline.py' if row == 'teacher' else next(
+      r.config for r in study.ROWS if r.name in (row, f'{row}_repvgg_a0'))
+  cifar = build.load_config(spec)
+  changed = {k for k in cifar.keys() if cifar[k] != config[k]}
+  assert changed <= {'dataset', 'width', 'model', 'num_epochs', 'lr_updates_per_epoch',
+                     'restart_epochs', 'warmup_epochs', 'teacher'}
+  assert config.dataset == 'fashion_mnist'
+  # The study's 200 epochs and schedule, every length divided alike.
+  scale = 200 // config.num_epochs
+  assert (config.num_epochs, config.lr_updates_per_epoch) == ((10, 20) if not size else (20, 10))
+  assert (config.restart_epochs * scale, config.warmup_epochs * scale) == (30, 1)
+  student = next((r for r in study.STUDIES['fashion_mnist_full' if size else 'fashion_mnist']
+                  .rows if r.name == row), None)
+  if student:
+    assert (config.model, config.width) == ('resnet18', student.width)
+    assert config.teacher == (study.FASHION_MNIST_TEACHER if student.teacher else '')
+  else:
+    assert (config.model, config.width) == (('resnet50', 64) if size else ('resnet18', 16))
 
 
 @pytest.mark.parametrize('arg,message', [
