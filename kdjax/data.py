@@ -151,7 +151,15 @@ def _tfds_builder(name, data_dir):
 
 
 def _tfds_prepared(name, data_dir):
-  return _tfds_builder(name, data_dir).is_prepared()
+  # Asked of a dataset it has not prepared, TFDS warns that its folder "has no
+  # dataset_info.json": no news for a run that reads the IDX files instead.
+  absl_logger = logging.getLogger('absl')
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    return _tfds_builder(name, data_dir).is_prepared()
+  finally:
+    absl_logger.setLevel(level)
 
 
 def _load_tfds(name, url, data_dir, manual_dir):
