@@ -12,6 +12,7 @@ with the reason. PNG plots of the curves go beside the table.
 import dataclasses
 import json
 import os
+import re
 import statistics
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -93,6 +94,14 @@ def _rows_of(runs: List[Run]):
           for row in table.rows]
 
 
+def _row_label(run: Run, row: Optional[study.Row]) -> str:
+  """The row's name, or for a run of no row its folder's (without seed<N>)."""
+  if row:
+    return row.name
+  folder, name = os.path.split(os.path.normpath(run.workdir))
+  return os.path.basename(folder) if re.fullmatch(r'seed\d+', name) else name
+
+
 def _mean_std(values: Sequence[float]) -> str:
   if len(values) == 1:
     return f'{values[0]:.2f}'
@@ -102,7 +111,7 @@ def _mean_std(values: Sequence[float]) -> str:
 @dataclasses.dataclass
 class Line:
   """One line of the table: a group of finished runs, or one unfinished run."""
-  row: str  # the study row's name, or '-'
+  row: str  # the study row's name, or the run's folder
   method: str
   teacher: str
   seeds: str
@@ -139,7 +148,7 @@ def _finished_line(runs: List[Run]) -> Line:
   mean_best = statistics.mean(best)
   has_study = row and row.study_top1 is not None
   return Line(
-      row=row.name if row else '-',
+      row=_row_label(first, row),
       method=first.config.get('method', '?'), teacher=first.teacher_name or '-',
       seeds=str(len(runs)), best_top1=_mean_std(best), final_top1=_mean_std(final),
       best_top5=_mean_std(top5), epochs=str(first.config['num_epochs']),
@@ -154,7 +163,7 @@ def _unfinished_line(run: Run) -> Line:
   best = f'{max(r["test_top1"] for r in run.records):.2f} so far' if (
       run.records and not run.problem) else '-'
   row = study_row(run) if run.config else None
-  return Line(row=row.name if row else '-', method=run.config.get('method', '?'),
+  return Line(row=_row_label(run, row), method=run.config.get('method', '?'),
               teacher=run.teacher_name or '-',
               seeds=f'seed {run.config.get("seed", "?")}', best_top1=best, final_top1='-',
               best_top5='-', epochs=status, wall_time='-', images_per_sec='-',
@@ -219,8 +228,12 @@ def plot_heads(runs: List[Run], root: str, path: str) -> bool:
   if not runs:
     return False
   plt = _pyplot()
-  fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 5), squeeze=False)
-  for ax, run in zip(axes[0], runs):
+  columns = min(len(runs), 3)
+  rows = -(-len(runs) // columns)
+  fig, axes = plt.subplots(rows, columns, figsize=(6 * columns, 5 * rows), squeeze=False)
+  for ax in axes.flat[len(runs):]:
+    ax.set_axis_off()
+  for ax, run in zip(axes.flat, runs):
     epochs = [r['epoch'] for r in run.records]
     keys = sorted(k for k in run.records[0] if k.startswith('test_head'))
     for key in keys + ['test_top1', 'test_ensemble_top1']:

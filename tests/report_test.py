@@ -150,7 +150,7 @@ def test_fashion_mnist_rows_are_named_in_their_order_without_the_studys_columns(
                       'best top-5 % | epochs | wall time / run | img/s |')
   assert [line.split(' | ')[:4] for line in table[2:]] == [
       ['| baseline', 'baseline', '-', '2'], ['| offline_kd', 'offline', 'teacher', '2'],
-      ['| offline_kd_no_mixup', 'offline', 'teacher', '2'], ['| -', 'baseline', '-', '1']]
+      ['| offline_kd_no_mixup', 'offline', 'teacher', '2'], ['| teacher', 'baseline', '-', '1']]
   assert table[2].split(' | ')[4:6] == ['91.25 ± 0.35', '91.25 ± 0.35']
   assert (root / 'report.md').read_text() == text
 
