@@ -169,6 +169,41 @@ def get_config(arg=None):
   config.online_weight = 1.0
   config.online_temperature = 1.0
 
+  # Self-distillation without heads (kdjax.methods.self_distillation); each
+  # combines with the heads (self) only, and those marked refuse mixup.
+  # pskd: the final classifier's cross-entropy to (1 - a_t) y + a_t p, p each
+  # example's softmax from the last step that trained on it (labels in the
+  # first epoch), a_t = a_T x epoch / num_epochs (lgcnsai/PS-KD-Pytorch
+  # main.py: --alpha_T 0.8). No mixup.
+  config.ps_kd_alpha = 0.8
+  # cskd: each batch example's partner is a random example of its class,
+  # forwarded as a second batch without gradient; CE + w T^2 KL(partner ||
+  # example), batch mean (alinlab/cs-kd train.py: --lamda 1, --temp 4). No mixup.
+  config.cs_kd_weight = 1.0
+  config.cs_kd_temperature = 4.0
+  # tfkdreg: (1 - a) CE + a x multiplier x KLDivLoss(mean)(softmax(virtual / T)
+  # || softmax(z)), the virtual teacher holding correct_prob on the label
+  # (Teacher-free-Knowledge-Distillation experiments/base_experiments/
+  # base_resnet18/params.json: reg_alpha 0.1, reg_temperature 20, multiplier
+  # 100; my_loss_function.py: correct_prob 0.99). No mixup.
+  config.tf_reg_alpha = 0.1
+  config.tf_reg_temperature = 20.0
+  config.tf_reg_multiplier = 100.0
+  config.tf_reg_correct_prob = 0.99
+  # dlb: each batch also carries the previous step's examples, augmented
+  # anew; CE over both + w T^2 KL(the previous step's logits || the carried
+  # half's), batch mean (Meta-knowledge-Lab/DLB dlb.py, which has no defaults;
+  # the paper's tau 3 and alpha 1). No mixup.
+  config.dlb_weight = 1.0
+  config.dlb_temperature = 3.0
+  # uskd: CE + a L_target + b L_non-target (Zipf labels) + mu x a weak head's
+  # label-smoothed CE, the weak head a linear layer on the second-to-last
+  # stage's pooled output (yzd-v/cls_KD configs/distillers/cifar100/
+  # res18_sd_cifar.py: alpha 0.1, beta 0.1, mu 0.1).
+  config.uskd_alpha = 0.1
+  config.uskd_beta = 0.1
+  config.uskd_mu = 0.1
+
   # Optimization: SGD with momentum 0.9 and weight decay 5e-4 on every
   # parameter (configs/modules/resnet18*.yaml: optimizer_conf).
   config.batch_size = 128  # global, split evenly over all devices (configs/datamodules/cifar100.yaml)
@@ -191,10 +226,15 @@ def get_config(arg=None):
   # whole numbers of these updates. A run k times shorter than the study's
   # with k updates an epoch follows its schedule with every length divided by k.
   config.lr_updates_per_epoch = 1
-  # step: learning_rate times decay_rate after each of these epochs (mdistiller: 150, 180, 210)
+  # step: learning_rate times decay_rate after each of these epochs (mdistiller:
+  # 150, 180, 210), after a linear warm-up over warmup_epochs if set (Tf-KD's
+  # WarmUpLR: learning_rate x (i + 1) / warm-up steps at step i)
   config.decay_epochs = ()
   config.decay_rate = 0.1
   config.momentum = 0.9
+  # Nesterov momentum, as torch.optim.SGD(nesterov=True) (PS-KD's and DLB's
+  # references); the study: off.
+  config.nesterov = False
   config.weight_decay = 5e-4  # as torch.optim.SGD(weight_decay=...): on every parameter
   config.seed = 0  # initialization, data order and augmentation
   # Train steps per dispatch: the mapped call runs this many steps in a

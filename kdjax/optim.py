@@ -1,4 +1,5 @@
 """Optimizer: the learning-rate schedule chained with SGD and weight decay."""
+import jax.numpy as jnp
 import optax
 
 from kdjax import errors
@@ -51,9 +52,9 @@ def check_schedule(config) -> None:
       raise errors.ConfigError('decay_epochs', epochs, 'schedule=step decays after the '
                                'epochs it names; give rising epochs from 1 (mdistiller: '
                                '"(150, 180, 210)").')
-    if warmup:
-      raise errors.ConfigError('warmup_epochs', warmup, 'schedule=step has no warm-up; '
-                               'set it to 0.')
+    if warmup >= epochs[0]:
+      raise errors.ConfigError('warmup_epochs', warmup, f'schedule=step warms up before its '
+                               f'first decay (epoch {epochs[0]}); set it below that.')
   elif warmup >= config.num_epochs:
     raise errors.ConfigError(
         'warmup_epochs', warmup, f'leaves no cosine phase in num_epochs={config.num_epochs}; '
@@ -66,9 +67,7 @@ def create_schedule(config, steps_per_epoch: int) -> optax.Schedule:
   if config.schedule == 'restarts':
     return _restarts(config, steps_per_epoch)
   if config.schedule == 'step':
-    return optax.piecewise_constant_schedule(
-        config.learning_rate, {epoch * steps_per_epoch: config.decay_rate
-                               for epoch in config.decay_epochs})
+    return _step(config, steps_per_epoch)
   return _warmup_cosine(config, steps_per_epoch)
 
 
@@ -89,6 +88,17 @@ def _restarts(config, steps_per_epoch):
   return lambda step: by_update(step * updates // steps_per_epoch)
 
 
+def _step(config, steps_per_epoch):
+  decayed = optax.piecewise_constant_schedule(
+      config.learning_rate, {epoch * steps_per_epoch: config.decay_rate
+                             for epoch in config.decay_epochs})
+  warmup_steps = int(config.warmup_epochs * steps_per_epoch)
+  if not warmup_steps:
+    return decayed
+  # Tf-KD's WarmUpLR, stepped before each of the first epoch's steps.
+  return lambda step: decayed(step) * jnp.minimum((step + 1) / warmup_steps, 1.0)
+
+
 def _warmup_cosine(config, steps_per_epoch):
   total_steps = steps_per_epoch * config.num_epochs
   warmup_steps = int(config.warmup_epochs * steps_per_epoch)
@@ -98,9 +108,9 @@ def _warmup_cosine(config, steps_per_epoch):
       end_value=config.min_learning_rate)
 
 
-def create_optimizer(schedule: optax.Schedule, momentum: float,
-                     weight_decay: float) -> optax.GradientTransformation:
-  """torch.optim.SGD(momentum=m, weight_decay=wd): decay joins the gradient
-  before the momentum buffer, and applies to every parameter."""
+def create_optimizer(schedule: optax.Schedule, momentum: float, weight_decay: float,
+                     nesterov: bool = False) -> optax.GradientTransformation:
+  """torch.optim.SGD(momentum=m, weight_decay=wd, nesterov=n): decay joins the
+  gradient before the momentum buffer, and applies to every parameter."""
   return optax.chain(optax.add_decayed_weights(weight_decay),
-                     optax.sgd(schedule, momentum=momentum))
+                     optax.sgd(schedule, momentum=momentum, nesterov=nesterov))

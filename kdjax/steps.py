@@ -81,24 +81,35 @@ def _permuted_global_batch(tree, key):
   return jax.tree.map(lambda x: x[mine], whole)
 
 
+def global_positions(rows: int, groups: int) -> jax.Array:
+  """Each of this device's `rows` rows' position in the step's global batch,
+  whatever the device count: its rows are `groups` groups of equal shares
+  (order.epoch_order's layout), and row j of group g on device d sits at
+  g x (the global group) + d x share + j."""
+  share = rows // groups
+  device, devices = lax.axis_index(AXIS), lax.axis_size(AXIS)
+  return jnp.concatenate([g * share * devices + device * share + jnp.arange(share)
+                          for g in range(groups)])
+
+
 def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array,
                lam: jax.Array, teacher_variables, *, loss_fn: Callable, augment: bool,
                rotation_degrees: float, mixup: bool, mixup_partner: str, num_classes: int,
-               train_labels: jax.Array):
+               train_labels: jax.Array, groups: int = 1):
   """One SGD step on this device's share of the global batch.
 
   `batch` holds uint8 images, int32 labels and each example's index in the
-  training set, whose labels are `train_labels`. `rng` is the same on every
-  device; per-step and per-example keys derive from it. `lam` is the step's
-  mixup weight (data.mixup_lambdas), used if `mixup`, with each example's
-  partner chosen by `mixup_partner` (MIXUP_PARTNERS).
+  training set, whose labels are `train_labels`, in `groups` groups
+  (order.epoch_order's rows). `rng` is the same on every device; per-step and
+  per-example keys derive from it. `lam` is the step's mixup weight
+  (data.mixup_lambdas), used if `mixup`, with each example's partner chosen by
+  `mixup_partner` (MIXUP_PARTNERS).
   """
   step_key = jax.random.fold_in(rng, state.step)
   augment_key, partner_key = jax.random.split(step_key)
   images = batch['image']
   if augment:
-    per_device = images.shape[0]
-    positions = lax.axis_index(AXIS) * per_device + jnp.arange(per_device)
+    positions = global_positions(images.shape[0], groups)
     images = data.augment(images, data.example_keys(augment_key, positions),
                           rotation_degrees)
   pixels = data.to_float(images)
@@ -155,15 +166,16 @@ def eval_step(variables, batch: Dict[str, jax.Array], *, apply: Callable,
 
 
 def pmap_train_steps(loss_fn: Callable, *, augment: bool, rotation_degrees: float,
-                     mixup: bool, mixup_partner: str, num_classes: int, devices):
+                     mixup: bool, mixup_partner: str, num_classes: int, devices,
+                     groups: int = 1):
   """train_steps under jax.pmap over `devices`: (state, images, labels,
-  indices [devices, steps, per-device batch], lams [devices, steps], rng,
-  teacher_variables) -> (state, metrics [devices, steps]). The state is donated."""
+  indices [devices, steps, per-device rows], lams [devices, steps], rng,
+  teacher_variables) -> (state, metrics [devices, steps]), each device's rows
+  `groups` groups (order.epoch_order's). The state is donated."""
   return jax.pmap(functools.partial(
       train_steps, loss_fn=loss_fn, augment=augment, rotation_degrees=rotation_degrees,
-      mixup=mixup, mixup_partner=mixup_partner, num_classes=num_classes), axis_name=AXIS,
-      devices=devices,
-                  donate_argnums=(0,))
+      mixup=mixup, mixup_partner=mixup_partner, num_classes=num_classes, groups=groups),
+                  axis_name=AXIS, devices=devices, donate_argnums=(0,))
 
 
 def pmap_eval_step(apply: Callable, method: methods.Method, devices):

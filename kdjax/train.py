@@ -17,6 +17,7 @@ from kdjax import errors
 from kdjax import evaluate
 from kdjax import guards
 from kdjax import methods
+from kdjax import order as order_lib
 from kdjax import records as records_lib
 from kdjax import steps
 from kdjax import workdir as workdir_lib
@@ -123,14 +124,16 @@ def _train(config, workdir, dataset, teacher, devices, is_writer):
     logging.info('Teacher %s: test top-1 %.2f%% (its own input normalization and BatchNorm '
                  'running statistics, as published).', run.teacher.description, teacher_top1)
   state, rng = steps.replicate((state, train_key), local_devices)
-  per_device = config.batch_size // len(devices)
   per_call = run.steps_per_call
   calls_per_epoch = steps_per_epoch // per_call
+  # Images a step forwards: the batch, and its partners or carried examples.
+  images_per_step = config.batch_size * run.method.groups
+  composition = {'pairs': ' + their class partners', 'carry': ' + the previous step\'s'}
   logging.info('Training %s (%s, %s) on %s: %d examples, %d steps/epoch (%d calls of %d) '
-               'x %d epochs, batch %d over %d devices in %d process(es).', config.model,
+               'x %d epochs, batch %d%s over %d devices in %d process(es).', config.model,
                config.method, run.dtype, config.dataset, num_train, steps_per_epoch,
                calls_per_epoch, per_call, config.num_epochs, config.batch_size,
-               len(devices), jax.process_count())
+               composition.get(run.method.composition, ''), len(devices), jax.process_count())
 
   def save_or_stop(step, stop, top1=None):
     """Checkpoints the state after `step` (its losses already checked): orbax
@@ -152,10 +155,11 @@ def _train(config, workdir, dataset, teacher, devices, is_writer):
       epoch, first = divmod(step, steps_per_epoch)
       # Calls tile every epoch and every checkpoint is taken between calls.
       assert first % per_call == 0, (first, per_call)
-      order = data.epoch_permutation(config.seed, epoch, num_train)
-      order = order[:steps_per_epoch * config.batch_size].astype(np.int32).reshape(
-          calls_per_epoch, per_call, len(devices), per_device)[:, :, local].transpose(
-              0, 2, 1, 3)  # [calls, this process's devices, steps, per-device batch]
+      order = order_lib.epoch_order(
+          config.seed, epoch, num_train, config.batch_size, len(devices),
+          run.method.composition, dataset.train_labels).reshape(
+              calls_per_epoch, per_call, len(devices), -1)[:, :, local].transpose(
+                  0, 2, 1, 3)  # [calls, this process's devices, steps, per-device rows]
       epoch_start = time.time()
       call_metrics, unchecked = [], 0  # this epoch's calls; from which on unchecked
       for call in range(first // per_call, calls_per_epoch):
@@ -195,7 +199,7 @@ def _train(config, workdir, dataset, teacher, devices, is_writer):
           'train_loss': float(np.mean(train_losses)),
           'train_top1': 100 * float(np.mean([m['accuracy'] for m in train])),
           **{f'test_{k}': v for k, v in test.items() if k != 'count'},
-          'images_per_sec': len(train_losses) * config.batch_size / train_time,
+          'images_per_sec': len(train_losses) * images_per_step / train_time,
           'epoch_time_s': epoch_time,
           **({'teacher_top1': teacher_top1} if run.teacher else {}),
       }

@@ -171,10 +171,62 @@ def test_the_step_schedule_is_mdistillers():
       np.testing.assert_allclose(float(schedule(step)), want, rtol=1e-6)
 
 
+def test_the_step_schedule_with_a_warm_up_is_tf_kds():
+  # Teacher-free-Knowledge-Distillation: utils.WarmUpLR stepped before each
+  # step of epoch 0, then MultiStepLR([60, 120, 160], 0.2).step(epoch) from
+  # epoch 1, over SGD(lr=0.1).
+  steps_per_epoch = 5
+  schedule = optim.create_schedule(_config(
+      schedule='step', learning_rate=0.1, warmup_epochs=1.0, num_epochs=200,
+      decay_epochs=(60, 120, 160), decay_rate=0.2), steps_per_epoch)
+  model = torch.nn.Linear(1, 1)
+  optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+  milestones = torch.optim.lr_scheduler.MultiStepLR(optimizer, [60, 120, 160], 0.2)
+
+  class WarmUpLR(torch.optim.lr_scheduler.LRScheduler):  # utils.py, transcribed
+    def __init__(self, optimizer, total_iters, last_epoch=-1):
+      self.total_iters = total_iters
+      super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+      return [base_lr * self.last_epoch / (self.total_iters + 1e-8)
+              for base_lr in self.base_lrs]
+  warmup = WarmUpLR(optimizer, steps_per_epoch)
+  for epoch in range(200):
+    if epoch > 0:
+      milestones.step(epoch)
+    for i in range(steps_per_epoch):
+      if epoch <= 0:
+        warmup.step()
+      step = epoch * steps_per_epoch + i
+      np.testing.assert_allclose(float(schedule(step)), optimizer.param_groups[0]['lr'],
+                                 rtol=1e-6, err_msg=f'step {step}')
+
+
+def test_nesterov_sgd_matches_torch():
+  rng = np.random.default_rng(1)
+  params = {'w': rng.normal(size=(3, 4)).astype(np.float32)}
+  grads = [{'w': rng.normal(size=(3, 4)).astype(np.float32)} for _ in range(5)]
+  tx = optim.create_optimizer(lambda step: 0.1, 0.9, 5e-4, nesterov=True)
+  jax_params, torch_param = jax.tree.map(jnp.asarray, params), torch.tensor(params['w'],
+                                                                          requires_grad=True)
+  state = tx.init(jax_params)
+  reference = torch.optim.SGD([torch_param], lr=0.1, momentum=0.9, weight_decay=5e-4,
+                              nesterov=True)
+  for g in grads:
+    updates, state = tx.update(jax.tree.map(jnp.asarray, g), state, jax_params)
+    jax_params = optax.apply_updates(jax_params, updates)
+    torch_param.grad = torch.tensor(g['w'])
+    reference.step()
+  np.testing.assert_allclose(np.asarray(jax_params['w']), torch_param.detach().numpy(),
+                             rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize('overrides,message', [
     ({'decay_epochs': ()}, r'decay_epochs=\(\): schedule=step decays after the epochs'),
     ({'decay_epochs': (180, 150)}, 'give rising epochs from 1'),
-    ({'warmup_epochs': 1.0}, 'schedule=step has no warm-up'),
+    ({'warmup_epochs': 150.0}, r'schedule=step warms up before its first decay \(epoch '
+     r'150\); set it below that'),
 ])
 def test_a_step_schedule_without_rising_decay_epochs_is_refused(overrides, message):
   config = _config(**{'schedule': 'step', 'warmup_epochs': 0.0, 'decay_epochs': (150,),

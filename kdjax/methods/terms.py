@@ -34,6 +34,13 @@ class Context(NamedTuple):
   # mode with its parameters and state; None for a term without one.
   part: Optional[Callable[..., Any]] = None
   examples: Optional[Examples] = None  # loss_fn's `examples`
+  # The outputs of a batch's second group of rows that the step forwards
+  # without training on them (CS-KD's partners; Term.composition), or None.
+  second: Any = None
+  step: Optional[jax.Array] = None  # loss_fn's `step` (traced), or None
+  # The final classifier's cross-entropy weight (ce_weight) for a term that
+  # carries that cross-entropy itself (Term.carries_ce).
+  ce_weight: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +67,18 @@ class Term:
   # Reads the step's Examples (loss_fn's `examples`): their training-set
   # indices, the training labels and a key.
   reads_examples: bool = False
+  # What its batches are made of beyond the epoch's examples (an
+  # order.COMPOSITIONS name): 'pairs' (each example's class partner, forwarded
+  # as a batch of its own without gradient, in Context.second) or 'carry' (the
+  # previous step's examples again, forwarded as a batch of their own and
+  # trained on: the student's outputs hold both groups, new rows first).
+  composition: str = ''
+  mixup: bool = True  # its reference trains with mixup, or could
+  # The only terms it combines with (None: any).
+  combines_with: Optional[frozenset] = None
+  # Its loss holds the final classifier's cross-entropy, at Context.ce_weight;
+  # the method adds no cross-entropy of its own.
+  carries_ce: bool = False
 
 
 def check_choice(config, field, choices):
