@@ -270,13 +270,13 @@ class Run:
 def parts_initializer(config, model, teacher, info: data.DatasetInfo,
                       num_train: int) -> Callable:
   """init(key) -> the variables of the method's learned parts for the run's
-  shapes (the student's and teacher's outputs on a batch of `info`'s images)
-  and a training set of `num_train` examples."""
+  shapes (the student's and the teacher's, if any, outputs on a batch of
+  `info`'s images) and a training set of `num_train` examples."""
   pixels = jax.ShapeDtypeStruct((2, *info.image_shape), jnp.float32)
   student = jax.eval_shape(lambda x: model.init_with_output(
       jax.random.PRNGKey(0), x, train=False)[0], pixels)
-  taught = jax.eval_shape(functools.partial(teacher.model.apply, train=False),
-                          teacher.variables, pixels)
+  taught = teacher and jax.eval_shape(functools.partial(teacher.model.apply, train=False),
+                                      teacher.variables, pixels)
   zeros = lambda tree: jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), tree)
   return jax.jit(lambda key: methods.init_parts(
       config, key, zeros(student), zeros(taught), jnp.zeros((2, info.num_classes)),

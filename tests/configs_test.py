@@ -30,6 +30,7 @@ INFO = data.DatasetInfo('random', 10, (32, 32, 3), (0.5, 0.4, 0.3), (0.25, 0.25,
 WITH_HEADS = ('dkd.py', 'dist.py', 'at.py', 'sp.py', 'pkt.py', 'nst.py', 'offline_kd_ls.py')
 ARGS = {**{name: sorted(study.TEACHERS) for name in TEACHER_CONFIGS},
         'online_kd.py': ['resnet18', 'repvgg_a0', 'resnet18,resnet18'],
+        'tf_kd_self.py': sorted(study.TEACHERS),
         'fashion_mnist.py': [f'{row}{size}' for row in (
             'offline_self_kd', 'teacher', *(r.name for r in study.FASHION_MNIST_ROWS))
                              for size in ('', ',full')]}

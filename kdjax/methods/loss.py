@@ -146,7 +146,7 @@ def _bound_part(term, ctx, part_params, part_state, new_part_state):
   """ctx.part of `term`: its module applied with its parameters and state,
   the state's update recorded in `new_part_state`."""
   module = term.part(ctx.config, ctx)
-  variables = {'params': part_params[term.name],
+  variables = {'params': part_params.get(term.name, {}),
                'batch_stats': part_state.get(term.name, {})}
 
   def part(*inputs):

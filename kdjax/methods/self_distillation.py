@@ -128,12 +128,13 @@ def _weak_head(config, ctx: Context):
 
 def unified(ctx: Context):
   """USKD: the weak head reads the pooled output of the second-to-last stage;
-  mixed targets take the reference's top-2 branch."""
+  mixed targets take the reference's top-2 branch. Its target-class labels
+  subtract a batch mean, taken over the global batch, as on one device."""
   config = ctx.config
   pooled = jnp.mean(ctx.student['stage_features'][-2].astype(jnp.float32), axis=(1, 2))
   targets = ctx.targets if config.mixup_alpha else jnp.argmax(ctx.targets, -1)
-  return losses.uskd(ctx.student['logits'], ctx.part(pooled), targets, config.uskd_alpha,
-                     config.uskd_beta, config.uskd_mu)
+  return losses.uskd(ctx.gather(ctx.student['logits']), ctx.gather(ctx.part(pooled)),
+                     ctx.gather(targets), config.uskd_alpha, config.uskd_beta, config.uskd_mu)
 
 
 _ONLY_WITH_HEADS = frozenset({'self'})
