@@ -181,6 +181,37 @@ def test_on_one_device_killed_interrupted_and_finished_runs_end_bit_identical(tm
   assert (line.seeds, line.epochs) == ('4', '2')
 
 
+def test_dlb_killed_on_one_device_ends_bit_identical_and_moves_to_four(tmp_path, caplog):
+  # DLB: each batch carries the previous step's examples (across the epoch
+  # boundary at step 22) and the state holds that step's logits.
+  args = (*RUN, '--config.method=dlb')
+  reference = str(tmp_path / 'reference')
+  with open(tmp_path / 'reference.log', 'w') as reference_log:
+    uninterrupted = _start(reference, stderr=reference_log, args=args)
+    run = str(tmp_path / 'run')
+    _signal_after(_start(run, args=args), 12, signal.SIGKILL)
+    killed_at = max(_steps(run))
+    assert killed_at in (8, 10)
+    log = _run_to_end(run, args=args)
+    assert f'Resuming from the checkpoint at step {killed_at} ' in log
+    assert 'batch 64 + the previous step\'s over 1 devices' in log
+    assert uninterrupted.wait(timeout=300) == 0, (tmp_path / 'reference.log').read_text()[-3000:]
+  expected, got = _state_at(reference, TOTAL_STEPS), _state_at(run, TOTAL_STEPS)
+  assert "['batch_stats']['method']['dlb']['logits']" in got
+  for path, value in expected.items():
+    np.testing.assert_array_equal(got[path], value, err_msg=path)
+  assert _test_metrics(run) == _test_metrics(reference)
+  # Its checkpoint resumes on 4 devices: the same steps up to float rounding.
+  on_four = str(tmp_path / 'on_four')
+  _keep_up_to(reference, on_four, 40)
+  config = digits.get_config()
+  config.update({**OVERRIDES, 'method': 'dlb'})
+  with caplog.at_level(logging.WARNING):
+    train.train_and_evaluate(config, on_four)
+  assert 'saved on 1 devices and resumes on 4' in caplog.text
+  assert_same_steps_up_to_rounding(_checkpoint(on_four, 42), _checkpoint(reference, 42))
+
+
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
   config = tiny_config()
   workdir = str(tmp_path / 'run')

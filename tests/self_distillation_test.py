@@ -5,6 +5,7 @@ forward them): loss_fn's value, its gradient with respect to every
 parameter, and the state it leaves (PS-KD's memory, DLB's last logits), on 1
 device and on 4."""
 import functools
+import shutil
 
 import jax
 from jax import lax
@@ -17,8 +18,15 @@ from configs import dlb
 from configs import ps_kd
 from configs import tf_kd_reg
 from configs import uskd
+from kdjax import build
+from kdjax import errors
 from kdjax import methods
 from kdjax import steps
+from kdjax import teachers
+from tiny import flat_leaves
+from tiny import read_checkpoint
+from tiny import tiny_config
+from tiny import train_on_mock_cifar
 from tiny import unmapped
 
 torch = pytest.importorskip('torch')
@@ -268,3 +276,52 @@ def test_uskd_step_is_the_references_with_its_weak_head_learned(num_devices):
                              tensors['weak_kernel'].grad.numpy(), rtol=RTOL, atol=ATOL)
   np.testing.assert_allclose(grads[methods.PARTS]['uskd']['bias'],
                              tensors['weak_bias'].grad.numpy(), rtol=RTOL, atol=ATOL)
+
+
+# --- Whole runs ------------------------------------------------------------------
+@pytest.mark.parametrize('method', ['pskd_self', 'cskd', 'dlb'])
+def test_runs_resume_bit_identically_with_their_state_out_of_the_teacher(tmp_path, method):
+  # Mock CIFAR-100 (64 examples): 4 steps an epoch in calls of 2, checkpoints
+  # at 4, 6 and 8 on 4 devices: resume from 6, mid-epoch.
+  config = tiny_config(steps_per_call=2, checkpoint_every_steps=3, method=method)
+  reference = tmp_path / 'reference'
+  summary = train_on_mock_cifar(config, reference)
+  assert np.isfinite(summary['final_top1'])
+  saved = read_checkpoint(reference / 'checkpoints' / '8' / 'default')
+  state = saved['batch_stats'].get(methods.PARTS, {})
+  if method == 'pskd_self':  # every training example's last softmax
+    predictions = state['pskd']['predictions']
+    assert predictions.shape == (64, 100)
+    np.testing.assert_allclose(predictions.sum(-1), 1, rtol=1e-5)
+  if method == 'dlb':  # the last step's logits of its 16 new examples
+    assert state['dlb']['logits'].shape == (16, 100) and np.any(state['dlb']['logits'])
+  run = tmp_path / 'run'
+  shutil.copytree(reference, run)
+  shutil.rmtree(run / 'checkpoints' / '8')
+  assert train_on_mock_cifar(config, run)['final_top1'] == summary['final_top1']
+  final = [flat_leaves(read_checkpoint(w / 'checkpoints' / '8' / 'default'))
+           for w in (reference, run)]
+  for path, value in final[0].items():
+    np.testing.assert_array_equal(final[1][path], value, err_msg=path)
+  # The workdir teaches with the student alone.
+  teacher = teachers.load(str(reference), num_classes=100)
+  assert methods.PARTS not in teacher.variables['batch_stats']
+
+
+@pytest.mark.parametrize('method,message', [
+    ('pskd_offline', None),
+    ('cskd_self', "--config.mixup_alpha=0.4: cskd's reference trains without mixup"),
+    ('cskd_online', None),
+])
+def test_what_a_method_does_not_combine_with_is_refused_in_one_line(method, message):
+  config = tiny_config(method=method, mixup_alpha=0.4 if message else 0.0)
+  if method == 'pskd_offline':
+    config.update(method='offline_pskd', teacher='t')
+    message = r"--config.method=offline_pskd: pskd combines only with \['self'\]; drop " \
+              r"\['offline'\]"
+  if method == 'cskd_online':
+    config.update(method='online_cskd', peers=('resnet18',))
+    message = r"--config.method=online_cskd: cskd combines only with \['self'\]; drop " \
+              r"\['online'\]"
+  with pytest.raises(errors.ConfigError, match=message):
+    build.check_config(config, 4)
