@@ -14,7 +14,6 @@ import numpy as np
 
 from kdjax import build as build_lib
 from kdjax import data
-from kdjax import methods
 from kdjax import models
 from kdjax import steps
 from kdjax import study
@@ -29,20 +28,22 @@ METHOD_TEACHER = 'resnet50'
 
 
 def load_config(method: str):
-  """The config of a study row's name (`offline_kd_resnet50`), of a method
-  with a config of its own (`dkd`: configs/dkd.py:resnet50), or of a config
-  spec ('file.py:arg')."""
+  """The config of a study row's name (`offline_kd_resnet50`), of a config file
+  of configs/ by its name (`dkd`: configs/dkd.py:resnet50; `ps_kd`), or of a
+  config spec ('file.py:arg')."""
   rows = {row.name: row.config for row in study.ROWS}
+  if method in rows:
+    return build_lib.load_config(rows[method])
   method_config = os.path.join('configs', f'{method}.py')
-  if method in methods.REGISTRY and os.path.exists(method_config):
+  if os.path.exists(method_config):
     return build_lib.load_config(f'{method_config}:{METHOD_TEACHER}')
-  if method not in rows and '.py' not in method:
-    own = [m for m in methods.REGISTRY if os.path.exists(os.path.join('configs', f'{m}.py'))]
+  if '.py' not in method:
+    own = sorted(f[:-3] for f in os.listdir('configs') if f.endswith('.py') and
+                 f[:-3] not in rows and f != '__init__.py')
     raise ValueError(f'Unknown method {method!r}: name a row of the study '
-                     f'({", ".join(rows)}), a method with a config of its own '
-                     f'({", ".join(own)}) or a config file as main.py takes it '
-                     '(e.g. configs/feature_kd.py:resnet50).')
-  return build_lib.load_config(rows.get(method, method))
+                     f'({", ".join(rows)}), a config of configs/ ({", ".join(own)}) or a '
+                     'config file as main.py takes it (e.g. configs/feature_kd.py:resnet50).')
+  return build_lib.load_config(method)
 
 
 def _median_seconds(fn, warmup: int, repeats: int) -> float:
@@ -97,15 +98,17 @@ def bench_method(spec: str, options: Options, devices) -> Dict[str, Any]:
   run = build_lib.build(config, INFO, 390, devices, teacher)
   per_call = run.steps_per_call
   rng = np.random.default_rng(0)
-  num_images = 2 * options.batch_size
+  # Images a step forwards: the batch, and its partners or carried examples.
+  images_per_step = options.batch_size * method.groups
+  num_images = 2 * images_per_step
   images, labels, state, key, teacher_variables = steps.replicate((
       rng.integers(0, 256, (num_images, *INFO.image_shape), np.uint8),
       rng.integers(0, INFO.num_classes, num_images).astype(np.int32),
       run.init_state(jax.random.PRNGKey(0)), jax.random.PRNGKey(0),
       teacher.variables if teacher else {}), devices)
   per_device = options.batch_size // len(devices)
-  indices = (np.arange(per_call * options.batch_size, dtype=np.int32) % num_images).reshape(
-      per_call, len(devices), per_device).transpose(1, 0, 2)
+  indices = (np.arange(per_call * images_per_step, dtype=np.int32) % num_images).reshape(
+      per_call, len(devices), per_device * method.groups).transpose(1, 0, 2)
   lams = np.full((len(devices), per_call), 0.3, np.float32)
 
   compile_s, compiled = timing.timed(lambda: run.train_steps.lower(
@@ -126,19 +129,20 @@ def bench_method(spec: str, options: Options, devices) -> Dict[str, Any]:
   pipelined_step_s = queued_s / (options.steps * per_call)
 
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  eval_indices = indices[:, 0]
+  eval_indices = indices[:, 0, :per_device]
   mask = np.ones_like(eval_indices, np.float32)
   eval_s = _median_seconds(
       lambda: run.eval_step(variables, images, labels, eval_indices, mask), 1, options.steps)
   result = {
       'dtype': run.dtype, 'steps_per_call': per_call, 'compile_s': compile_s,
       'step_s': step_s, 'pipelined_step_s': pipelined_step_s,
-      'train_images_per_s': options.batch_size / pipelined_step_s,
-      'train_images_per_s_per_device': options.batch_size / pipelined_step_s / len(devices),
+      'images_per_step': images_per_step,
+      'train_images_per_s': images_per_step / pipelined_step_s,
+      'train_images_per_s_per_device': images_per_step / pipelined_step_s / len(devices),
       'eval_images_per_s': options.batch_size / eval_s,
       # The backend's high-water mark never resets: the largest of the methods so far.
       'peak_memory_bytes_so_far': (devices[0].memory_stats() or {}).get('peak_bytes_in_use'),
-      'flops_per_image': flops / per_device if flops else None,
+      'flops_per_image': flops / (per_device * method.groups) if flops else None,
       'flops_per_s_per_device': flops / pipelined_step_s if flops else None,
       # What the overhead ratios compare (run's "baseline" is the method that
       # distills nothing).
