@@ -2,10 +2,15 @@
 
 python main.py --config=configs/fashion_mnist.py:<row>[,full] --workdir=...
 
-<row> is `teacher` or a row of kdjax.study.FASHION_MNIST_ROWS (baseline,
-offline_kd, self_kd, offline_self_kd, offline_kd_no_mixup). Each is the
-study's CIFAR-100 row config (loss weights, temperatures, mixup, the teacher's
-BatchNorm mode, the heads, augmentation) with only these changes:
+<row> is `teacher` or a row of kdjax.study.FASHION_MNIST_ROWS: the study's
+(baseline, offline_kd, self_kd, offline_self_kd, offline_kd_no_mixup) and the
+self-distillation methods it is compared with (ps_kd, cs_kd, tf_kd_reg, dlb,
+uskd). Each of the study's is its CIFAR-100 row config (loss weights,
+temperatures, mixup, the teacher's BatchNorm mode, the heads, augmentation);
+each compared method is the baseline's config with that method at its
+reference's loss settings (configs/default.py), so every row trains with the
+same recipe and differs only in its loss (and for cs_kd and dlb in what its
+batches hold). Then only these changes:
 - dataset: Fashion-MNIST, 28x28x1, normalized with its train split's mean and std;
 - the student: ResNet18 at width 8 (0.18 M parameters, against 11.2 M at 64);
 - the teacher: ResNet18 at width 16 (0.70 M), trained by kdjax with the
@@ -18,12 +23,20 @@ With `,full` (an accelerator's size, scripts/accelerator_check.sh): the
 study's full-width ResNet18 student, a ResNet50 teacher (the study's second
 teacher architecture) and 20 epochs, the schedule divided by 10.
 """
+import functools
+
 from configs import baseline
 from configs import offline_kd
 from configs import offline_kd_no_mixup
 from configs import offline_self_kd
 from configs import self_kd
 from kdjax import study
+
+def _compared(method):
+  config = baseline.get_config()
+  config.method = method
+  return config
+
 
 # Each row's CIFAR-100 config, with the study teacher it names (replaced below).
 _ROW_CONFIGS = {
@@ -33,6 +46,10 @@ _ROW_CONFIGS = {
     'self_kd': self_kd.get_config,
     'offline_self_kd': lambda: offline_self_kd.get_config('repvgg_a0'),
     'offline_kd_no_mixup': lambda: offline_kd_no_mixup.get_config('repvgg_a0'),
+    # The compared self-distillation methods, by config name: their methods.
+    **{name: functools.partial(_compared, method) for name, method in (
+        ('ps_kd', 'pskd'), ('cs_kd', 'cskd'), ('tf_kd_reg', 'tfkdreg'), ('dlb', 'dlb'),
+        ('uskd', 'uskd'))},
 }
 # Per size: (epochs, the teacher's model and width).
 _SIZES = {'': (10, 'resnet18', 16), 'full': (20, 'resnet50', 64)}

@@ -85,7 +85,13 @@ def _fashion_mnist_rows(size: str):
                    ('offline_kd', 'offline', 'teacher', True),
                    ('self_kd', 'self', '', True),
                    ('offline_self_kd', 'offline_self', 'teacher', True),
-                   ('offline_kd_no_mixup', 'offline', 'teacher', False)))
+                   ('offline_kd_no_mixup', 'offline', 'teacher', False),
+                   # The self-distillation methods the study is compared with.
+                   ('ps_kd', 'pskd', '', False),
+                   ('cs_kd', 'cskd', '', False),
+                   ('tf_kd_reg', 'tfkdreg', '', False),
+                   ('dlb', 'dlb', '', False),
+                   ('uskd', 'uskd', '', False)))
 
 
 FASHION_MNIST_ROWS = _fashion_mnist_rows('')

@@ -12,7 +12,9 @@
 #      data never goes into the repo): the study's table on Fashion-MNIST at
 #      an accelerator's size (scripts/reproduce.sh --study=fashion_mnist_full:
 #      a ResNet50 teacher, then every row with a full-width ResNet18, 20
-#      epochs, one seed), its small files and report into OUTPUT_DIR/fashion_mnist.
+#      epochs, one seed; FASHION_MNIST_ROWS=a,b,... picks the rows, by
+#      default the study's five), its small files and report into
+#      OUTPUT_DIR/fashion_mnist.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-accelerator_check}")
@@ -93,7 +95,9 @@ if [[ -n "${FASHION_MNIST:-}" ]]; then
   if [[ "${SMOKE:-0}" == 1 ]]; then
     table=(--config.num_epochs=1 --config.width=4 '--config.stage_sizes=(1,1,1,1)')
   fi
+  # The study's rows (--rows= adds the compared methods: ps_kd,cs_kd,...).
   python -m kdjax.reproduce --study=fashion_mnist_full --seeds=1 \
+      --rows="${FASHION_MNIST_ROWS:-baseline,offline_kd,self_kd,offline_self_kd,offline_kd_no_mixup}" \
       --runs="$work/fashion_mnist" --results="$out/fashion_mnist" \
       -- --config.manual_dir="$(realpath "$FASHION_MNIST")" "${table[@]}" \
       2> "$out/fashion_mnist.log"

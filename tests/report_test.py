@@ -183,7 +183,7 @@ def test_reproduce_fashion_mnist_trains_its_teacher_first_then_every_row_seed_by
   assert commands[0] == ('main.py --config=configs/fashion_mnist.py:teacher '
                          '--workdir=runs/fashion_mnist/teacher')
   rows = study.FASHION_MNIST_ROWS
-  assert len(commands) == 1 + 2 * len(rows) == 11
+  assert len(commands) == 1 + 2 * len(rows) == 21
   for i, (seed, row) in enumerate((s, r) for s in (0, 1) for r in rows):
     teacher = ' --config.teacher=runs/fashion_mnist/teacher' if row.teacher else ''
     assert commands[1 + i] == (f'main.py --config={row.config} '
