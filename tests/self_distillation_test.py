@@ -17,14 +17,18 @@ from configs import cs_kd
 from configs import dlb
 from configs import ps_kd
 from configs import tf_kd_reg
+from configs import tf_kd_self
 from configs import uskd
 from kdjax import build
 from kdjax import errors
 from kdjax import methods
 from kdjax import steps
 from kdjax import teachers
+from kdjax import data
+from tiny import first
 from tiny import flat_leaves
 from tiny import read_checkpoint
+from tiny import step
 from tiny import tiny_config
 from tiny import train_on_mock_cifar
 from tiny import unmapped
@@ -33,6 +37,7 @@ torch = pytest.importorskip('torch')
 F = torch.nn.functional
 
 BATCH, FEATURES, HIDDEN, CLASSES, NUM_TRAIN = 8, 6, 5, 4, 20
+INFO = data.DatasetInfo('random', 10, (32, 32, 3), (0.5, 0.4, 0.3), (0.25, 0.25, 0.3))
 STEPS_PER_EPOCH = 10
 RTOL, ATOL = 1e-4, 1e-6  # float32 against float64
 
@@ -325,3 +330,56 @@ def test_what_a_method_does_not_combine_with_is_refused_in_one_line(method, mess
               r"\['online'\]"
   with pytest.raises(errors.ConfigError, match=message):
     build.check_config(config, 4)
+
+
+@pytest.mark.parametrize('config_module,mixup', [
+    (ps_kd, 0.0), (cs_kd, 0.0), (tf_kd_reg, 0.0), (dlb, 0.0), (uskd, 0.4)])
+def test_each_method_steps_with_the_studys_heads_on_one_device(config_module, mixup):
+  config = config_module.get_config()
+  config.update({'method': f'{config.method}_self', 'width': 4, 'stage_sizes': (1, 1, 1, 1),
+                 'batch_size': 8, 'mixup_alpha': mixup})
+  devices = jax.devices()[:1]
+  method = build.check_config(config, 1)
+  run = build.build(config, INFO, 1, devices, num_train=32)
+  start = run.init_state(jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)
+  rows = 8 * method.groups
+  state, images, labels, key = steps.replicate((
+      start, rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8),
+      (np.arange(32) % 4).astype(np.int32), jax.random.PRNGKey(1)), devices)
+  indices = np.arange(rows, dtype=np.int32)[None]
+  if method.composition == 'pairs':  # partners of their anchors' classes
+    indices = np.concatenate([np.arange(8), np.arange(8) + 4])[None].astype(np.int32)
+  state, metrics = step(run, state, images, labels, indices, key, {})
+  assert np.isfinite(first(metrics)['loss'])
+  for head in ('head1', 'head2', 'head3'):  # the heads learn beside the method's term
+    assert not np.array_equal(first(state).params[head]['classifier']['kernel'],
+                              start.params[head]['classifier']['kernel'])
+
+
+def test_tf_kd_self_is_the_references_loss_kd_self():
+  """my_loss_function.py loss_kd_self with resnet18_self_teacher/params.json
+  (alpha 0.95, T 6, multiplier 50), against configs/tf_kd_self.py's offline term."""
+  config = tf_kd_self.get_config('runs/teacher')
+  params = _params()
+  x, labels = _data(10, BATCH)
+  teacher_logits = np.random.default_rng(11).normal(size=(BATCH, CLASSES)) * 3
+  loss_fn = methods.get_loss_fn(config, kdjax_apply, lambda variables, pixels: variables,
+                                steps.AXIS, STEPS_PER_EPOCH)
+  f32 = lambda tree: jax.tree.map(lambda a: np.asarray(a, np.float32), tree)
+
+  def loss(params):
+    return loss_fn(params, {'mean': np.zeros(HIDDEN, np.float32)}, np.float32(x),
+                   jax.nn.one_hot(labels, CLASSES), {'logits': np.float32(teacher_logits)},
+                   np.int32(labels))[0]
+  value, grads = unmapped(jax.value_and_grad(loss))(f32(params))
+  tensors = _torch_params(params)
+  outputs, _ = torch_apply(tensors, torch.tensor(x))
+  alpha, temperature = 0.95, 6.0
+  kl = torch.nn.KLDivLoss()(F.log_softmax(outputs / temperature, dim=1),
+                            F.softmax(torch.tensor(teacher_logits) / temperature, dim=1))
+  reference = ((1 - alpha) * F.cross_entropy(outputs, torch.tensor(labels))
+               + alpha * kl * temperature**2 * 50.0)
+  reference.backward()
+  np.testing.assert_allclose(value, reference.item(), rtol=RTOL)
+  _assert_grads(grads, tensors, params)
