@@ -291,7 +291,8 @@ def test_unknown_method_is_a_clear_error():
     ('self_offline', "Write method 'self_offline' as 'offline_self'"),
     ('offline_offline', "Unknown method 'offline_offline'"),
     ('feature_hint',
-     "Unknown method 'feature_hint'.*'relation', 'sp', 'pkt', 'crd', 'online', 'self'"),
+     "Unknown method 'feature_hint'.*'relation', 'sp', 'pkt', 'crd', 'online', 'pskd', "
+     "'cskd', 'tfkdreg', 'dlb', 'uskd', 'self'"),
     ('self_dkd', "Write method 'self_dkd' as 'dkd_self'"),
 ])
 def test_each_method_has_one_name(name, message):
