@@ -1,9 +1,11 @@
 """One build step: a config becomes everything a run needs.
 
-`build(config, info, steps_per_epoch)` checks the config and returns the model,
-its apply functions, the method's loss, the schedule and optimizer, the teacher
-and the device-mapped train and eval steps; training, the benchmark, the
-evaluation command and the tests all start here. `load_config` resolves a
+`prepare(config, info)` settles what needs no data (the config's checks, the
+teacher and its fit, once each); `assemble(plan, steps_per_epoch)` returns
+the model, its apply functions, the method's loss, the schedule and
+optimizer, the teacher and the device-mapped train and eval steps; `build`
+does both. Training, the benchmark, the evaluation command and the tests all
+start here. `load_config` resolves a
 config spec ('configs/offline_kd.py:resnet50') as main.py's --config does.
 """
 import dataclasses
@@ -18,6 +20,7 @@ import optax
 
 from kdjax import data
 from kdjax import errors
+from kdjax import fit
 from kdjax import methods
 from kdjax import models
 from kdjax import optim
@@ -166,68 +169,6 @@ def create_model(config, num_classes: int, hint_channels: Sequence[int] = ()):
                           **kwargs)
 
 
-def _teacher_outputs(teacher, image_shape):
-  """The teacher's outputs as shapes, traced without computing anything."""
-  pixels = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
-  return jax.eval_shape(functools.partial(teacher.model.apply, train=False),
-                        teacher.variables, pixels)
-
-
-def _stage_shapes(config, teacher, num_classes, image_shape):
-  """(the teacher's stage output shapes, each student's (name, stage shapes)),
-  traced without computing anything."""
-  pixels = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
-  teacher_stages = _teacher_outputs(teacher, image_shape)['stage_features']
-  plain = create_model(config, num_classes)
-  outputs = jax.eval_shape(lambda x: plain.init_with_output(
-      jax.random.PRNGKey(0), x, train=False)[0], pixels)
-  return [s.shape for s in teacher_stages], [
-      (name, [s.shape for s in student['stage_features']])
-      for name, student in zip((config.model, *config.peers), methods.students(outputs))]
-
-
-def hint_channels(config, teacher, num_classes, image_shape) -> Tuple[int, ...]:
-  """Each student's FitNets regressor width: the channel count of the teacher
-  stage that its stage config.hint_stage matches (methods.hint_source)."""
-  shapes, students = _stage_shapes(config, teacher, num_classes, image_shape)
-  channels = []
-  for name, stages in students:
-    if not 0 <= config.hint_stage < len(stages):
-      raise errors.ConfigError('hint_stage', config.hint_stage, f'{name} has stages 0 to '
-                               f'{len(stages) - 1}; set it to one of them.')
-    hint_hw = stages[config.hint_stage][1:3]
-    try:
-      channels.append(shapes[methods.hint_source(hint_hw, shapes)][-1])
-    except ValueError as e:
-      raise errors.ConfigError('hint_stage', config.hint_stage, str(e)) from None
-  return tuple(channels)
-
-
-def check_teacher_fits(config, method: methods.Method, teacher, info: data.DatasetInfo):
-  """Refuses a teacher whose stages the method's terms cannot use with each
-  student's: a FitNets hint stage of a grid it lacks, stages that do not pair
-  (methods.paired_stages). Needs no data, so a run checks it before loading any."""
-  if method.uses_hint:
-    hint_channels(config, teacher, info.num_classes, info.image_shape)
-  needed = {o for t in method.terms for o in methods.REGISTRY[t].teacher_outputs}
-  missing = sorted(needed - set(_teacher_outputs(teacher, info.image_shape)))
-  if missing:
-    raise errors.ConfigError(
-        'teacher', config.teacher, f'method {config.method!r} reads the teacher\'s '
-        f'{missing}, which {teacher.description} does not give (a RepVGG teacher loaded '
-        'for teacher_bn=running is fused and has no BatchNorm left: set '
-        '--config.teacher_bn=batch).')
-  if not method.pairs_stages:
-    return
-  shapes, students = _stage_shapes(config, teacher, info.num_classes, info.image_shape)
-  for _, stages in students:
-    try:
-      methods.paired_stages(stages, shapes)
-    except ValueError as e:
-      raise errors.ConfigError('teacher', config.teacher,
-                               f'method {config.method!r} pairs stages, but {e}') from None
-
-
 @dataclasses.dataclass(frozen=True)
 class Run:
   """What `build` returns: the pieces of one run of a config."""
@@ -283,25 +224,44 @@ def parts_initializer(config, model, teacher, info: data.DatasetInfo,
       num_train))
 
 
-def build(config: ml_collections.ConfigDict, info: data.DatasetInfo, steps_per_epoch: int,
-          devices: Optional[Sequence[Any]] = None,
-          teacher: Optional[teachers.Teacher] = None, num_train: int = 0) -> Run:
-  """Everything a run of `config` on a dataset described by `info` needs, with
-  steps mapped over `devices` (default: every process's). A method with a
-  teacher loads config.teacher unless `teacher` is given (a method without one
-  ignores it). `num_train`, the training set's size, sizes what a method keeps
-  per training example (CRD's memory; 0: steps_per_epoch x batch_size)."""
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """What a run of a config is, settled before any data: the checked config
+  and its method, the dataset's description, the devices, the teacher (fit
+  for the method) and each student's FitNets regressor width."""
+  config: ml_collections.ConfigDict
+  method: methods.Method
+  info: data.DatasetInfo
+  devices: Sequence[Any]
+  teacher: Optional[teachers.Teacher]
+  hint_channels: Tuple[int, ...]
+
+
+def prepare(config: ml_collections.ConfigDict, info: data.DatasetInfo,
+            devices: Optional[Sequence[Any]] = None,
+            teacher: Optional[teachers.Teacher] = None) -> Plan:
+  """Checks `config` for a dataset described by `info` and steps mapped over
+  `devices` (default: every process's); a method with a teacher loads
+  config.teacher unless `teacher` is given (a method without one ignores it),
+  and the teacher's fit is checked once. Reads no data and writes nothing."""
   devices = list(devices or jax.devices())
   method = check_config(config, len(devices))
+  channels = ()
   if not method.uses_teacher:
     teacher = None
-  elif teacher is None:
-    teacher = load_teacher(config, info)
-  if method.uses_teacher:
-    check_teacher_fits(config, method, teacher, info)
-  channels = (hint_channels(config, teacher, info.num_classes, info.image_shape)
-              if method.uses_hint else ())
-  model = create_model(config, info.num_classes, channels)
+  else:
+    teacher = teacher or load_teacher(config, info)
+    channels = fit.check(config, method, teacher, info)
+  return Plan(config, method, info, devices, teacher, channels)
+
+
+def assemble(plan: Plan, steps_per_epoch: int, num_train: int = 0) -> Run:
+  """Everything a run of `plan` needs. `num_train`, the training set's size,
+  sizes what a method keeps per training example (CRD's and PS-KD's memories;
+  0: steps_per_epoch x batch_size)."""
+  config, method, info, devices, teacher = (plan.config, plan.method, plan.info, plan.devices,
+                                            plan.teacher)
+  model = create_model(config, info.num_classes, plan.hint_channels)
   apply = steps.make_apply(model, info.mean, info.std)
   loss_fn = methods.get_loss_fn(config, functools.partial(apply, train=True),
                                 teacher and teacher_apply(config, teacher, info), steps.AXIS,
@@ -309,7 +269,7 @@ def build(config: ml_collections.ConfigDict, info: data.DatasetInfo, steps_per_e
   schedule = optim.create_schedule(config, steps_per_epoch)
   return Run(
       config=config, method=method, model=model,
-      model_spec=method.model_spec(config, channels), image_shape=info.image_shape,
+      model_spec=method.model_spec(config, plan.hint_channels), image_shape=info.image_shape,
       dtype=compute_dtype(config.dtype), steps_per_call=steps_per_call(config, steps_per_epoch),
       apply=apply, loss_fn=loss_fn, schedule=schedule,
       tx=optim.create_optimizer(schedule, config.momentum, config.weight_decay,
@@ -323,3 +283,11 @@ def build(config: ml_collections.ConfigDict, info: data.DatasetInfo, steps_per_e
           mixup=bool(config.mixup_alpha), mixup_partner=config.mixup_partner,
           num_classes=info.num_classes, devices=devices, groups=method.groups),
       eval_step=steps.pmap_eval_step(apply, method, devices))
+
+
+def build(config: ml_collections.ConfigDict, info: data.DatasetInfo, steps_per_epoch: int,
+          devices: Optional[Sequence[Any]] = None,
+          teacher: Optional[teachers.Teacher] = None, num_train: int = 0) -> Run:
+  """prepare, then assemble: everything a run of `config` on a dataset
+  described by `info` needs, with steps mapped over `devices`."""
+  return assemble(prepare(config, info, devices, teacher), steps_per_epoch, num_train)

@@ -30,13 +30,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   <workdir>.previous-<time>. Raises guards.Preempted after saving on SIGTERM or
   Ctrl-C, an errors.UserError for what the user must change.
 
-  Everything that can refuse the run without a download is checked first: the
-  config and the dataset's local files before anything is written, then the
-  workdir (taking its lock), then the teacher; only then is the dataset loaded
-  (or downloaded)."""
+  Everything that can refuse the run without a download is checked first:
+  before anything is written, the config, the teacher and its fit (each once,
+  build.prepare) and the dataset's local files; then the workdir (taking its
+  lock); only then is the dataset loaded (or downloaded)."""
   # Every process's devices, in the order the steps map over them.
   devices = jax.devices()
-  method = build_lib.check_config(config, len(devices))
+  plan = build_lib.prepare(config, data.describe(config.dataset), devices)
   load_start = time.time()
   load_dataset = data.open_dataset(config.dataset, config.data_dir, config.manual_dir)
   load_time = time.time() - load_start
@@ -53,21 +53,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       multihost_utils.sync_global_devices('kdjax: workdir locked')
     workdir_lib.check_config(config, workdir, default.get_config())
     workdir_lib.check_writable(workdir)
-    info = data.describe(config.dataset)
-    teacher = None
-    if method.uses_teacher:
-      teacher = build_lib.load_teacher(config, info)
-      build_lib.check_teacher_fits(config, method, teacher, info)
     load_start = time.time()
     dataset = load_dataset()
     logging.info('Loaded %s: %d train / %d test images in %.1f s.', config.dataset,
                  len(dataset.train_labels), len(dataset.test_labels),
                  load_time + time.time() - load_start)
-    return _train(config, workdir, dataset, teacher, devices, is_writer)
+    return _train(plan, workdir, dataset, is_writer)
 
 
-def _train(config, workdir, dataset, teacher, devices, is_writer):
-  """The run itself, on a checked config, workdir and teacher, and loaded data."""
+def _train(plan, workdir, dataset, is_writer):
+  """The run itself, on a checked plan and workdir, and loaded data."""
+  config, devices = plan.config, plan.devices
   # This process feeds the `local` devices its slice of each global batch.
   local = steps.this_process(devices)
   local_devices = [devices[i] for i in local]
@@ -77,7 +73,7 @@ def _train(config, workdir, dataset, teacher, devices, is_writer):
     raise errors.ConfigError('batch_size', config.batch_size, f'it is larger than the '
                              f'{num_train} training examples of {config.dataset}.')
   total_steps = steps_per_epoch * config.num_epochs
-  run = build_lib.build(config, dataset.info, steps_per_epoch, devices, teacher, num_train)
+  run = build_lib.assemble(plan, steps_per_epoch, num_train)
   init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
   state = jax.device_get(run.init_state(init_key))
   # Room for the last keep_checkpoints, the best, and one being written.
