@@ -6,15 +6,18 @@ def get_config(arg=None):
   del arg
   config = ml_collections.ConfigDict()
   # Defaults are the study's recipe (github nhandsome-new/resnet_kd); each names
-  # the file of the study's code it comes from. The README's "The study's
+  # the file of the study's code it comes from. docs/configs.md's "The study's
   # recipe" table lists them beside kdjax's and every remaining difference.
 
   # Data.
-  # 'cifar100' (tensorflow-datasets), 'digits' (scikit-learn, offline) or
-  # 'synthetic' (random images of CIFAR-100's shapes, for timing)
+  # 'cifar100' (tensorflow-datasets), 'fashion_mnist' (its IDX files or TFDS),
+  # 'digits' (scikit-learn, offline) or 'synthetic' (random images of
+  # CIFAR-100's shapes, for timing); docs/data.md
   config.dataset = 'cifar100'
   config.data_dir = ''  # TFDS data_dir; '' = TFDS's default (~/tensorflow_datasets)
-  config.manual_dir = ''  # folder holding a pre-downloaded cifar-100-binary.tar.gz
+  # A folder holding a pre-downloaded cifar-100-binary.tar.gz, or Fashion-MNIST's
+  # four IDX .gz files.
+  config.manual_dir = ''
   # Zero-pad 4 + random 32x32 crop + horizontal flip on training images
   # (src/data.py: RandomCrop(32, 4), RandomHorizontalFlip).
   config.augment = True

@@ -3,7 +3,7 @@
 Importing kdjax sets one XLA:CPU option, and only where JAX can run on the CPU
 alone: XLA:CPU hands convolutions to YNNPACK by default, whose convolutions made
 a ResNet18 train step several times slower than XLA's own Eigen kernels on the
-CPUs measured (README, Performance, has the figures and the command that
+CPUs measured (docs/performance.md has the figures and the command that
 measures both). A GPU or TPU plugin is a separate build that parses XLA_FLAGS
 too and aborts on a flag it does not know, so where one is installed (or
 JAX_PLATFORMS names another platform) nothing is set. The option must be set

@@ -91,7 +91,7 @@ def open_dataset(name: str, data_dir: str = '', manual_dir: str = '') -> Callabl
   download nor a write was checked: an unknown name, and IDX files (which are
   read and checked here, so the loader only hands them over). A run opens its
   dataset before it writes anything, and loads it once its other checks pass.
-  `data_dir` and `manual_dir` are TFDS's (see README); fashion_mnist reads the
+  `data_dir` and `manual_dir` are TFDS's (docs/data.md); fashion_mnist reads the
   IDX files in `manual_dir`, else TFDS's prepared copy, else FASHION_MNIST_DIR
   when it exists, else downloads through TFDS."""
   if name == 'cifar100':

@@ -325,16 +325,20 @@ def test_a_hint_stage_the_teacher_has_no_grid_for_is_a_clear_error():
     methods.hint_source((4, 4), teacher_shapes)
 
 
-def test_the_readme_methods_table_has_a_row_for_every_registered_term():
-  readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        'README.md')
-  with open(readme) as f:
+def test_the_methods_table_and_the_readmes_list_name_every_registered_term():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  with open(os.path.join(root, 'docs', 'methods.md')) as f:
     text = f.read()
   table = text[text.index('| method | config | loss (per student) |'):]
   table = table[:table.index('\n\n')]
   rows = {line.split('`')[1] for line in table.splitlines()[2:]}
   assert set(methods.TERMS) | {methods.BASELINE} <= rows
   assert rows <= set(methods.TERMS) | {methods.BASELINE, 'offline_self'}
+  with open(os.path.join(root, 'README.md')) as f:
+    readme = f.read()
+  glance = readme[readme.index('## Methods at a glance'):readme.index('## Read more')]
+  listed = {line.split('`')[1] for line in glance.splitlines() if line.startswith('- `')}
+  assert listed == set(methods.TERMS)
 
 
 def test_logit_standardization_without_a_logit_term_is_refused():

@@ -5,7 +5,7 @@ order of TERMS, e.g. 'offline', 'self', 'offline_self', 'dkd_self',
 'online_relation'. Each term lives in the module of its family (response,
 feature, relation, online, heads) as a terms.Term; REGISTRY, built from
 those modules, is the one list that configs, checks, the benchmark and the
-README's table follow. `get_loss_fn` turns a method into
+table of docs/methods.md follow. `get_loss_fn` turns a method into
   loss_fn(params, batch_stats, pixels, targets, teacher_variables, labels, step=None)
       -> (loss, (new_batch_stats, metrics))
 where `pixels` are augmented (and, with mixup, mixed) images in [0, 1],

@@ -3,7 +3,7 @@
 A method is 'baseline' (cross-entropy only) or terms joined by '_' in the
 order of TERMS. Each term lives in the module of its family as a terms.Term;
 REGISTRY, built from those modules, is the one list that configs, checks, the
-benchmark and the README's table follow.
+benchmark and the table of docs/methods.md follow.
 """
 import dataclasses
 from typing import Dict, FrozenSet, Sequence, Tuple
