@@ -35,3 +35,8 @@ def _runs_on_cpu_alone() -> bool:
 if _runs_on_cpu_alone() and _YNN_OPTION not in os.environ.get('XLA_FLAGS', ''):
   # An empty list of fusion types: no operation goes to YNNPACK.
   os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {_YNN_OPTION}=".strip()
+
+# TensorFlow only writes TensorBoard events for kdjax (through clu) and reads
+# TFDS's files; its oneDNN kernels never compute anything here. Turned off,
+# they are not announced on the console each time TensorFlow is imported.
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')

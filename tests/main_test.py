@@ -1,6 +1,7 @@
 """main.py as a user runs it: the digits quick start learns; bad flags fail clearly."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -40,7 +41,13 @@ def test_digits_quick_start_on_one_device_learns_teaches_and_is_evaluated(tmp_pa
   assert summary['final_top1'] >= 90.0, summary
   assert 'epoch 10/10' in result.stderr and 'ETA' in result.stderr
   assert 'over 1 devices in 1 process(es)' in result.stderr
-  assert 'orbax' not in result.stderr  # orbax's per-save chatter is filtered
+  # The terminal shows kdjax's lines and clu's progress notes: no library's
+  # INFO chatter (orbax's saves), no TensorFlow start-up notes.
+  sources = set(re.findall(r'^I\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\]', result.stderr, re.M))
+  assert {'train.py', 'records.py', 'local.py'} <= sources, sources
+  assert sources <= {'train.py', 'records.py', 'data.py', 'local.py', 'main.py'}, sources
+  assert 'orbax' not in result.stderr and 'oneDNN' not in result.stderr
+  assert 'absl::InitializeLog' not in result.stderr
 
   workdir = str(tmp_path / 'offline_self')
   result = _main('--config=configs/offline_self_kd.py:resnet50', f'--workdir={workdir}',
