@@ -82,12 +82,12 @@ def _read_model_file(path):
     raise errors.TeacherError(f'Cannot read {model_file}: {e}. Re-create the teacher.') from e
 
 
-def _tuples(tree):
+def tuples(tree):
   """JSON's lists as the tuples model constructors take."""
   if isinstance(tree, dict):
-    return {k: _tuples(v) for k, v in tree.items()}
+    return {k: tuples(v) for k, v in tree.items()}
   if isinstance(tree, list):
-    return tuple(_tuples(v) for v in tree)
+    return tuple(tuples(v) for v in tree)
   return tree
 
 
@@ -125,7 +125,7 @@ def load(path: str, dtype=jnp.float32, num_classes: Optional[int] = None,
     raise errors.TeacherError(
         f'The teacher in {path} predicts {spec["num_classes"]} classes, but {dataset} has '
         f'{num_classes}; use a teacher trained on {dataset}.')
-  kwargs = _tuples(spec['kwargs'])
+  kwargs = tuples(spec['kwargs'])
   # A teacher's self-distillation heads, if any, are never read.
   kwargs.pop('heads', None)
   name, classes = spec['model'], spec['num_classes']
