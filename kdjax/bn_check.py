@@ -116,7 +116,7 @@ def _print_check():
   results = check(FLAGS.workdir, FLAGS.batches, FLAGS.draws)
   names = ['stored', f'clean ({FLAGS.batches} batches)'] + [
       f'mixed draw {i}' for i in range(1, len(results) - 1)]
-  keys = list(results[0])
+  keys = sorted(results[0], key=lambda k: (k != 'top1', k))  # the final classifier first
   print('| statistics | ' + ' | '.join(k[:-len('_top1')] or 'final' for k in keys) + ' |')
   print('|---' * (len(keys) + 1) + '|')
   for name, result in zip(names, results):
