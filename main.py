@@ -1,6 +1,5 @@
 """Trains and evaluates a kdjax config: python main.py --config=configs/baseline.py --workdir=runs/baseline"""
 import logging as std_logging
-import os
 import sys
 
 from absl import app
@@ -9,7 +8,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-import kdjax
+from kdjax import console
 from kdjax import errors
 from kdjax import guards
 from kdjax import train
@@ -43,21 +42,6 @@ def parse_flags(argv):
     sys.exit(2)
 
 
-_KDJAX = os.path.dirname(os.path.abspath(kdjax.__file__))
-_CLU_PROGRESS = os.path.join('clu', 'platform')  # ReportProgress's notes (steps/s, ETA)
-
-
-def console_filter(record) -> bool:
-  """What the terminal shows: kdjax's lines and clu's progress notes, and the
-  warnings of every library but orbax's that mid-epoch saves (by design) carry
-  no test accuracy. Orbax logs every save, optax and TFDS their internals, at INFO."""
-  if record.levelno >= std_logging.WARNING:
-    return 'did not provide metrics' not in record.getMessage()
-  path = os.path.abspath(record.pathname)
-  return (path.startswith(_KDJAX) or path == os.path.abspath(__file__)
-          or _CLU_PROGRESS in path)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -70,7 +54,7 @@ def main(argv):
                                FLAGS.process_id)
   if jax.process_index() > 0:  # process 0 reports for all
     logging.set_verbosity(logging.WARNING)
-  logging.get_absl_logger().addFilter(console_filter)
+  console.show_kdjax_lines()
   try:
     # What the user asked for cannot run: one line, no traceback.
     errors.exit_on_user_error(

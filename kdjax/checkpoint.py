@@ -155,21 +155,31 @@ def resume(workdir: str, keep_last: int, state) -> Tuple[ocp.CheckpointManager, 
   return manager, state
 
 
-def restore_best_variables(workdir: str, abstract_variables) -> Tuple[int, Any]:
-  """(step, variables) of workdir's best checkpoint by test top-1 (the latest if
-  none has metrics), restoring only the collections in `abstract_variables`
-  (e.g. params and batch_stats, not the optimizer state) as numpy arrays."""
-  manager = ocp.CheckpointManager(
+def reader(workdir: str) -> ocp.CheckpointManager:
+  """A read-only manager of workdir's checkpoints (steps, the best by test top-1)."""
+  return ocp.CheckpointManager(
       _directory(workdir), item_handlers=ocp.StandardCheckpointHandler(),
       options=ocp.CheckpointManagerOptions(
           read_only=True, save_interval_steps=0, create=False, best_fn=_top1,
           best_mode='max'))
+
+
+def restore_variables(workdir: str, step: int, abstract_variables):
+  """The collections in `abstract_variables` (e.g. params and batch_stats, not
+  the optimizer state) of workdir's checkpoint of `step`, as numpy arrays."""
+  return _read(_directory(workdir) / str(step), abstract_variables, partial=True)
+
+
+def restore_best_variables(workdir: str, abstract_variables) -> Tuple[int, Any]:
+  """(step, variables) of workdir's best checkpoint by test top-1 (the latest if
+  none has metrics), as restore_variables reads them."""
+  manager = reader(workdir)
   step = manager.best_step()
   if step is None:
     step = manager.latest_step()
   if step is None:
     raise FileNotFoundError(f'{_directory(workdir)} holds no complete checkpoint.')
-  return step, _read(_directory(workdir) / str(step), abstract_variables, partial=True)
+  return step, restore_variables(workdir, step, abstract_variables)
 
 
 def save_variables(directory: str, variables) -> None:

@@ -12,6 +12,9 @@
                      which the study's code also loads: the timm-style body plus
                      bottleneck{i}_1.*, middle_fc{i}.*), converted with its
                      intermediate heads
+  resnet18/34/50     also the study's src/cifar_resnet.py (conv1.0, conv2_x.0.
+                     residual_function.0, ..., fc; MultiResNet's middle_classfier_{i}),
+                     at any width and blocks per stage: what kdjax.export writes
 Every Flax variable must come from exactly one key with the right shape, and
 every key must be used (num_batches_tracked and the keys a layout's model never
 reads aside): anything else is an error naming the keys. torch is imported only
@@ -47,6 +50,8 @@ NORMALIZATION = {
     'chenyaofo': ((0.5070, 0.4865, 0.4409), (0.2673, 0.2564, 0.2761)),
     'repdistiller': ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
     'timm': ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+    # the study's src/data.py (what kdjax exports ResNets in)
+    'study': (data.CIFAR100_MEAN, data.CIFAR100_STD),
     # Be Your Own Teacher's dataset/data.py normalizes CIFAR-100 with CIFAR-10's
     # statistics.
     'byot': ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
@@ -56,7 +61,7 @@ NORMALIZATION = {
 _UNUSED = {'byot': re.compile(r'downsample\d+_1\.')}
 # BYOT's branchBottleNeck is an nn.Sequential: conv, BN, ReLU, three times.
 _BYOT_HEAD = {'conv1': '0', 'bn1': '1', 'conv2': '3', 'bn2': '4', 'conv3': '6', 'bn3': '7'}
-_PARAM_NAMES = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias',
+PARAM_NAMES = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias',
                 'mean': 'running_mean', 'var': 'running_var'}
 
 
@@ -69,7 +74,9 @@ def detect_layout(arch: str, keys) -> str:
   if arch == 'repvgg_a0':
     if 'stage0.rbr_dense.conv.weight' in keys:
       return 'chenyaofo'
-  elif arch in ('resnet18', 'resnet50'):
+  elif arch in ('resnet18', 'resnet34', 'resnet50'):
+    if 'conv2_x.0.residual_function.0.weight' in keys:
+      return 'study'
     if 'bottleneck1_1.0.weight' in keys and 'fc.weight' in keys:
       return 'byot'
     if 'linear.weight' in keys and 'fc.weight' not in keys:
@@ -77,27 +84,66 @@ def detect_layout(arch: str, keys) -> str:
     if 'fc.weight' in keys and 'linear.weight' not in keys:
       return 'timm'
   else:
-    raise ConversionError(f'No converter for {arch!r}; known: repvgg_a0, resnet18, resnet50.')
+    raise ConversionError(f'No converter for {arch!r}; known: repvgg_a0, resnet18, resnet34, '
+                          'resnet50.')
   raise ConversionError(
       f'Cannot tell the key layout of this {arch} state_dict (first keys: '
       f'{sorted(keys)[:5]}); expected the layout of '
-      f'{"chenyaofo/pytorch-cifar-models" if arch == "repvgg_a0" else "RepDistiller (linear), timm (fc) or Be Your Own Teacher (bottleneck1_1, middle_fc1)"}.')
+      f'{"chenyaofo/pytorch-cifar-models" if arch == "repvgg_a0" else "RepDistiller (linear), timm (fc), Be Your Own Teacher (bottleneck1_1, middle_fc1) or the study (conv2_x)"}.')
 
 
-def model_kwargs(layout: str) -> Dict[str, Any]:
-  """The kdjax constructor arguments of a layout's model: Multi_ResNet has heads."""
-  return {'heads': True} if layout == 'byot' else {}
+# The study's src/cifar_resnet.py: a block's residual_function is one
+# nn.Sequential (conv, BN, ReLU, ...), a head's kd_bottleneck another.
+_STUDY_SEQUENCE = {'conv1': '0', 'bn1': '1', 'conv2': '3', 'bn2': '4', 'conv3': '6', 'bn3': '7'}
+_STUDY_STAGE = re.compile(r'conv(\d+)_x\.(\d+)\.')
 
 
-def _module_key(arch, layout, module):
+def model_kwargs(layout: str, keys=()) -> Dict[str, Any]:
+  """The kdjax constructor arguments of a layout's model: Multi_ResNet has
+  heads; the study's layout also tells its width and blocks per stage from its
+  `keys` and shapes (a state_dict), which kdjax exports at any size."""
+  if layout == 'byot':
+    return {'heads': True}
+  if layout != 'study':
+    return {}
+  blocks = {}
+  for key in keys:
+    stage = _STUDY_STAGE.match(key)
+    if stage:
+      blocks.setdefault(int(stage[1]), set()).add(int(stage[2]))
+  kwargs = {'width': int(np.shape(keys['conv1.0.weight'])[0]),
+            'stage_sizes': tuple(len(blocks[s]) for s in sorted(blocks))}
+  if any(k.startswith('middle_classfier_') for k in keys):
+    kwargs['heads'] = True
+  return kwargs
+
+
+def input_channels(arch: str, layout: str, state_dict) -> int:
+  """The channel count of the images the checkpoint's model reads."""
+  stem = f'{module_key(arch, layout, "stage0_block1/rbr_dense_conv" if arch == "repvgg_a0" else "stem_conv")}.weight'
+  return int(np.shape(state_dict[stem])[1]) if stem in state_dict else CIFAR_SHAPE[-1]
+
+
+def module_key(arch, layout, module):
   """The PyTorch module path of a Flax module path."""
   if module == 'classifier':
-    return 'fc' if layout in ('timm', 'byot') else 'linear'
+    return 'fc' if layout in ('timm', 'byot', 'study') else 'linear'
   head = re.fullmatch(r'head(\d+)/(\w+)', module)
+  if head and layout == 'study':
+    index, part = head.groups()
+    return (f'middle_classfier_{index}.middle_fc' if part == 'classifier'
+            else f'middle_classfier_{index}.kd_bottleneck.{_STUDY_SEQUENCE[part]}')
   if head:
     index, part = head.groups()
     return (f'middle_fc{index}' if part == 'classifier'
             else f'bottleneck{index}_1.{_BYOT_HEAD[part]}')
+  if layout == 'study':
+    if module in ('stem_conv', 'stem_bn'):
+      return {'stem_conv': 'conv1.0', 'stem_bn': 'conv1.1'}[module]
+    stage, block, rest = re.fullmatch(r'stage(\d+)_block(\d+)/(.+)', module).groups()
+    rest = ({'shortcut_conv': 'shortcut.0', 'shortcut_bn': 'shortcut.1'}.get(rest)
+            or f'residual_function.{_STUDY_SEQUENCE[rest]}')
+    return f'conv{int(stage) + 1}_x.{int(block) - 1}.{rest}'
   if arch == 'repvgg_a0':
     stage, block, rest = re.fullmatch(r'stage(\d+)_block(\d+)/(.+)', module).groups()
     prefix = f'stage{stage}' if stage == '0' else f'stage{stage}.{int(block) - 1}'
@@ -120,14 +166,23 @@ def _to_flax(value: np.ndarray, name: str) -> np.ndarray:
   return value
 
 
-def _expected_variables(arch, layout, num_classes):
-  model = models.get_model(arch, num_classes=num_classes, **model_kwargs(layout))
-  return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
-                                           jnp.zeros((1, *CIFAR_SHAPE)), train=False))
+def to_torch(value: np.ndarray, name: str) -> np.ndarray:
+  """_to_flax's inverse: a Flax variable as PyTorch holds it."""
+  if name == 'kernel' and value.ndim == 4:
+    return value.transpose(3, 2, 0, 1)  # HWIO -> OIHW
+  if name == 'kernel' and value.ndim == 2:
+    return value.T
+  return value
+
+
+def _expected_variables(arch, num_classes, kwargs, channels):
+  model = models.get_model(arch, num_classes=num_classes, **kwargs)
+  return jax.eval_shape(lambda: model.init(
+      jax.random.PRNGKey(0), jnp.zeros((1, *CIFAR_SHAPE[:2], channels)), train=False))
 
 
 def _num_classes(arch, layout, state_dict):
-  key = f'{_module_key(arch, layout, "classifier")}.bias'
+  key = f'{module_key(arch, layout, "classifier")}.bias'
   if key not in state_dict:
     raise ConversionError(f'Missing key {key!r} (the classifier) in the {arch} state_dict.')
   return int(np.shape(state_dict[key])[0])
@@ -138,12 +193,13 @@ def torch_to_flax(arch: str, state_dict: Mapping[str, Any]) -> Dict[str, Any]:
   (key -> numpy array), whatever of the supported layouts it is in."""
   layout = detect_layout(arch, state_dict)
   num_classes = _num_classes(arch, layout, state_dict)
-  expected = flax.traverse_util.flatten_dict(
-      flax.core.unfreeze(_expected_variables(arch, layout, num_classes)), sep='/')
+  expected = flax.traverse_util.flatten_dict(flax.core.unfreeze(_expected_variables(
+      arch, num_classes, model_kwargs(layout, state_dict),
+      input_channels(arch, layout, state_dict))), sep='/')
   converted, missing, wrong_shape, used = {}, [], [], set()
   for path, target in expected.items():
     collection, module, name = re.fullmatch(r'(\w+)/(.+)/(\w+)', path).groups()
-    key = f'{_module_key(arch, layout, module)}.{_PARAM_NAMES[name]}'
+    key = f'{module_key(arch, layout, module)}.{PARAM_NAMES[name]}'
     if key not in state_dict:
       missing.append(key)
       continue
@@ -193,15 +249,16 @@ def read_state_dict(path: str) -> Tuple[Dict[str, np.ndarray], str]:
   return state_dict, found
 
 
-def write_teacher(out: str, arch: str, variables, mean, std, kwargs=None) -> None:
-  """A teacher directory: model.json (the model with constructor `kwargs`) and
-  the variables as an orbax checkpoint."""
+def write_teacher(out: str, arch: str, variables, mean, std, kwargs=None,
+                  image_shape=CIFAR_SHAPE) -> None:
+  """A teacher directory: model.json (the model with constructor `kwargs`, for
+  images of `image_shape`) and the variables as an orbax checkpoint."""
   if workdir_lib.has_model_file(out):
     raise errors.TeacherError(f'{out} already holds a teacher; remove it or pick another '
                                 '--out.')
   os.makedirs(out, exist_ok=True)
   num_classes = int(variables['params']['classifier']['bias'].shape[0])
-  workdir_lib.write_model_file(out, arch, num_classes, kwargs or {}, mean, std, CIFAR_SHAPE)
+  workdir_lib.write_model_file(out, arch, num_classes, kwargs or {}, mean, std, image_shape)
   checkpoint.save_variables(out, variables)
 
 
@@ -278,7 +335,9 @@ def _convert_file():
   mean, std = NORMALIZATION[layout]
   if FLAGS.mean:
     mean, std = [float(m) for m in FLAGS.mean], [float(s) for s in FLAGS.std]
-  write_teacher(FLAGS.out, FLAGS.arch, variables, mean, std, model_kwargs(layout))
+  write_teacher(FLAGS.out, FLAGS.arch, variables, mean, std,
+                model_kwargs(layout, state_dict),
+                (*CIFAR_SHAPE[:2], input_channels(FLAGS.arch, layout, state_dict)))
   print(f'Converted {FLAGS.src} ({FLAGS.arch}, {layout} layout'
         f'{f", under {container!r}" if container else ""}) to {FLAGS.out} '
         f'with mean {tuple(mean)} and std {tuple(std)}.\n'
@@ -286,7 +345,8 @@ def _convert_file():
 
 
 if __name__ == '__main__':
-  flags.DEFINE_enum('arch', None, ['repvgg_a0', 'resnet18', 'resnet50'], 'Architecture.')
+  flags.DEFINE_enum('arch', None, ['repvgg_a0', 'resnet18', 'resnet34', 'resnet50'],
+                    'Architecture.')
   flags.DEFINE_string('src', None, 'PyTorch checkpoint (.pt / .pth).')
   flags.DEFINE_string('out', None, 'Teacher directory to write, e.g. teachers/repvgg_a0.')
   flags.DEFINE_list('mean', None, 'Input mean the teacher was trained with '

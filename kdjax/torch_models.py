@@ -20,14 +20,20 @@ def _conv_bn(cin, cout, kernel, stride, padding):
 
 
 class RepVGGBlock(nn.Module):
+  """chenyaofo's block: three branches, or with `deploy` their fused conv `rbr_reparam`."""
 
-  def __init__(self, cin, cout, stride):
+  def __init__(self, cin, cout, stride, deploy=False):
     super().__init__()
+    if deploy:
+      self.rbr_reparam = nn.Conv2d(cin, cout, 3, stride, 1, bias=True)
+      return
     self.rbr_identity = nn.BatchNorm2d(cin) if cin == cout and stride == 1 else None
     self.rbr_dense = _conv_bn(cin, cout, 3, stride, 1)
     self.rbr_1x1 = _conv_bn(cin, cout, 1, stride, 0)
 
   def forward(self, x):
+    if hasattr(self, 'rbr_reparam'):
+      return F.relu(self.rbr_reparam(x))
     identity = 0 if self.rbr_identity is None else self.rbr_identity(x)
     return F.relu(self.rbr_dense(x) + self.rbr_1x1(x) + identity)
 
@@ -35,14 +41,15 @@ class RepVGGBlock(nn.Module):
 class RepVGG(nn.Module):
   """cifar100_repvgg_a0: stage0 + stages of 2/4/14/1 blocks, widths 48/48/96/192/1280."""
 
-  def __init__(self, num_classes=100, num_blocks=(2, 4, 14, 1), widths=(48, 48, 96, 192, 1280)):
+  def __init__(self, num_classes=100, num_blocks=(2, 4, 14, 1), widths=(48, 48, 96, 192, 1280),
+               deploy=False):
     super().__init__()
-    self.stage0 = RepVGGBlock(3, widths[0], 1)
+    self.stage0 = RepVGGBlock(3, widths[0], 1, deploy)
     cin = widths[0]
     for i, (n, width) in enumerate(zip(num_blocks, widths[1:]), 1):
       blocks = []
       for j in range(n):
-        blocks.append(RepVGGBlock(cin, width, 2 if i > 1 and j == 0 else 1))
+        blocks.append(RepVGGBlock(cin, width, 2 if i > 1 and j == 0 else 1, deploy))
         cin = width
       setattr(self, f'stage{i}', nn.Sequential(*blocks))
     self.gap = nn.AdaptiveAvgPool2d(1)
@@ -224,3 +231,80 @@ def randomize_batchnorm(model, seed=0):
         m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
         m.num_batches_tracked.fill_(1000)
   return model.eval()
+
+
+class StudyBlock(nn.Module):
+  """The study's src/cifar_resnet.py BasicBlock / BottleNeck: `residual_function`
+  (conv, BN, ReLU, ... as one nn.Sequential) and `shortcut`."""
+
+  def __init__(self, cin, planes, stride, expansion):
+    super().__init__()
+    if expansion == 1:
+      layers = [nn.Conv2d(cin, planes, 3, stride, 1, bias=False), nn.BatchNorm2d(planes),
+                nn.ReLU(inplace=True), nn.Conv2d(planes, planes, 3, 1, 1, bias=False),
+                nn.BatchNorm2d(planes)]
+    else:
+      layers = [nn.Conv2d(cin, planes, 1, bias=False), nn.BatchNorm2d(planes),
+                nn.ReLU(inplace=True), nn.Conv2d(planes, planes, 3, stride, 1, bias=False),
+                nn.BatchNorm2d(planes), nn.ReLU(inplace=True),
+                nn.Conv2d(planes, planes * expansion, 1, bias=False),
+                nn.BatchNorm2d(planes * expansion)]
+    self.residual_function = nn.Sequential(*layers)
+    self.shortcut = _projection(cin, planes * expansion, stride)
+
+  def forward(self, x):
+    return F.relu(self.residual_function(x) + self.shortcut(x))
+
+
+class StudyMiddleClassifier(nn.Module):
+  """The study's MiddleClassifier: `kd_bottleneck`, pooling, `middle_fc`."""
+
+  def __init__(self, cin, features, stride, num_classes):
+    super().__init__()
+    self.kd_bottleneck = _head_bottleneck(cin, features, stride)
+    self.middle_fc = nn.Linear(features, num_classes)
+
+  def forward(self, x):
+    feature = self.kd_bottleneck(x).mean((2, 3))
+    return feature, self.middle_fc(feature)
+
+
+class StudyResNet(nn.Module):
+  """The study's src/cifar_resnet.py ResNet (and with `heads` its MultiResNet:
+  `middle_classfier_1..3`) with the sizes kdjax's students may take: `width`
+  (the study's 64), `stage_sizes`, `in_channels` (the study's 3) and the class
+  count. forward returns the logits; forward_with_heads also each head's
+  (feature, logits)."""
+
+  def __init__(self, stage_sizes=(2, 2, 2, 2), num_classes=100, width=64, in_channels=3,
+               heads=False, expansion=1):
+    super().__init__()
+    self.conv1 = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+                               nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+    cin = width
+    for i, n in enumerate(stage_sizes):
+      blocks = []
+      for j in range(n):
+        blocks.append(StudyBlock(cin, width * 2**i, 2 if i > 0 and j == 0 else 1, expansion))
+        cin = width * 2**i * expansion
+      setattr(self, f'conv{i + 2}_x', nn.Sequential(*blocks))
+    last = len(stage_sizes) - 1
+    self.num_stages, self.num_heads = len(stage_sizes), last if heads else 0
+    for i in range(1, self.num_heads + 1):
+      setattr(self, f'middle_classfier_{i}', StudyMiddleClassifier(
+          width * 2**(i - 1) * expansion, cin, 2**(last - i + 1), num_classes))
+    self.avg_pool = nn.AdaptiveAvgPool2d(1)
+    self.fc = nn.Linear(cin, num_classes)
+
+  def forward_with_heads(self, x):
+    """(final logits, [(head feature, head logits), ...])."""
+    x = self.conv1(x)
+    heads = []
+    for i in range(1, self.num_stages + 1):
+      x = getattr(self, f'conv{i + 1}_x')(x)
+      if i <= self.num_heads:
+        heads.append(getattr(self, f'middle_classfier_{i}')(x))
+    return self.fc(self.avg_pool(x).flatten(1)), heads
+
+  def forward(self, x):
+    return self.forward_with_heads(x)[0]
