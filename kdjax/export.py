@@ -49,9 +49,10 @@ class ExportError(errors.UserError, ValueError):
 def _model_file(workdir: str) -> Dict[str, Any]:
   if not workdir_lib.path(workdir).is_dir():
     raise ExportError(f'No workdir at {workdir!r}; pass --workdir=DIR of a kdjax run.')
-  if not workdir_lib.has_model_file(workdir):
-    raise ExportError(f'{workdir} has no {workdir_lib.MODEL_FILE}: it is not a kdjax workdir '
-                      '(or it was refused before it trained); pass one that trained.')
+  for name in (workdir_lib.MODEL_FILE, workdir_lib.CONFIG_FILE):
+    if not (workdir_lib.path(workdir) / name).exists():
+      raise ExportError(f'{workdir} has no {name}: it is not a kdjax workdir (or it was '
+                        'refused before it trained); pass one that trained.')
   return json.loads((workdir_lib.path(workdir) / workdir_lib.MODEL_FILE).read_text())
 
 
@@ -147,10 +148,21 @@ def _clear(output: str):
     os.remove(output)
 
 
-def export(workdir: str, to: str, output: str, which: str = 'best', heads: bool = False,
-           member: Optional[int] = None, fused: bool = True, overwrite: bool = False) -> str:
-  """Writes the student of `workdir` to `output` (`to`: 'torch' or 'flax');
-  returns what it did. Every refusal comes before anything is written."""
+def _progress(workdir: str) -> Tuple[int, int]:
+  """(epochs the run completed, epochs it trains)."""
+  config = json.loads((workdir_lib.path(workdir) / workdir_lib.CONFIG_FILE).read_text())
+  records = workdir_lib.path(workdir) / 'metrics.jsonl'
+  done = len(records.read_text().splitlines()) if records.exists() else 0
+  return done, config['num_epochs']
+
+
+def export(workdir: str, to: str, output: str, which: Optional[str] = None,
+           heads: bool = False, member: Optional[int] = None, fused: bool = True,
+           overwrite: bool = False) -> str:
+  """Writes the student of `workdir` to `output` (`to`: 'torch' or 'flax') from
+  checkpoint `which` (best, last or a step; default: the best of a finished
+  run, the latest of one still training); returns what it did. Every refusal
+  comes before anything is written."""
   _check_output(output, overwrite)
   spec = _model_file(workdir)
   name, kwargs, path = _member(spec, member)
@@ -162,14 +174,11 @@ def export(workdir: str, to: str, output: str, which: str = 'best', heads: bool 
   if heads and to == 'torch' and name == 'resnet50':
     raise ExportError('--heads: the study\'s MultiResNet is a ResNet18 of basic blocks; '
                       'export resnet50\'s heads --to=flax, or drop --heads.')
-  step, which_note = _step(workdir, which)
+  done, epochs = _progress(workdir)
+  step, which_note = _step(workdir, which or ('best' if done >= epochs else 'last'))
   variables, kwargs = _student(_restore(workdir, step, spec, path), kwargs, heads)
   _clear(output)
-  records = workdir_lib.path(workdir) / 'metrics.jsonl'
-  config = json.loads((workdir_lib.path(workdir) / workdir_lib.CONFIG_FILE).read_text())
-  epochs = len(records.read_text().splitlines()) if records.exists() else 0
-  note = (f' It is still training ({epochs} of {config["num_epochs"]} epochs): this is its '
-          'latest state so far.' if epochs < config['num_epochs'] else '')
+  note = f' The run is still training ({done} of {epochs} epochs).' if done < epochs else ''
   shape = tuple(spec.get('image_shape', convert.CIFAR_SHAPE))
   if to == 'flax':
     convert.write_teacher(output, name, variables, spec['mean'], spec['std'], kwargs, shape)
@@ -218,7 +227,8 @@ if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, 'The kdjax workdir to export.')
   flags.DEFINE_enum('to', None, ['torch', 'flax'], 'A PyTorch state_dict or a Flax directory.')
   flags.DEFINE_string('output', None, 'The file (torch) or directory (flax) to write.')
-  flags.DEFINE_string('checkpoint', 'best', 'best (by test top-1), last, or a step.')
+  flags.DEFINE_string('checkpoint', None, 'best (by test top-1), last, or a step; default: '
+                      'the best of a finished run, the latest of one still training.')
   flags.DEFINE_bool('heads', False, 'Keep the intermediate heads (a self-distillation '
                     "student): the study's MultiResNet layout for torch.")
   flags.DEFINE_integer('member', None, 'Which student of a cohort (online) workdir: 0 is '

@@ -110,6 +110,7 @@ def test_errors_are_one_line_before_anything_is_written(tmp_path):
   fails(r'empty has no model.json', str(tmp_path / 'empty'), 'torch', out)
   workdir_lib.write_model_file(str(tmp_path / 'unfinished'), 'resnet18', 10, {}, MEAN, STD,
                                (32, 32, 3))
+  (tmp_path / 'unfinished' / 'config.json').write_text(json.dumps({'num_epochs': 2}))
   fails(r'holds no complete checkpoint yet: it is unfinished', str(tmp_path / 'unfinished'),
         'flax', out)
   _workdir(tmp_path / 'r50', 'resnet50', width=4, stage_sizes=(1, 1, 1, 1), heads=True)
@@ -123,12 +124,22 @@ def test_errors_are_one_line_before_anything_is_written(tmp_path):
   (tmp_path / 'out').write_text('keep me')
   fails(r'out exists; pass --overwrite', str(tmp_path / 'r50'), 'flax', out)
   assert (tmp_path / 'out').read_text() == 'keep me'
+  fails(r'--checkpoint=5: .* holds the checkpoints of steps \[0\]; name one of them',
+        str(tmp_path / 'r50'), 'flax', str(tmp_path / 'other'), which='5')
   # Through the command line: one line, exit status 2.
   result = subprocess.run([sys.executable, '-m', 'kdjax.export', f'--workdir={tmp_path / "r50"}',
                            '--to=flax', f'--output={out}'], cwd=ROOT, text=True,
                           capture_output=True, env=with_devices(1), timeout=300)
   assert result.returncode == 2 and result.stderr.strip().splitlines() == [
       f'error: {out} exists; pass --overwrite to replace it, or another --output.']
+
+
+def test_a_run_still_training_exports_its_latest_checkpoint_and_says_so(tmp_path):
+  _workdir(tmp_path / 'run', 'resnet18', width=4)
+  (tmp_path / 'run' / 'config.json').write_text(json.dumps({'num_epochs': 3}))
+  message = export.export(str(tmp_path / 'run'), 'flax', str(tmp_path / 'out'))
+  assert 'from the last checkpoint (step 0)' in message
+  assert 'The run is still training (1 of 3 epochs).' in message
 
 
 def test_a_cohort_member_exports_alone(tmp_path):
