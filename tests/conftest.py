@@ -27,6 +27,24 @@ import pytest  # pylint: disable=g-import-not-at-top  (after the XLA flags above
 
 
 @pytest.fixture(scope='session')
+def digits_self_kd(tmp_path_factory):
+  """A workdir of the study's row 4 recipe (heads, mixup) that main.py trained
+  for one epoch on one device: a narrow, shallow ResNet18 on digits."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  from tiny import with_devices  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp('digits_self_kd')
+  result = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/self_kd.py', f'--workdir={workdir}',
+       '--config.dataset=digits', '--config.width=4', '--config.stage_sizes=(1, 1, 2, 1)',
+       '--config.num_epochs=1', '--config.schedule=warmup_cosine', '--config.warmup_epochs=0.0',
+       '--config.log_every_steps=0'],
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=with_devices(1),
+      text=True, capture_output=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir
+
+
+@pytest.fixture(scope='session')
 def cifar_teacher(tmp_path_factory):
   """A kdjax workdir to teach from: a tiny baseline trained 2 epochs on mock CIFAR-100."""
   from tiny import tiny_config, train_on_mock_cifar  # pylint: disable=g-import-not-at-top

@@ -153,17 +153,11 @@ def test_a_cohort_member_exports_alone(tmp_path):
       _kdjax(model, variables, pixels)['peers'][0]['logits'])
 
 
-def test_a_run_trained_on_one_device_exports_to_both_and_converts_back(tmp_path, monkeypatch):
+def test_a_run_trained_on_one_device_exports_to_both_and_converts_back(
+    tmp_path, monkeypatch, digits_self_kd):
   # A narrow, shallow student with heads (the study's row 4 recipe), trained
   # one epoch on digits by main.py on one device.
-  workdir = tmp_path / 'run'
-  result = subprocess.run(
-      [sys.executable, 'main.py', '--config=configs/self_kd.py', f'--workdir={workdir}',
-       '--config.dataset=digits', '--config.width=4', '--config.stage_sizes=(1, 1, 2, 1)',
-       '--config.num_epochs=1', '--config.schedule=warmup_cosine', '--config.warmup_epochs=0.0',
-       '--config.log_every_steps=0'],
-      cwd=ROOT, env=with_devices(1), text=True, capture_output=True, timeout=900)
-  assert result.returncode == 0, result.stderr[-3000:]
+  workdir = digits_self_kd
   spec = json.loads((workdir / 'model.json').read_text())
   pixels = _pixels()
   trained = models.get_model('resnet18', num_classes=10,
