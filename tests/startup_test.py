@@ -2,6 +2,7 @@
 workdir, refusals before the data, one-line errors for bad config values."""
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -50,16 +51,22 @@ def test_a_second_run_in_the_same_workdir_is_refused_and_the_first_ends_as_a_lon
     lines.append(line)
     if 'Training resnet18' in line:
       break
-  before = _listing(workdir)
-  second = _main(*RUN, f'--workdir={workdir}')
-  _, error = second.communicate(timeout=300)
+  # Paused, the first run still holds the lock but writes nothing, so any
+  # change to the workdir while the second runs is the second's.
+  first.send_signal(signal.SIGSTOP)
+  try:
+    before = _listing(workdir)
+    second = _main(*RUN, f'--workdir={workdir}')
+    _, error = second.communicate(timeout=300)
+    after = _listing(workdir)
+  finally:
+    first.send_signal(signal.SIGCONT)
   assert second.returncode == 2, error[-3000:]
   assert error.strip().splitlines()[-1].startswith(
       f'error: {workdir} is in use by another run (host {socket.gethostname()}, pid '
       f'{first.pid}, started ')
   assert 'Traceback' not in error
-  after = _listing(workdir)
-  assert {f: t for f, t in after.items() if f in before} == before  # it wrote nothing
+  assert after == before  # it wrote nothing
   lines.extend(first.stderr)
   assert first.wait(timeout=300) == 0, ''.join(lines)[-3000:]
 
