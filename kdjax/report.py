@@ -117,6 +117,7 @@ class Line:
   seeds: str
   best_top1: str
   final_top1: str
+  versus_baseline: str
   best_top5: str
   epochs: str
   wall_time: str
@@ -126,19 +127,36 @@ class Line:
 
   def cells(self):
     return [self.row, self.method, self.teacher, self.seeds, self.best_top1,
-            self.final_top1, self.best_top5, self.epochs, self.wall_time,
+            self.final_top1, self.versus_baseline, self.best_top5, self.epochs, self.wall_time,
             self.images_per_sec, self.study, self.difference]
 
 
 HEADER = ['row', 'method', 'teacher', 'seeds', 'best top-1 %', 'final top-1 %',
-          'best top-5 %', 'epochs', 'wall time / run', 'img/s', 'study top-1 %',
+          'best - baseline', 'best top-5 %', 'epochs', 'wall time / run', 'img/s', 'study top-1 %',
           'best - study']
 STUDY_COLUMNS = 2  # the last ones, left out of a table without study numbers
 
 
-def _finished_line(runs: List[Run]) -> Line:
+def _best_top1s(runs: List[Run]) -> List[float]:
+  return [max(r['test_top1'] for r in run.records) for run in runs]
+
+
+def _versus_baseline(runs: List[Run], baseline: Optional[List[Run]]) -> str:
+  """Mean best top-1 minus the baseline row's; with 2 or more seeds on both
+  sides, whether it exceeds the larger of the two seed standard deviations."""
+  if not baseline or baseline is runs:
+    return '-'
+  mine, base = _best_top1s(runs), _best_top1s(baseline)
+  difference = statistics.mean(mine) - statistics.mean(base)
+  if min(len(mine), len(base)) < 2:
+    return f'{difference:+.2f}'
+  spread = max(statistics.stdev(mine), statistics.stdev(base))
+  return f'{difference:+.2f} ({"beyond" if abs(difference) > spread else "within"} spread)'
+
+
+def _finished_line(runs: List[Run], baseline: Optional[List[Run]]) -> Line:
   first = runs[0]
-  best = [max(r['test_top1'] for r in run.records) for run in runs]
+  best = _best_top1s(runs)
   final = [run.records[-1]['test_top1'] for run in runs]
   top5 = [max(r['test_top5'] for r in run.records) for run in runs]
   wall = statistics.mean(sum(r['epoch_time_s'] for r in run.records) for run in runs)
@@ -151,7 +169,7 @@ def _finished_line(runs: List[Run]) -> Line:
       row=_row_label(first, row),
       method=first.config.get('method', '?'), teacher=first.teacher_name or '-',
       seeds=str(len(runs)), best_top1=_mean_std(best), final_top1=_mean_std(final),
-      best_top5=_mean_std(top5), epochs=str(first.config['num_epochs']),
+      versus_baseline=_versus_baseline(runs, baseline), best_top5=_mean_std(top5), epochs=str(first.config['num_epochs']),
       wall_time=timing.format_duration(wall), images_per_sec=f'{speed:.0f}',
       study=f'{row.study_top1:.2f}' if has_study else '-',
       difference=f'{mean_best - row.study_top1:+.2f}' if has_study else '-')
@@ -166,7 +184,7 @@ def _unfinished_line(run: Run) -> Line:
   return Line(row=_row_label(run, row), method=run.config.get('method', '?'),
               teacher=run.teacher_name or '-',
               seeds=f'seed {run.config.get("seed", "?")}', best_top1=best, final_top1='-',
-              best_top5='-', epochs=status, wall_time='-', images_per_sec='-',
+              versus_baseline='-', best_top5='-', epochs=status, wall_time='-', images_per_sec='-',
               study=f'{row.study_top1:.2f}' if row and row.study_top1 is not None else '-',
               difference='-')
 
@@ -181,7 +199,10 @@ def table_lines(runs: List[Run]) -> List[Line]:
   def position(group):
     row = study_row(group[0])
     return (rows.index(row) if row in rows else len(rows), group[0].workdir)
-  finished = [_finished_line(g) for g in sorted(groups.values(), key=position)]
+  baselines = {g[0].config.get('dataset'): g for g in groups.values()
+               if getattr(study_row(g[0]), 'name', None) == 'baseline'}
+  finished = [_finished_line(g, baselines.get(g[0].config.get('dataset')))
+              for g in sorted(groups.values(), key=position)]
   return finished + [_unfinished_line(r) for r in runs if not r.finished]
 
 
@@ -270,6 +291,9 @@ def report(root: str) -> str:
     plots.append(heads)
   text = (markdown(lines) + '\n\nTop-1 is the mean ± std over seeds of each run\'s best '
           'epoch (the headline, as the study reports) and of its final epoch. '
+          'best - baseline is the difference of mean best top-1 to the baseline row; '
+          'with 2 or more seeds each, "beyond spread" when it exceeds the larger of the '
+          'two standard deviations. '
           f'Plots: {", ".join(os.path.basename(p) for p in plots)}.\n')
   with open(os.path.join(root, REPORT_FILE), 'w') as f:
     f.write(text)

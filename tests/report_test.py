@@ -87,8 +87,9 @@ def test_table_numbers_equal_the_inputs(runs):
   assert base.final_top1 == f'{statistics.mean(final):.2f} ± {statistics.stdev(final):.2f}'
   assert base.best_top5 == '90.17 ± 1.26'
   assert (base.epochs, base.wall_time, base.images_per_sec) == ('3', '0:03:00', '1002')
-  assert (base.study, base.difference) == ('74.40', '+0.77')
+  assert (base.study, base.difference, base.versus_baseline) == ('74.40', '+0.77', '-')
   self_line = by_label[('self', '1')]
+  assert self_line.versus_baseline == f'{78.0 - statistics.mean(best):+.2f}' == '+2.83'
   assert (self_line.best_top1, self_line.final_top1, self_line.study,
           self_line.difference) == ('78.00', '78.00', '77.89', '+0.11')
   # Finished groups come in the study's row order, before anything unfinished.
@@ -140,18 +141,22 @@ def test_fashion_mnist_rows_are_named_in_their_order_without_the_studys_columns(
     _write_run(root / 'offline_kd_no_mixup' / f'seed{seed}',
                _config(fashion_mnist, seed, 'offline_kd_no_mixup'), top1s)
     _write_run(root / 'offline_kd' / f'seed{seed}', _config(fashion_mnist, seed, 'offline_kd'),
-               top1s)
+               [top1 + 1.0 for top1 in top1s])
     _write_run(root / 'baseline' / f'seed{seed}', _config(fashion_mnist, seed, 'baseline'),
                top1s)
   _write_run(root / 'teacher', _config(fashion_mnist, 0, 'teacher'), [92.0, 93.0])
   text = report.report(str(root))
   table = text.split('\n\n')[0].splitlines()
   assert table[0] == ('| row | method | teacher | seeds | best top-1 % | final top-1 % | '
-                      'best top-5 % | epochs | wall time / run | img/s |')
+                      'best - baseline | best top-5 % | epochs | wall time / run | img/s |')
   assert [line.split(' | ')[:4] for line in table[2:]] == [
       ['| baseline', 'baseline', '-', '2'], ['| offline_kd', 'offline', 'teacher', '2'],
       ['| offline_kd_no_mixup', 'offline', 'teacher', '2'], ['| teacher', 'baseline', '-', '1']]
-  assert table[2].split(' | ')[4:6] == ['91.25 ± 0.35', '91.25 ± 0.35']
+  assert [line.split(' | ')[4:7] for line in table[2:]] == [
+      ['91.25 ± 0.35', '91.25 ± 0.35', '-'],
+      ['92.25 ± 0.35', '92.25 ± 0.35', '+1.00 (beyond spread)'],
+      ['91.25 ± 0.35', '91.25 ± 0.35', '+0.00 (within spread)'],
+      ['93.00', '93.00', '+1.75']]  # one seed: no spread to compare with
   assert (root / 'report.md').read_text() == text
 
 
