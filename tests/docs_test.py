@@ -6,6 +6,7 @@ import re
 import pytest
 
 from configs import default
+from kdjax import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = ['README.md'] + sorted(os.path.join('docs', f) for f in os.listdir(
@@ -52,3 +53,11 @@ def test_every_config_file_flag_and_field_named_exists(page):
     if re.search(r'\bmain\.py\s+--', line):
       for flag in re.findall(r'(?<![\w.-])--([a-z_]+)(?==|\b)', line):
         assert flag in MAIN_FLAGS, f'{page}: main.py has no flag --{flag}: {line}'
+
+
+def test_the_readmes_fashion_mnist_table_is_the_report_of_the_committed_runs():
+  results = os.path.join(ROOT, 'results', 'fashion_mnist')
+  table = report.markdown(report.table_lines(report.find_runs(results)))
+  assert table in _text('README.md')
+  with open(os.path.join(results, report.REPORT_FILE)) as f:
+    assert f.read().startswith(table + '\n\n')
