@@ -92,11 +92,11 @@ def _member(spec, member: Optional[int]):
   return name, teachers.tuples(kwargs), (f'members_{member}',)
 
 
-def _restore(workdir, step, spec, path):
-  """The student's {params, batch_stats} at `step` (of the member at `path`)."""
+def _restore(workdir, step, spec, path, shape):
+  """The student's {params, batch_stats} at `step` (of the member at `path`),
+  for images of `shape`."""
   name, kwargs = spec['model'], teachers.tuples(spec['kwargs'])
   model = models.get_model(name, num_classes=spec['num_classes'], **kwargs)
-  shape = tuple(spec.get('image_shape', convert.CIFAR_SHAPE))
   abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *shape)),
                                                train=False))
   variables = checkpoint.restore_variables(workdir, step, abstract)
@@ -176,10 +176,10 @@ def export(workdir: str, to: str, output: str, which: Optional[str] = None,
                       'export resnet50\'s heads --to=flax, or drop --heads.')
   done, epochs = _progress(workdir)
   step, which_note = _step(workdir, which or ('best' if done >= epochs else 'last'))
-  variables, kwargs = _student(_restore(workdir, step, spec, path), kwargs, heads)
+  shape = tuple(spec.get('image_shape', convert.CIFAR_SHAPE))
+  variables, kwargs = _student(_restore(workdir, step, spec, path, shape), kwargs, heads)
   _clear(output)
   note = f' The run is still training ({done} of {epochs} epochs).' if done < epochs else ''
-  shape = tuple(spec.get('image_shape', convert.CIFAR_SHAPE))
   if to == 'flax':
     convert.write_teacher(output, name, variables, spec['mean'], spec['std'], kwargs, shape)
     return (f'Wrote {name} from {which_note} (step {step}) of {workdir} to {output}.{note} '
@@ -198,17 +198,16 @@ def export(workdir: str, to: str, output: str, which: Optional[str] = None,
 
 
 def torch_constructor(name: str, num_classes: int, kwargs, image_shape, fused=True) -> str:
-  """The PyTorch call that builds the model an export of `name` loads into."""
+  """The PyTorch call that builds the model an export of `name` loads into,
+  with the sizes of kdjax's model (`kwargs` over its defaults)."""
+  model = models.get_model(name, num_classes=num_classes, **kwargs)
   if name == 'repvgg_a0':
-    scale = kwargs.get('width', 64) / 64
-    multipliers = [round(m * scale, 6) for m in (0.75, 0.75, 0.75, 2.5)]
-    return (f'pytorch_cifar_models.repvgg.RepVGG(num_blocks=[2, 4, 14, 1], num_classes='
-            f'{num_classes}, width_multiplier={multipliers}, deploy={fused})')
-  sizes = tuple(kwargs.get('stage_sizes') or {'resnet18': (2, 2, 2, 2), 'resnet34': (
-      3, 4, 6, 3), 'resnet50': (3, 4, 6, 3)}[name])
-  return (f'kdjax.torch_models.StudyResNet(stage_sizes={sizes}, num_classes={num_classes}, '
-          f'width={kwargs.get("width", 64)}, in_channels={image_shape[-1]}, '
-          f'heads={bool(kwargs.get("heads"))}, expansion={4 if name == "resnet50" else 1})')
+    multipliers = [round(m * model.width / 64, 6) for m in (0.75, 0.75, 0.75, 2.5)]
+    return (f'pytorch_cifar_models.repvgg.RepVGG(num_blocks={list(model.stage_sizes[1:])}, '
+            f'num_classes={num_classes}, width_multiplier={multipliers}, deploy={fused})')
+  return (f'kdjax.torch_models.StudyResNet(stage_sizes={tuple(model.stage_sizes)}, '
+          f'num_classes={num_classes}, width={model.width}, in_channels={image_shape[-1]}, '
+          f'heads={model.heads}, expansion={model.block_cls.expansion})')
 
 
 FLAGS = flags.FLAGS

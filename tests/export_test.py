@@ -92,7 +92,11 @@ def test_repvgg_exports_fused_and_unfused_in_chenyaofos_layout(tmp_path):
   widths = tuple(int(m * 16) for m in (0.75, 0.75, 1.5, 3, 20))
   for fused in (True, False):
     output = str(tmp_path / f'fused{fused}.pt')
-    export.export(str(tmp_path / 'run'), 'torch', output, fused=fused)
+    message = export.export(str(tmp_path / 'run'), 'torch', output, fused=fused)
+    assert message.endswith(
+        'Load it: pytorch_cifar_models.repvgg.RepVGG(num_blocks=[2, 4, 14, 1], num_classes=10, '
+        f'width_multiplier=[0.1875, 0.1875, 0.1875, 0.625], deploy={fused})'
+        f'.load_state_dict(torch.load({output!r}))')
     reference = torch_models.RepVGG(10, widths=widths, deploy=fused)
     reference.load_state_dict(torch.load(output))
     with torch.no_grad():
