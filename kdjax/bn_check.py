@@ -44,10 +44,8 @@ def _load(workdir: str):
   kwargs = teachers.tuples(spec['kwargs'])
   model = models.get_model(spec['model'], num_classes=spec['num_classes'],
                            axis_name=steps.AXIS, **kwargs)
-  shape = tuple(spec.get('image_shape', (32, 32, 3)))
-  abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *shape)),
-                                               train=False))
-  step, variables = checkpoint.restore_best_variables(workdir, abstract)
+  step, variables = checkpoint.restore_best_variables(
+      workdir, teachers.abstract_variables(model, spec))
   return config, model, variables, step, methods.get_method(config.method)
 
 

@@ -25,8 +25,6 @@ from typing import Any, Dict, Optional, Tuple
 from absl import app
 from absl import flags
 import flax
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from kdjax import checkpoint
@@ -92,14 +90,12 @@ def _member(spec, member: Optional[int]):
   return name, teachers.tuples(kwargs), (f'members_{member}',)
 
 
-def _restore(workdir, step, spec, path, shape):
-  """The student's {params, batch_stats} at `step` (of the member at `path`),
-  for images of `shape`."""
-  name, kwargs = spec['model'], teachers.tuples(spec['kwargs'])
-  model = models.get_model(name, num_classes=spec['num_classes'], **kwargs)
-  abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *shape)),
-                                               train=False))
-  variables = checkpoint.restore_variables(workdir, step, abstract)
+def _restore(workdir, step, spec, path):
+  """The student's {params, batch_stats} at `step` (of the member at `path`)."""
+  model = models.get_model(spec['model'], num_classes=spec['num_classes'],
+                           **teachers.tuples(spec['kwargs']))
+  variables = checkpoint.restore_variables(workdir, step,
+                                           teachers.abstract_variables(model, spec))
   for key in path:
     variables = {c: v[key] for c, v in variables.items()}
   return variables
@@ -176,10 +172,10 @@ def export(workdir: str, to: str, output: str, which: Optional[str] = None,
                       'export resnet50\'s heads --to=flax, or drop --heads.')
   done, epochs = _progress(workdir)
   step, which_note = _step(workdir, which or ('best' if done >= epochs else 'last'))
-  shape = tuple(spec.get('image_shape', convert.CIFAR_SHAPE))
-  variables, kwargs = _student(_restore(workdir, step, spec, path, shape), kwargs, heads)
+  variables, kwargs = _student(_restore(workdir, step, spec, path), kwargs, heads)
   _clear(output)
   note = f' The run is still training ({done} of {epochs} epochs).' if done < epochs else ''
+  shape = teachers.image_shape(spec)
   if to == 'flax':
     convert.write_teacher(output, name, variables, spec['mean'], spec['std'], kwargs, shape)
     return (f'Wrote {name} from {which_note} (step {step}) of {workdir} to {output}.{note} '

@@ -15,7 +15,7 @@ import dataclasses
 import functools
 import json
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -91,6 +91,18 @@ def tuples(tree):
   return tree
 
 
+def image_shape(spec) -> Tuple[int, ...]:
+  """The shape of the images the model of model.json `spec` reads; model
+  files before the shape was recorded are all of CIFAR-shaped models."""
+  return tuple(spec.get('image_shape', convert.CIFAR_SHAPE))
+
+
+def abstract_variables(model, spec):
+  """The shapes of `model`'s variables, built for `spec`'s images."""
+  return jax.eval_shape(lambda: model.init(
+      jax.random.PRNGKey(0), jnp.zeros((1, *image_shape(spec))), train=False))
+
+
 def _check_bn(bn: str) -> None:
   if bn not in BN_MODES:
     raise errors.TeacherError(f"A teacher's BatchNorm mode is one of {list(BN_MODES)}, not {bn!r}; "
@@ -130,12 +142,8 @@ def load(path: str, dtype=jnp.float32, num_classes: Optional[int] = None,
   kwargs.pop('heads', None)
   name, classes = spec['model'], spec['num_classes']
   model = models.get_model(name, num_classes=classes, dtype=dtype, **kwargs)
-  # Model files before the input's shape was recorded are all of CIFAR-shaped models.
-  image_shape = tuple(spec.get('image_shape', convert.CIFAR_SHAPE))
-  abstract = jax.eval_shape(
-      lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *image_shape)), train=False))
   try:
-    step, variables = checkpoint.restore_best_variables(path, abstract)
+    step, variables = checkpoint.restore_best_variables(path, abstract_variables(model, spec))
   except (FileNotFoundError, ValueError) as e:
     raise errors.TeacherError(f'Cannot restore the teacher in {path!r}: {e}') from e
   if bn == 'running':
