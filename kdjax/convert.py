@@ -120,7 +120,8 @@ def model_kwargs(layout: str, keys=()) -> Dict[str, Any]:
 
 def input_channels(arch: str, layout: str, state_dict) -> int:
   """The channel count of the images the checkpoint's model reads."""
-  stem = f'{module_key(arch, layout, "stage0_block1/rbr_dense_conv" if arch == "repvgg_a0" else "stem_conv")}.weight'
+  first_conv = 'stage0_block1/rbr_dense_conv' if arch == 'repvgg_a0' else 'stem_conv'
+  stem = f'{module_key(arch, layout, first_conv)}.weight'
   return int(np.shape(state_dict[stem])[1]) if stem in state_dict else CIFAR_SHAPE[-1]
 
 

@@ -169,7 +169,8 @@ def _finished_line(runs: List[Run], baseline: Optional[List[Run]]) -> Line:
       row=_row_label(first, row),
       method=first.config.get('method', '?'), teacher=first.teacher_name or '-',
       seeds=str(len(runs)), best_top1=_mean_std(best), final_top1=_mean_std(final),
-      versus_baseline=_versus_baseline(runs, baseline), best_top5=_mean_std(top5), epochs=str(first.config['num_epochs']),
+      versus_baseline=_versus_baseline(runs, baseline), best_top5=_mean_std(top5),
+      epochs=str(first.config['num_epochs']),
       wall_time=timing.format_duration(wall), images_per_sec=f'{speed:.0f}',
       study=f'{row.study_top1:.2f}' if has_study else '-',
       difference=f'{mean_best - row.study_top1:+.2f}' if has_study else '-')
