@@ -18,9 +18,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from absl import app
 
+from configs import default
 from kdjax import errors
 from kdjax import study
 from kdjax import timing
+from kdjax import workdir as workdir_lib
 
 
 @dataclasses.dataclass
@@ -48,8 +50,11 @@ def _read_json(path):
 def read_run(workdir: str) -> Run:
   """A workdir's config and epoch records; `problem` says what is wrong with it."""
   try:
-    config = _read_json(os.path.join(workdir, 'config.json'))
-  except (OSError, ValueError) as e:
+    # Completed by the fields added since, at their defaults, so that a seed
+    # trained before a field existed groups with one trained after.
+    config = workdir_lib.completed(_read_json(os.path.join(workdir, 'config.json')),
+                                   default.get_config())
+  except (OSError, ValueError, TypeError) as e:
     return Run(workdir, {}, [], f'unreadable config.json ({e})')
   records = []
   try:

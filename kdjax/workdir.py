@@ -67,20 +67,23 @@ def config_as_json(config) -> Dict[str, Any]:
   return json.loads(config.to_json())
 
 
+def completed(saved: Dict[str, Any], defaults) -> Dict[str, Any]:
+  """A saved config.json's fields, plus the fields it lacks at their values in
+  `defaults` (a config of every field's default, or None for none): kdjax adds
+  fields with defaults that leave earlier runs unchanged, so a run saved
+  before a field existed is a run with that field at its default."""
+  return {**(config_as_json(defaults) if defaults is not None else {}), **saved}
+
+
 def check_config(config, workdir: str, defaults=None) -> None:
-  """Refuses a workdir whose saved config differs. A field the saved config
-  lacks is no difference while it holds its value in `defaults` (a config of
-  every field's default): kdjax adds fields with defaults that leave earlier
-  runs unchanged, so those runs resume."""
+  """Refuses a workdir whose saved config differs, its missing fields taken at
+  their `defaults` (see `completed`), so that earlier runs resume."""
   file = path(workdir) / CONFIG_FILE
   if not file.exists():
     return
-  saved = json.loads(file.read_text())
+  saved = completed(json.loads(file.read_text()), defaults)
   current = config_as_json(config)
-  added = config_as_json(defaults) if defaults is not None else {}
-  differing = sorted(k for k in saved.keys() | current.keys()
-                     if saved.get(k) != current.get(k)
-                     and not (k not in saved and k in added and current[k] == added[k]))
+  differing = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
   if differing:
     changes = ', '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in differing)
     raise WorkdirError(

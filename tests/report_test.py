@@ -108,6 +108,21 @@ def test_offline_runs_with_and_without_mixup_are_told_apart(tmp_path):
       ('offline_kd_no_mixup_repvgg_a0', 'offline', 'repvgg_a0', '76.00', '76.86', '-0.86')]
 
 
+def test_a_seed_saved_before_a_field_existed_groups_with_one_saved_after(tmp_path):
+  # config.json of an earlier kdjax lacks the fields added since; at their
+  # defaults they change nothing, as when such a run resumes.
+  root = tmp_path / 'runs'
+  earlier = _config(baseline, 0).to_dict()
+  del earlier['nesterov'], earlier['dlb_weight']
+  _write_run(root / 'seed0', earlier, [70.0])
+  _write_run(root / 'seed1', _config(baseline, 1), [72.0])
+  # A field set away from its default is another experiment.
+  _write_run(root / 'nesterov', _config(baseline, 2, nesterov=True), [71.0])
+  lines = report.table_lines(report.find_runs(str(root)))
+  assert sorted((l.seeds, l.best_top1) for l in lines) == [('1', '71.00'),
+                                                         ('2', '71.00 ± 1.41')]
+
+
 def test_unfinished_and_unreadable_runs_are_flagged_never_finished(runs):
   lines = report.table_lines(report.find_runs(str(runs)))
   unfinished = [l for l in lines if l.epochs.startswith('unfinished')]
