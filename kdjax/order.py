@@ -1,6 +1,6 @@
 """The data order: which training examples each row of each step's batch holds.
 
-An epoch visits the training set in the order of data.epoch_permutation, B
+An epoch visits the training set in the order of epoch_permutation, B
 examples a step. What a step's batch is made of besides them is its
 composition, one of COMPOSITIONS:
   ''       the B examples alone;
@@ -17,9 +17,12 @@ from typing import Optional
 
 import numpy as np
 
-from kdjax import data
-
 COMPOSITIONS = ('', 'pairs', 'carry')
+
+
+def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
+  """The order of the training set in `epoch`: a function of (seed, epoch) only."""
+  return np.random.default_rng([seed, epoch]).permutation(num_examples)
 
 
 def groups(composition: str) -> int:
@@ -30,7 +33,7 @@ def groups(composition: str) -> int:
 def _steps(seed, epoch, num_train, batch_size):
   """[steps, batch_size] of the epoch's order, its last partial batch dropped."""
   steps = num_train // batch_size
-  return data.epoch_permutation(seed, epoch, num_train)[:steps * batch_size].reshape(
+  return epoch_permutation(seed, epoch, num_train)[:steps * batch_size].reshape(
       steps, batch_size)
 
 

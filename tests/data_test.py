@@ -12,6 +12,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from kdjax import data
+from kdjax import order
+from kdjax.data import arrays
 from tiny import mock_tfds
 
 
@@ -125,11 +127,11 @@ def test_example_keys_depend_on_the_global_position_only():
 
 
 def test_epoch_permutation_is_a_deterministic_reshuffle():
-  a = data.epoch_permutation(0, 3, 100)
-  np.testing.assert_array_equal(a, data.epoch_permutation(0, 3, 100))
+  a = order.epoch_permutation(0, 3, 100)
+  np.testing.assert_array_equal(a, order.epoch_permutation(0, 3, 100))
   assert sorted(a) == list(range(100))
-  assert not np.array_equal(a, data.epoch_permutation(0, 4, 100))
-  assert not np.array_equal(a, data.epoch_permutation(1, 3, 100))
+  assert not np.array_equal(a, order.epoch_permutation(0, 4, 100))
+  assert not np.array_equal(a, order.epoch_permutation(1, 3, 100))
 
 
 def test_digits_is_a_fixed_split_of_32x32_uint8_images():
@@ -225,7 +227,7 @@ def test_an_offline_machine_gets_the_manual_steps_within_seconds(tmp_path, monke
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
-  monkeypatch.setattr(data, 'CIFAR100_URL', f'http://127.0.0.1:{port}/cifar-100-binary.tar.gz')
+  monkeypatch.setattr(arrays, 'CIFAR100_URL', f'http://127.0.0.1:{port}/cifar-100-binary.tar.gz')
   start = time.time()
   with pytest.raises(data.DatasetUnavailableError) as info:
     data.load_dataset('cifar100', data_dir=str(tmp_path / 'tfds'))

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from kdjax import data
-from kdjax import idx
+from kdjax.data import arrays
+from kdjax.data import idx
 from tiny import mock_tfds
 from tiny import with_devices
 
@@ -160,7 +161,7 @@ def test_main_refuses_a_bad_file_in_one_line_before_writing_anything(tmp_path):
 
 
 def test_a_prepared_tfds_copy_is_read_before_the_debian_files(tmp_path, monkeypatch):
-  monkeypatch.setattr(data, 'FASHION_MNIST_DIR', str(tmp_path))  # exists, holds nothing
+  monkeypatch.setattr(arrays, 'FASHION_MNIST_DIR', str(tmp_path))  # exists, holds nothing
   with mock_tfds(24):
     dataset = data.load_dataset('fashion_mnist')
   assert dataset.train_images.shape == (24, 28, 28, 1) and dataset.num_classes == 10
@@ -168,11 +169,11 @@ def test_a_prepared_tfds_copy_is_read_before_the_debian_files(tmp_path, monkeypa
 
 
 def test_without_files_or_network_the_error_says_how_to_get_them(tmp_path, monkeypatch):
-  monkeypatch.setattr(data, 'FASHION_MNIST_DIR', str(tmp_path / 'absent'))
+  monkeypatch.setattr(arrays, 'FASHION_MNIST_DIR', str(tmp_path / 'absent'))
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
-  monkeypatch.setattr(data, 'FASHION_MNIST_URL', f'http://127.0.0.1:{port}/')
+  monkeypatch.setattr(arrays, 'FASHION_MNIST_URL', f'http://127.0.0.1:{port}/')
   with pytest.raises(data.DatasetUnavailableError) as info:
     data.load_dataset('fashion_mnist', data_dir=str(tmp_path / 'tfds'))
   message = str(info.value)

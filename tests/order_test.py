@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-from kdjax import data
 from kdjax import order
 
 NUM_TRAIN, BATCH = 100, 8
@@ -22,7 +21,7 @@ def test_plain_order_is_the_epochs_permutation_in_batches():
   rows = order.epoch_order(3, 2, NUM_TRAIN, BATCH, 4)
   assert rows.shape == (STEPS, 4, 2) and rows.dtype == np.int32
   np.testing.assert_array_equal(
-      rows.reshape(-1), data.epoch_permutation(3, 2, NUM_TRAIN)[:STEPS * BATCH])
+      rows.reshape(-1), order.epoch_permutation(3, 2, NUM_TRAIN)[:STEPS * BATCH])
 
 
 @pytest.mark.parametrize('num_devices', [1, 2, 4])

@@ -15,7 +15,7 @@ import pytest
 
 from configs import digits
 from kdjax import checkpoint
-from kdjax import data
+from kdjax.data import arrays
 from kdjax import errors
 from kdjax import train
 from kdjax import workdir as workdir_lib
@@ -97,7 +97,7 @@ def test_a_missing_teacher_stops_before_the_data_without_touching_the_network(
     tmp_path, monkeypatch):
   def refuse(*args, **kwargs):
     raise AssertionError(f'the data or the network was reached: {args}')
-  monkeypatch.setattr(data, '_load_tfds', refuse)
+  monkeypatch.setattr(arrays, '_load_tfds', refuse)
   monkeypatch.setattr(socket.socket, 'connect', refuse)
   config = digits.get_config()
   config.update(dataset='cifar100', method='offline', teacher=str(tmp_path / 'resnet50'),
@@ -122,7 +122,7 @@ def test_a_missing_teacher_stops_before_the_data_without_touching_the_network(
 def test_a_teacher_whose_stages_cannot_pair_stops_before_the_data(tmp_path, monkeypatch):
   def refuse(*args, **kwargs):
     raise AssertionError(f'the data was reached: {args}')
-  monkeypatch.setattr(data, '_load_tfds', refuse)
+  monkeypatch.setattr(arrays, '_load_tfds', refuse)
   teacher_dir = str(tmp_path / 'teacher')
   teacher = random_teacher(100)  # four stages: 32x32 to 4x4
   workdir_lib.write_model_file(teacher_dir, 'resnet18', 100, {'width': 4, 'stage_sizes': [
