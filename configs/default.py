@@ -11,15 +11,30 @@ def get_config(arg=None):
 
   # Data.
   # 'cifar100' (tensorflow-datasets), 'fashion_mnist' (its IDX files or TFDS),
-  # 'digits' (scikit-learn, offline) or 'synthetic' (random images of
-  # CIFAR-100's shapes, for timing); docs/data.md
+  # 'digits' (scikit-learn, offline), 'synthetic' (random images of
+  # CIFAR-100's shapes, for timing) or 'imagenet2012' (TFDS, from the ILSVRC
+  # tars in manual_dir); docs/data.md
   config.dataset = 'cifar100'
   config.data_dir = ''  # TFDS data_dir; '' = TFDS's default (~/tensorflow_datasets)
-  # A folder holding a pre-downloaded cifar-100-binary.tar.gz, or Fashion-MNIST's
-  # four IDX .gz files.
+  # A folder holding a pre-downloaded cifar-100-binary.tar.gz, Fashion-MNIST's
+  # four IDX .gz files, or ImageNet's ILSVRC2012_img_train.tar and
+  # ILSVRC2012_img_val.tar.
   config.manual_dir = ''
-  # Zero-pad 4 + random 32x32 crop + horizontal flip on training images
-  # (src/data.py: RandomCrop(32, 4), RandomHorizontalFlip).
+  # ImageNet's crop: training RandomResizedCrop(image_size), evaluation the
+  # center image_size crop of the image resized to image_size x 256/224.
+  config.image_size = 224
+  # How batches reach the devices: 'device' (both splits kept on every
+  # device, batches gathered there by index), 'stream' (host workers read and
+  # transform each batch ahead of its step), 'auto' (the stream for ImageNet,
+  # device otherwise). Both give the same rows in the same order.
+  config.input_pipeline = 'auto'
+  # The stream's worker processes per host; 0 = one per CPU core for
+  # encoded images, threads of the training process for arrays.
+  config.input_workers = 0
+  config.input_prefetch = 2  # steps each worker holds ready, at most
+  # Training transform: zero-pad 4 + random 32x32 crop + horizontal flip on
+  # the array datasets, on the device (src/data.py: RandomCrop(32, 4),
+  # RandomHorizontalFlip); ImageNet's RandomResizedCrop + flip, on the host.
   config.augment = True
   # Then a rotation by an angle uniform in [-d, d] degrees, nearest, zero fill
   # (src/data.py: RandomRotation(15) on PIL images); 0 = off.

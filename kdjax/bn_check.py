@@ -24,6 +24,7 @@ import numpy as np
 
 from kdjax import checkpoint
 from kdjax import data
+from kdjax.data import feeds
 from kdjax import errors
 from kdjax import evaluate
 from kdjax import methods
@@ -81,13 +82,11 @@ def check(workdir: str, batches: int = 100, draws: int = 3) -> List[Dict[str, fl
   devices = jax.local_devices()[:1]
   eval_step = steps.pmap_eval_step(steps.make_apply(model, dataset.mean, dataset.std),
                                    method, devices)
-  test_images, test_labels = steps.replicate((dataset.test_images, dataset.test_labels),
-                                             devices)
+  feed = feeds.Resident((), (dataset.test_images, dataset.test_labels), devices)
 
   def top1(variables):
-    result = evaluate.evaluate(eval_step, steps.replicate(variables, devices), test_images,
-                               test_labels, len(dataset.test_labels), config.eval_batch_size,
-                               devices)
+    result = evaluate.evaluate(eval_step, steps.replicate(variables, devices), feed,
+                               len(dataset.test_labels), config.eval_batch_size, devices)
     return {k: v for k, v in result.items() if k.endswith('top1')}
 
   def estimate(seed, mixed):

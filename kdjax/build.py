@@ -19,6 +19,7 @@ from ml_collections.config_flags import config_flags
 import optax
 
 from kdjax import data
+from kdjax.data import feeds
 from kdjax import errors
 from kdjax import fit
 from kdjax import methods
@@ -64,10 +65,10 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
 # Fields whose values must lie in a range: (fields, test, what to set).
 _RANGES = (
     (('batch_size', 'eval_batch_size', 'num_epochs', 'width', 'lr_updates_per_epoch',
-      'keep_checkpoints', 'crd_dim', 'crd_negatives'),
+      'keep_checkpoints', 'crd_dim', 'crd_negatives', 'image_size', 'input_prefetch'),
      lambda v: isinstance(v, int) and v >= 1, 'set a whole number of at least 1.'),
     (('steps_per_call', 'log_every_steps', 'checkpoint_every_steps', 'seed', 'hint_stage',
-      'profile_steps', 'dkd_warmup_epochs', 'reviewkd_warmup_epochs'),
+      'profile_steps', 'dkd_warmup_epochs', 'reviewkd_warmup_epochs', 'input_workers'),
      lambda v: isinstance(v, int) and v >= 0, 'set a whole number of at least 0.'),
     (('learning_rate', 'min_learning_rate', 'weight_decay', 'warmup_epochs', 'mixup_alpha',
       'self_feature_weight', 'hint_weight', 'rkd_distance_weight', 'rkd_angle_weight',
@@ -121,6 +122,7 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> methods
                          ('teacher_dtype', (*DTYPES, AUTO)),
                          ('teacher_bn', teachers.BN_MODES),
                          ('teacher_input', TEACHER_INPUTS),
+                         ('input_pipeline', feeds.PIPELINES),
                          ('mixup_partner', steps.MIXUP_PARTNERS),
                          ('kd_reduction', methods.KD_REDUCTIONS),
                          ('head_labels', methods.HEAD_LABELS),
@@ -135,6 +137,9 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> methods
       raise errors.ConfigError('stage_sizes', tuple(config.stage_sizes),
                                f'{name} has {stages} stages; give {stages} block counts, '
                                'or () for its own.')
+  if config.input_pipeline == 'device' and config.dataset == data.IMAGENET:
+    raise errors.ConfigError('input_pipeline', 'device', f'{data.IMAGENET} does not fit on '
+                             "a device; set 'stream' or 'auto'.")
   try:
     method = methods.get_method(config.method)
   except ValueError as e:
@@ -281,7 +286,8 @@ def assemble(plan: Plan, steps_per_epoch: int, num_train: int = 0) -> Run:
       train_steps=steps.pmap_train_steps(
           loss_fn, augment=config.augment, rotation_degrees=config.rotation_degrees,
           mixup=bool(config.mixup_alpha), mixup_partner=config.mixup_partner,
-          num_classes=info.num_classes, devices=devices, groups=method.groups),
+          num_classes=info.num_classes, devices=devices, groups=method.groups,
+          crop=not info.encoded),
       eval_step=steps.pmap_eval_step(apply, method, devices))
 
 

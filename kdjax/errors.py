@@ -24,6 +24,10 @@ class ConfigError(UserError, ValueError):
     self.field = field
 
 
+class InputError(UserError, RuntimeError):
+  """The input pipeline stopped (a worker died); rerunning resumes the run."""
+
+
 def exit_on_user_error(command: Callable[[], T]) -> T:
   """`command()`, or, if it refuses with a UserError, that error as one
   `error: ...` line on stderr and exit status 2 (what each command line does)."""

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from kdjax import data
+from kdjax.data import feeds
 from kdjax import errors
 from kdjax import methods
 from kdjax import steps
@@ -22,12 +23,13 @@ from kdjax import teachers
 from kdjax import workdir as workdir_lib
 
 
-def evaluate(eval_step, variables, images, labels, num_examples: int, global_batch: int,
+def evaluate(eval_step, variables, feed, num_examples: int, global_batch: int,
              devices: Sequence[Any]) -> Dict[str, float]:
-  """Top-1/top-5 (%, and what the method adds) and loss on all `num_examples` for
-  `variables` replicated on this process's devices, by `eval_step` mapped over
-  `devices` (with several processes, each feeds its own devices). The batch
-  grows to the next multiple of the device count; every sum is fetched at once."""
+  """Top-1/top-5 (%, and what the method adds) and loss on all `num_examples` of
+  `feed`'s test split (kdjax.data.feeds) for `variables` replicated on this
+  process's devices, by `eval_step` mapped over `devices` (with several
+  processes, each feeds its own devices). The batch grows to the next multiple
+  of the device count; every sum is fetched at once."""
   global_batch = -(-global_batch // len(devices)) * len(devices)
   num_batches = -(-num_examples // global_batch)
   indices = np.zeros(num_batches * global_batch, np.int32)
@@ -35,8 +37,9 @@ def evaluate(eval_step, variables, images, labels, num_examples: int, global_bat
   mask = (np.arange(len(indices)) < num_examples).astype(np.float32)
   shape = (num_batches, len(devices), global_batch // len(devices))
   local = steps.this_process(devices)
-  sums = [eval_step(variables, images, labels, i[local], m[local])
-          for i, m in zip(indices.reshape(shape), mask.reshape(shape))]
+  batches = feed.test_batches(indices.reshape(shape)[:, local])
+  sums = [eval_step(variables, *feed.test, batch, m[local])
+          for batch, m in zip(batches, mask.reshape(shape))]
   totals = jax.tree.map(lambda *x: float(np.sum(x)),
                         *steps.fetch_first(sums))
   count = totals.pop('count')
@@ -45,17 +48,17 @@ def evaluate(eval_step, variables, images, labels, num_examples: int, global_bat
   return {**result, 'count': int(count)}
 
 
-def evaluate_teacher(teacher: teachers.Teacher, images, labels, num_examples: int,
+def evaluate_teacher(teacher: teachers.Teacher, feed, num_examples: int,
                      global_batch: int, devices: Sequence[Any]):
   """(the teacher's variables replicated on this process's `devices`, its test
-  metrics) for test data already replicated there; `devices` as for evaluate."""
+  metrics) on `feed`'s test split; `devices` as for evaluate."""
   variables = steps.replicate(teacher.variables,
                               [devices[i] for i in steps.this_process(devices)])
   eval_step = steps.pmap_eval_step(
       steps.make_apply(teacher.model, teacher.mean, teacher.std),
       methods.get_method(methods.BASELINE), devices)
-  return variables, evaluate(eval_step, variables, images, labels, num_examples,
-                             global_batch, devices)
+  return variables, evaluate(eval_step, variables, feed, num_examples, global_batch,
+                             devices)
 
 
 def data_settings(path: str, dataset: str = '', data_dir: str = '',
@@ -85,9 +88,8 @@ def evaluate_teacher_directory(path: str, dataset: str = '', data_dir: str = '',
                           dataset=dataset)
   splits = data.load_dataset(dataset, data_dir, manual_dir)
   devices = jax.local_devices()
-  images, labels = steps.replicate((splits.test_images, splits.test_labels), devices)
-  result = evaluate_teacher(teacher, images, labels, len(splits.test_labels), batch_size,
-                            devices)[1]
+  feed = feeds.make(splits, devices)
+  result = evaluate_teacher(teacher, feed, len(splits.test_labels), batch_size, devices)[1]
   return {**result, 'dataset': dataset}
 
 

@@ -2,8 +2,9 @@
 
 Each step runs under a map over the device axis AXIS (jax.pmap here; the steps
 use named-axis collectives only, so jax.shard_map could map them too). Each
-device gathers its share of the batch by index from data kept on it, so a step
-moves only a few hundred int32 indices from the host, and one mapped call runs
+device takes its share of the batch from a feed (kdjax.data.feeds): gathered
+by index from data kept on it, so a step moves only a few hundred int32
+indices from the host, or sent by the host stream. One mapped call runs
 several steps in a lax.scan, so the host dispatches once per call.
 """
 import functools
@@ -95,23 +96,24 @@ def global_positions(rows: int, groups: int) -> jax.Array:
 def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array,
                lam: jax.Array, teacher_variables, *, loss_fn: Callable, augment: bool,
                rotation_degrees: float, mixup: bool, mixup_partner: str, num_classes: int,
-               train_labels: jax.Array, groups: int = 1):
+               train_labels: jax.Array, groups: int = 1, crop: bool = True):
   """One SGD step on this device's share of the global batch.
 
   `batch` holds uint8 images, int32 labels and each example's index in the
   training set, whose labels are `train_labels`, in `groups` groups
-  (order.epoch_order's rows). `rng` is the same on every device; per-step and
-  per-example keys derive from it. `lam` is the step's mixup weight
+  (order.epoch_order's rows). With `augment`, the study's crop and flip
+  (unless `crop` is False: the host cropped and flipped) and rotation. `rng`
+  is the same on every device; per-step and per-example keys derive from it. `lam` is the step's mixup weight
   (data.mixup_lambdas), used if `mixup`, with each example's partner chosen by
   `mixup_partner` (MIXUP_PARTNERS).
   """
   step_key = jax.random.fold_in(rng, state.step)
   augment_key, partner_key = jax.random.split(step_key)
   images = batch['image']
-  if augment:
+  if augment and (crop or rotation_degrees):
     positions = global_positions(images.shape[0], groups)
     images = data.augment(images, data.example_keys(augment_key, positions),
-                          rotation_degrees)
+                          rotation_degrees, crop)
   pixels = data.to_float(images)
   targets = jax.nn.one_hot(batch['label'], num_classes)
   if mixup:
@@ -129,23 +131,32 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array,
   return state, lax.pmean(metrics, AXIS)
 
 
-def train_steps(state: TrainState, images, labels, indices, lams, rng, teacher_variables,
+def _batch(images, labels, rows):
+  """A batch of the rows a feed names (kdjax.data.feeds): their indices, whose
+  images are gathered from the device-resident `images`, or {'index',
+  'image'} with the images the host stream sent; labels come from `labels`."""
+  index, image = (rows['index'], rows['image']) if isinstance(rows, dict) else (
+      rows, images[rows])
+  return {'image': image, 'label': labels[index], 'index': index}
+
+
+def train_steps(state: TrainState, images, labels, batches, lams, rng, teacher_variables,
                 **step_kwargs):
-  """len(indices) train steps in one lax.scan: step i gathers this device's batch
-  by indices[i] from the device-resident `images` and `labels` and mixes with
-  lams[i]. Returns the state and each step's metrics ([steps] arrays)."""
+  """The train steps of one call in a lax.scan: step i takes this device's
+  batch i of `batches` (a feed's: indices [steps, rows] into the resident
+  `images` and `labels`, or {'index', 'image'} from the stream, `images` then
+  None) and mixes with lams[i]. Returns the state and each step's metrics
+  ([steps] arrays)."""
   def body(state, step_inputs):
-    batch_indices, lam = step_inputs
-    batch = {'image': images[batch_indices], 'label': labels[batch_indices],
-             'index': batch_indices}
-    return train_step(state, batch, rng, lam, teacher_variables, train_labels=labels,
-                      **step_kwargs)
-  if len(indices) == 1:
+    rows, lam = step_inputs
+    return train_step(state, _batch(images, labels, rows), rng, lam, teacher_variables,
+                      train_labels=labels, **step_kwargs)
+  if len(lams) == 1:
     # No loop for one step: XLA:CPU runs a step's gradient about 4x slower
     # inside one (117 against 29 ms measured), and one step needs none.
-    state, metrics = body(state, (indices[0], lams[0]))
+    state, metrics = body(state, jax.tree.map(lambda x: x[0], (batches, lams)))
     return state, jax.tree.map(lambda x: x[None], metrics)
-  return lax.scan(body, state, (indices, lams))
+  return lax.scan(body, state, (batches, lams))
 
 
 def eval_step(variables, batch: Dict[str, jax.Array], *, apply: Callable,
@@ -167,25 +178,24 @@ def eval_step(variables, batch: Dict[str, jax.Array], *, apply: Callable,
 
 def pmap_train_steps(loss_fn: Callable, *, augment: bool, rotation_degrees: float,
                      mixup: bool, mixup_partner: str, num_classes: int, devices,
-                     groups: int = 1):
+                     groups: int = 1, crop: bool = True):
   """train_steps under jax.pmap over `devices`: (state, images, labels,
-  indices [devices, steps, per-device rows], lams [devices, steps], rng,
+  batches [devices, steps, ...], lams [devices, steps], rng,
   teacher_variables) -> (state, metrics [devices, steps]), each device's rows
   `groups` groups (order.epoch_order's). The state is donated."""
   return jax.pmap(functools.partial(
       train_steps, loss_fn=loss_fn, augment=augment, rotation_degrees=rotation_degrees,
-      mixup=mixup, mixup_partner=mixup_partner, num_classes=num_classes, groups=groups),
-                  axis_name=AXIS, devices=devices, donate_argnums=(0,))
+      mixup=mixup, mixup_partner=mixup_partner, num_classes=num_classes, groups=groups,
+      crop=crop), axis_name=AXIS, devices=devices, donate_argnums=(0,))
 
 
 def pmap_eval_step(apply: Callable, method: methods.Method, devices):
-  """eval_step under jax.pmap, gathering by index like the train steps:
-  (variables, images, labels, indices, mask) -> sums."""
+  """eval_step under jax.pmap, its batch a feed's like the train steps':
+  (variables, images, labels, rows, mask) -> sums."""
   step = functools.partial(eval_step, apply=apply, method=method)
 
-  def gathered(variables, images, labels, indices, mask):
-    return step(variables, {'image': images[indices], 'label': labels[indices],
-                            'mask': mask})
+  def gathered(variables, images, labels, rows, mask):
+    return step(variables, {**_batch(images, labels, rows), 'mask': mask})
   return jax.pmap(gathered, axis_name=AXIS, devices=devices)
 
 

@@ -13,6 +13,8 @@ from configs import default
 from kdjax import build as build_lib
 from kdjax import checkpoint
 from kdjax import data
+from kdjax.data import feeds
+from kdjax.data import stream
 from kdjax import errors
 from kdjax import evaluate
 from kdjax import guards
@@ -36,9 +38,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   lock); only then is the dataset loaded (or downloaded)."""
   # Every process's devices, in the order the steps map over them.
   devices = jax.devices()
-  plan = build_lib.prepare(config, data.describe(config.dataset), devices)
+  plan = build_lib.prepare(config, data.describe(config.dataset, config.image_size), devices)
   load_start = time.time()
-  load_dataset = data.open_dataset(config.dataset, config.data_dir, config.manual_dir)
+  load_dataset = data.open_dataset(config.dataset, config.data_dir, config.manual_dir,
+                                   config.image_size)
   load_time = time.time() - load_start
   is_writer = jax.process_index() == 0
   with contextlib.ExitStack() as stack:
@@ -108,14 +111,16 @@ def _train(plan, workdir, dataset, is_writer):
     workdir_lib.write_model_file(workdir, name, dataset.num_classes, kwargs, dataset.mean,
                                  dataset.std, dataset.info.image_shape)
 
-  # Each device keeps both splits (CIFAR: 184 MB as uint8) for index gathers.
-  train_images, train_labels, test_images, test_labels = steps.replicate((
-      dataset.train_images, dataset.train_labels,
-      dataset.test_images, dataset.test_labels), local_devices)
+  # Device-resident splits (CIFAR: 184 MB as uint8 on each device) or the stream.
+  feed = feeds.make(dataset, local_devices,
+                    feeds.Layout(tuple(local), len(devices), run.method.groups),
+                    input_pipeline=config.input_pipeline, augment=config.augment,
+                    seed=config.seed,
+                    workers=config.input_workers, prefetch=config.input_prefetch)
   teacher_variables, teacher_top1 = {}, None
   if run.teacher:
     teacher_variables, teacher_test = evaluate.evaluate_teacher(
-        run.teacher, test_images, test_labels, num_test, config.eval_batch_size, devices)
+        run.teacher, feed, num_test, config.eval_batch_size, devices)
     teacher_top1 = teacher_test['top1']
     logging.info('Teacher %s: test top-1 %.2f%% (its own input normalization and BatchNorm '
                  'running statistics, as published).', run.teacher.description, teacher_top1)
@@ -126,10 +131,11 @@ def _train(plan, workdir, dataset, is_writer):
   images_per_step = config.batch_size * run.method.groups
   composition = {'pairs': ' + their class partners', 'carry': ' + the previous step\'s'}
   logging.info('Training %s (%s, %s) on %s: %d examples, %d steps/epoch (%d calls of %d) '
-               'x %d epochs, batch %d%s over %d devices in %d process(es).', config.model,
-               config.method, run.dtype, config.dataset, num_train, steps_per_epoch,
-               calls_per_epoch, per_call, config.num_epochs, config.batch_size,
-               composition.get(run.method.composition, ''), len(devices), jax.process_count())
+               'x %d epochs, batch %d%s over %d devices in %d process(es), %s.',
+               config.model, config.method, run.dtype, config.dataset, num_train,
+               steps_per_epoch, calls_per_epoch, per_call, config.num_epochs,
+               config.batch_size, composition.get(run.method.composition, ''), len(devices),
+               jax.process_count(), _describe_feed(feed))
 
   def save_or_stop(step, stop, top1=None):
     """Checkpoints the state after `step` (its losses already checked): orbax
@@ -158,10 +164,11 @@ def _train(plan, workdir, dataset, is_writer):
                   0, 2, 1, 3)  # [calls, this process's devices, steps, per-device rows]
       epoch_start = time.time()
       call_metrics, unchecked = [], 0  # this epoch's calls; from which on unchecked
+      batches = feed.train_calls(order[first // per_call:], step)
       for call in range(first // per_call, calls_per_epoch):
         lams = data.mixup_lambdas(config.seed, step, per_call, config.mixup_alpha)
         state, metrics = run.train_steps(
-            state, train_images, train_labels, order[call],
+            state, *feed.train, _next_batch(batches, step, manager),
             np.broadcast_to(lams, (len(local), per_call)), rng, teacher_variables)
         call_metrics.append(metrics)
         step += per_call
@@ -188,7 +195,7 @@ def _train(plan, workdir, dataset, is_writer):
                           manager)
       test = evaluate.evaluate(
           run.eval_step, {'params': state.params, 'batch_stats': state.batch_stats},
-          test_images, test_labels, num_test, config.eval_batch_size, devices)
+          feed, num_test, config.eval_batch_size, devices)
       epoch_time = time.time() - epoch_start
       record = {
           'epoch': epoch + 1, 'step': step, 'lr': float(run.schedule(step - 1)),
@@ -207,6 +214,24 @@ def _train(plan, workdir, dataset, is_writer):
   manager.wait_until_finished()
   recorder.close()
   return _summarize(workdir, recorder.records, config, is_writer)
+
+
+def _describe_feed(feed):
+  if isinstance(feed, feeds.Resident):
+    return 'both splits kept on each device'
+  return f'streamed by {feed.workers} host worker(s)' if feed.workers else (
+      'streamed by host threads')
+
+
+def _next_batch(batches, step, manager):
+  """The next call's batch; a dead input worker stops the run, to resume from
+  the last checkpoint."""
+  try:
+    return next(batches)
+  except stream.InputWorkerError as e:
+    raise errors.InputError(
+        f'The input pipeline stopped at step {step}: {e} Rerun the same command to resume '
+        f'from the last checkpoint (step {manager.latest_step() or 0}).') from None
 
 
 def _summarize(workdir, records, config, is_writer):

@@ -44,6 +44,7 @@ def test_1_or_8_devices_evaluate_each_test_example_once_with_the_default_eval_ba
   result = _python(
       'import json, jax, numpy as np\n'
       'from kdjax import build, data, evaluate, steps\n'
+      'from kdjax.data import feeds\n'
       'from tiny import tiny_config\n'
       'devices = jax.devices()\n'
       'info = data.DatasetInfo("random", 10, (32, 32, 3), (0.5,) * 3, (0.25,) * 3)\n'
@@ -54,9 +55,9 @@ def test_1_or_8_devices_evaluate_each_test_example_once_with_the_default_eval_ba
       'images = rng.integers(0, 256, (37, 32, 32, 3), np.uint8)\n'
       'labels = rng.integers(0, 10, 37).astype(np.int32)\n'
       'variables = {"params": state.params, "batch_stats": state.batch_stats}\n'
-      'imgs, lbls = steps.replicate((images, labels), devices)\n'
-      'result = evaluate.evaluate(run.eval_step, steps.replicate(variables, devices), imgs,\n'
-      '                           lbls, 37, config.eval_batch_size, devices)\n'
+      'feed = feeds.Resident((), (images, labels), devices)\n'
+      'result = evaluate.evaluate(run.eval_step, steps.replicate(variables, devices), feed,\n'
+      '                           37, config.eval_batch_size, devices)\n'
       'logits = run.apply(state.params, state.batch_stats, images / 255.0, train=False)[0]\n'
       'expected = 100 * float(np.mean(np.argmax(logits["logits"], -1) == labels))\n'
       'print(json.dumps([len(devices), result["count"], result["top1"], expected]))\n', env)

@@ -10,6 +10,7 @@ from kdjax import build
 from kdjax import data
 from kdjax import errors
 from kdjax import evaluate
+from kdjax.data import feeds
 from kdjax import steps
 from kdjax import train
 from kdjax import workdir as workdir_lib
@@ -92,7 +93,7 @@ def test_evaluate_counts_every_test_example_exactly_once(method):
   result = evaluate.evaluate(run.eval_step,
                              steps.replicate({'params': state.params,
                                               'batch_stats': state.batch_stats}, devices),
-                             *steps.replicate((images, labels), devices),
+                             feeds.Resident((), (images, labels), devices),
                              num_examples=37, global_batch=8, devices=devices)
   outputs, _ = run.apply(state.params, state.batch_stats, images.astype(np.float32) / 255,
                          train=False)

@@ -61,13 +61,14 @@ def rotate(images: jax.Array, degrees: jax.Array) -> jax.Array:
   return jax.vmap(_rotate_one)(images, cos_sin)
 
 
-def _augment_one(image, key, rotation_degrees):
+def _augment_one(image, key, rotation_degrees, crop):
   crop_key, flip_key, rotate_key = jax.random.split(key, 3)
-  height, width, channels = image.shape
-  padded = jnp.pad(image, ((PAD, PAD), (PAD, PAD), (0, 0)))
-  top, left = jax.random.randint(crop_key, (2,), 0, 2 * PAD + 1)
-  image = jax.lax.dynamic_slice(padded, (top, left, 0), (height, width, channels))
-  image = jnp.where(jax.random.bernoulli(flip_key), image[:, ::-1], image)
+  if crop:
+    height, width, channels = image.shape
+    padded = jnp.pad(image, ((PAD, PAD), (PAD, PAD), (0, 0)))
+    top, left = jax.random.randint(crop_key, (2,), 0, 2 * PAD + 1)
+    image = jax.lax.dynamic_slice(padded, (top, left, 0), (height, width, channels))
+    image = jnp.where(jax.random.bernoulli(flip_key), image[:, ::-1], image)
   if rotation_degrees:
     steps = int(round(rotation_degrees / ANGLE_STEP))
     table = _fixed_point(np.deg2rad(np.arange(-steps, steps + 1) * ANGLE_STEP))
@@ -76,12 +77,14 @@ def _augment_one(image, key, rotation_degrees):
   return image
 
 
-def augment(images: jax.Array, keys: jax.Array, rotation_degrees: float = 0.0) -> jax.Array:
+def augment(images: jax.Array, keys: jax.Array, rotation_degrees: float = 0.0,
+            crop: bool = True) -> jax.Array:
   """The study's training transform, one key per image: zero-pad 4 + random
-  crop, random horizontal flip, then (if `rotation_degrees`) a rotation by an
+  crop, random horizontal flip (unless `crop` is False: images the host
+  cropped and flipped already), then (if `rotation_degrees`) a rotation by an
   angle uniform over [-rotation_degrees, rotation_degrees] in steps of
   ANGLE_STEP degrees."""
-  return jax.vmap(_augment_one, (0, 0, None))(images, keys, rotation_degrees)
+  return jax.vmap(_augment_one, (0, 0, None, None))(images, keys, rotation_degrees, crop)
 
 
 def to_float(images: jax.Array) -> jax.Array:

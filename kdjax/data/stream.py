@@ -1,0 +1,70 @@
+"""The host stream: grain reads the rows that the data order names and
+transforms them on the host, a bounded number of batches ahead.
+
+A row is (example index, step, position in the step's global batch). Arrays
+(the small datasets) are only gathered: the device crops and flips them as
+it does its resident copy, so both paths give the same pixels. Encoded
+images (ImageNet) are decoded and cropped here, each crop drawn from a numpy
+Generator seeded by (seed, step, position): a function of the run's seed and
+the data order alone, so a resumed run sees the same pixels. Workers are
+grain's: processes (`workers` > 0, each with its own copy of the source's
+handles) or threads of this process (`workers` 0).
+"""
+from typing import Iterator
+
+from absl import flags
+import grain
+import numpy as np
+
+from kdjax.data import transforms
+
+
+class InputWorkerError(RuntimeError):
+  """A worker of the stream died (killed, out of memory)."""
+
+
+class _Load(grain.transforms.Map):
+  """A row -> its uint8 image: gathered, or decoded and transformed."""
+
+  def __init__(self, images, encoded: bool, size: int, seed: int, train: bool):
+    self._images, self._encoded, self._size = images, encoded, size
+    self._seed, self._train = seed, train
+
+  def map(self, row):
+    index, step, position = (int(x) for x in row)
+    if not self._encoded:
+      return self._images[index]
+    if not self._train:
+      return transforms.eval_image(self._images[index], self._size)
+    rng = np.random.default_rng([self._seed, step, position])
+    return transforms.train_image(self._images[index], rng, self._size)
+
+
+def batches(images, rows: np.ndarray, rows_per_batch: int, *, encoded: bool, size: int,
+            seed: int, train: bool, workers: int, prefetch: int) -> Iterator[np.ndarray]:
+  """uint8 [rows_per_batch, H, W, C] batches of `rows` (int64 [n, 3] of
+  (index, step, position)), in order: `images[index]` as is, or (`encoded`)
+  decoded and cropped to `size` by the training transform (`train`) or the
+  evaluation one. `workers` processes (0: 2 threads of this one) compute
+  them; at most `prefetch` batches per worker wait ahead."""
+  if not flags.FLAGS.is_parsed():  # grain reads its absl flags; a library caller has none
+    flags.FLAGS.mark_as_parsed()
+  dataset = grain.MapDataset.source(rows).map(
+      _Load(images, encoded, size, seed, train)).batch(rows_per_batch)
+  if workers:
+    stream = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=1))
+    stream = stream.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=workers, per_worker_buffer_size=prefetch))
+  else:
+    stream = dataset.to_iter_dataset(grain.ReadOptions(num_threads=2,
+                                                       prefetch_buffer_size=prefetch))
+  iterator = iter(stream)
+  while True:
+    try:
+      yield next(iterator)
+    except StopIteration:
+      return
+    except RuntimeError as e:
+      if 'terminated unexpectedly' in str(e):
+        raise InputWorkerError(str(e).split('\n')[0]) from None
+      raise
