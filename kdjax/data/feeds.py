@@ -8,6 +8,7 @@ steps, rows, H, W, C]} (stream). The labels stay on the devices either way:
 the methods that keep something per training example read them. The loop
 does not know which feed it has.
 """
+import contextlib
 import dataclasses
 import os
 from typing import Any, Iterator, Optional, Sequence, Tuple
@@ -100,10 +101,12 @@ class Stream:
                             train=self._augment, **self._options)
 
     def calls_of(images):
-      for call in order:
-        step_images = [next(images).reshape(devices, rows, *self._dataset.info.image_shape)
-                       for _ in range(per_call)]
-        yield {'index': call, 'image': np.stack(step_images, 1)}
+      with contextlib.closing(images):
+        for call in order:
+          step_images = [next(images).reshape(devices, rows, *self._dataset.info.image_shape)
+                         for _ in range(per_call)]
+          yield {'index': call, 'image': np.stack(step_images, 1)}
+        next(images, None)  # the end, so that grain stops its workers itself
     return self._on_devices(calls_of(images))
 
   def test_batches(self, indices: np.ndarray) -> Iterator[dict]:
@@ -112,9 +115,12 @@ class Stream:
                       np.zeros(indices.size, np.int64)], -1)
     images = stream.batches(self._dataset.test_images, table, devices * rows, train=False,
                             **self._options)
-    return self._on_devices(
-        {'index': batch, 'image': image.reshape(devices, rows, *image.shape[1:])}
-        for batch, image in zip(indices, images))
+    def batches_of(images):
+      with contextlib.closing(images):
+        for batch, image in zip(indices, images):
+          yield {'index': batch, 'image': image.reshape(devices, rows, *image.shape[1:])}
+        next(images, None)
+    return self._on_devices(batches_of(images))
 
 
 def make(dataset: arrays.Dataset, devices: Sequence[Any], layout: Optional[Layout] = None,

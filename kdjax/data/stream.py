@@ -59,12 +59,16 @@ def batches(images, rows: np.ndarray, rows_per_batch: int, *, encoded: bool, siz
     stream = dataset.to_iter_dataset(grain.ReadOptions(num_threads=2,
                                                        prefetch_buffer_size=prefetch))
   iterator = iter(stream)
-  while True:
-    try:
-      yield next(iterator)
-    except StopIteration:
-      return
-    except RuntimeError as e:
-      if 'terminated unexpectedly' in str(e):
-        raise InputWorkerError(str(e).split('\n')[0]) from None
-      raise
+  try:
+    while True:
+      try:
+        batch = next(iterator)
+      except StopIteration:
+        return
+      except RuntimeError as e:
+        if 'terminated unexpectedly' in str(e):
+          raise InputWorkerError(str(e).split('\n')[0]) from None
+        raise
+      yield batch
+  finally:  # stops the workers and frees their shared memory, also when left early
+    iterator.close()

@@ -1,0 +1,196 @@
+"""ImageNet through the host stream, on a miniature ImageNet in the real layout:
+TFDS prepares it, main.py trains on it (one device, killed and resumed, two
+hosts), damaged files are refused at preparation."""
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from kdjax import data
+from kdjax.data import imagenet
+import imagenet_mini
+from tiny import assert_same_steps_up_to_rounding
+from tiny import read_checkpoint
+from tiny import with_devices
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# 72 training images (12 synsets x 6) at batch 16: 4 steps an epoch, 8 in all,
+# a checkpoint every 2; 12 validation images. A 32 px crop, a tiny ResNet18.
+OVERRIDES = {'dataset': 'imagenet2012', 'image_size': 32, 'width': 4,
+             'stage_sizes': '(1,1,1,1)', 'batch_size': 16, 'eval_batch_size': 8,
+             'num_epochs': 2, 'schedule': 'warmup_cosine', 'warmup_epochs': 0.0,
+             'log_every_steps': 1, 'checkpoint_every_steps': 2, 'steps_per_call': 1,
+             'input_workers': 1, 'mixup_alpha': 0.4}
+TOTAL_STEPS = 8
+
+
+@pytest.fixture(scope='module')
+def mini(tmp_path_factory):
+  """(manual_dir, data_dir, what the tars hold): the tars, prepared by TFDS."""
+  folder = tmp_path_factory.mktemp('imagenet')
+  written = imagenet_mini.write(str(folder / 'manual'))
+  imagenet.prepare(str(folder / 'data'), str(folder / 'manual'))
+  return str(folder / 'manual'), str(folder / 'data'), written
+
+
+def _args(mini, workdir, **overrides):
+  manual_dir, data_dir, _ = mini
+  settings = {**OVERRIDES, 'manual_dir': manual_dir, 'data_dir': data_dir, **overrides}
+  return [sys.executable, 'main.py', '--config=configs/baseline.py', f'--workdir={workdir}',
+          *(f'--config.{k}={v}' for k, v in settings.items())]
+
+
+def _run(args, num_devices=1, **kwargs):
+  return subprocess.run(args, cwd=ROOT, env=with_devices(num_devices), text=True,
+                        capture_output=True, timeout=600, **kwargs)
+
+
+def _records(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_tfds_prepares_the_tars_with_their_labels(mini):
+  _, data_dir, written = mini
+  builder = tfds.builder('imagenet2012', data_dir=data_dir, file_format='array_record')
+  for split, tfds_split in imagenet.SPLITS.items():
+    source = builder.as_data_source(split=tfds_split)
+    got = sorted((ex['file_name'].decode() if isinstance(ex['file_name'], bytes)
+                  else ex['file_name'], ex['label']) for ex in source)
+    assert got == sorted(written[split])
+  dataset = data.load_dataset('imagenet2012', data_dir, image_size=32)
+  assert dataset.info.image_shape == (32, 32, 3) and dataset.info.encoded
+  assert sorted(dataset.test_labels.tolist()) == sorted(l for _, l in written['test'])
+  # The labels are kept beside TFDS's files after the first read.
+  assert os.path.exists(os.path.join(builder.data_dir, 'kdjax-labels-train.npy'))
+
+
+def test_one_epoch_on_one_device_through_the_stream(mini, tmp_path):
+  workdir = str(tmp_path / 'run')
+  result = _run(_args(mini, workdir, num_epochs=1, checkpoint_every_steps=0))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'streamed by 1 host worker(s)' in result.stderr
+  assert 'on imagenet2012: 72 examples, 4 steps/epoch' in result.stderr
+  (record,) = _records(workdir)
+  assert np.isfinite(record['train_loss']) and record['step'] == 4
+
+
+def test_killed_mid_epoch_resumes_bit_identical(mini, tmp_path):
+  reference = str(tmp_path / 'reference')
+  result = _run(_args(mini, reference))
+  assert result.returncode == 0, result.stderr[-3000:]
+  run = str(tmp_path / 'run')
+  process = subprocess.Popen(_args(mini, run), cwd=ROOT, env=with_devices(1), text=True,
+                             stderr=subprocess.PIPE)
+  for line in process.stderr:
+    if f' step 7/{TOTAL_STEPS} ' in line:  # mid-epoch 2 (saves are asynchronous)
+      process.send_signal(signal.SIGKILL)
+      break
+  process.wait(timeout=60)
+  resumed = _run(_args(mini, run))
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  resumed_from = int(re.search(r'Resuming from the checkpoint at step (\d+) ',
+                               resumed.stderr)[1])
+  assert resumed_from in (4, 6), resumed.stderr[-3000:]
+  got, want = (read_checkpoint(os.path.join(w, 'checkpoints', str(TOTAL_STEPS), 'default'))
+               for w in (run, reference))
+  np.testing.assert_array_equal(_flat(got['params']), _flat(want['params']))
+  np.testing.assert_array_equal(_flat(got['batch_stats']), _flat(want['batch_stats']))
+  assert [r['train_loss'] for r in _records(run)] == [r['train_loss'] for r in
+                                                       _records(reference)]
+
+
+def _flat(tree):
+  return np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def test_two_hosts_read_their_own_rows_and_train_like_one(mini, tmp_path):
+  single = str(tmp_path / 'single')
+  result = _run(_args(mini, single, num_epochs=1), num_devices=2)
+  assert result.returncode == 0, result.stderr[-3000:]
+  multi = str(tmp_path / 'multi')
+  address = f'localhost:{_free_port()}'
+  processes = [subprocess.Popen(
+      [*_args(mini, multi, num_epochs=1), '--distributed', f'--coordinator_address={address}',
+       '--num_processes=2', f'--process_id={i}'], cwd=ROOT, env=with_devices(1), text=True,
+      stderr=subprocess.PIPE) for i in range(2)]
+  logs = [p.communicate(timeout=600)[1] for p in processes]
+  for p, log in zip(processes, logs):
+    assert p.returncode == 0, log[-3000:]
+  assert 'batch 16 over 2 devices in 2 process(es)' in logs[0]
+  got, want = (read_checkpoint(os.path.join(w, 'checkpoints', '4', 'default'))
+               for w in (multi, single))
+  assert_same_steps_up_to_rounding(got, want)
+
+
+def _copy_tars(mini, folder):
+  manual_dir = mini[0]
+  shutil.copytree(manual_dir, folder)
+  return str(folder)
+
+
+def test_a_truncated_tar_is_refused_before_the_workdir(mini, tmp_path):
+  manual_dir = _copy_tars(mini, tmp_path / 'manual')
+  val = os.path.join(manual_dir, imagenet.VAL_TAR)
+  with open(val, 'r+b') as f:
+    f.truncate(os.path.getsize(val) // 2)
+  workdir = tmp_path / 'run'
+  result = _run(_args(mini, workdir, manual_dir=manual_dir,
+                      data_dir=str(tmp_path / 'data')))
+  assert result.returncode == 2, result.stderr[-3000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith(f'error: {val} is damaged or truncated'), last
+  assert not workdir.exists() and not (tmp_path / 'data' / 'imagenet2012' / '5.1.0').exists()
+
+
+def test_a_jpeg_that_does_not_decode_is_refused_naming_it(mini, tmp_path):
+  manual_dir = _copy_tars(mini, tmp_path / 'manual')
+  train = os.path.join(manual_dir, imagenet.TRAIN_TAR)
+  with tarfile.open(train) as tar:
+    members = [(m, tar.extractfile(m).read()) for m in tar]
+  # The first synset's tar with its first JPEG cut short.
+  (first, content), rest = members[0], members[1:]
+  with tarfile.open(fileobj=io.BytesIO(content)) as inner:
+    jpegs = [(m, inner.extractfile(m).read()) for m in inner]
+  broken_name = jpegs[0][0].name
+  jpegs[0] = (jpegs[0][0], jpegs[0][1][:len(jpegs[0][1]) // 2])
+  rebuilt = io.BytesIO()
+  with tarfile.open(fileobj=rebuilt, mode='w') as inner:
+    for member, jpeg in jpegs:
+      member.size = len(jpeg)
+      inner.addfile(member, io.BytesIO(jpeg))
+  with tarfile.open(train, 'w') as tar:
+    for member, blob in [(first, rebuilt.getvalue()), *rest]:
+      member.size = len(blob)
+      tar.addfile(member, io.BytesIO(blob))
+  with pytest.raises(data.DatasetUnavailableError,
+                     match=f'{broken_name} in {train} does not decode'):
+    imagenet.prepare(str(tmp_path / 'data'), manual_dir)
+  assert not (tmp_path / 'data' / 'imagenet2012' / '5.1.0').exists()
+
+
+def test_without_the_tars_the_run_says_what_to_download(tmp_path):
+  result = _run([sys.executable, 'main.py', '--config=configs/baseline.py',
+                 f'--workdir={tmp_path / "run"}', '--config.dataset=imagenet2012',
+                 f'--config.data_dir={tmp_path / "data"}'])
+  assert result.returncode == 2
+  last = result.stderr.strip().splitlines()[-1]
+  assert 'ILSVRC2012_img_train.tar' in last and '--config.manual_dir=FOLDER' in last, last
+  assert not (tmp_path / 'run').exists()
