@@ -24,6 +24,7 @@ from absl import logging
 import jax
 
 from kdjax import build as build_lib
+from kdjax import input_bench
 from kdjax import measure
 from kdjax import study
 
@@ -164,17 +165,26 @@ flags.DEFINE_integer('width', measure.Options.width, 'Model width; 64 is the rea
 flags.DEFINE_bool('torch', True, 'Also time the PyTorch reference (if torch is installed).')
 flags.DEFINE_bool('host_boundness', True, 'Also compare the full loop with a bare one.')
 flags.DEFINE_string('output', 'bench.json', 'Where to write the JSON results.')
+flags.DEFINE_bool('input', False, 'Instead of the methods, time the host stream against '
+                  "torchvision's ImageNet pipeline on real-photo JPEGs (kdjax.input_bench).")
+flags.DEFINE_integer('input_workers', 1, 'With --input: worker processes of each pipeline.')
+flags.DEFINE_integer('input_jpegs', 768, 'With --input: how many JPEGs.')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  options = measure.Options(FLAGS.batch_size, FLAGS.dtype, FLAGS.steps, FLAGS.warmup_steps,
-                    FLAGS.width, FLAGS.steps_per_call)
-  report = run(FLAGS.methods, options, FLAGS.torch, FLAGS.host_boundness)
+  if FLAGS.input:
+    report = input_bench.run(FLAGS.input_jpegs, FLAGS.input_workers)
+    table = input_bench.format_table(report)
+  else:
+    options = measure.Options(FLAGS.batch_size, FLAGS.dtype, FLAGS.steps, FLAGS.warmup_steps,
+                              FLAGS.width, FLAGS.steps_per_call)
+    report = run(FLAGS.methods, options, FLAGS.torch, FLAGS.host_boundness)
+    table = format_table(report)
   with open(FLAGS.output, 'w') as f:
     json.dump(report, f, indent=2)
-  print(format_table(report))
+  print(table)
   print(f'Wrote {FLAGS.output}')
 
 

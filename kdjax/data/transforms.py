@@ -28,13 +28,22 @@ class UndecodableImageError(ValueError):
   """Bytes that are not an image OpenCV can decode."""
 
 
-def decode(encoded: bytes) -> np.ndarray:
-  """uint8 [height, width, 3] RGB pixels of an encoded image (grayscale ones
-  repeated over the channels)."""
+def _decode_bgr(encoded: bytes) -> np.ndarray:
   image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
   if image is None:
     raise UndecodableImageError(f'{len(encoded)} bytes that do not decode as an image')
-  return image[..., ::-1]  # OpenCV decodes to BGR
+  return image
+
+
+def _rgb(bgr: np.ndarray) -> np.ndarray:
+  # The channels are swapped last, on the small output rather than the whole image.
+  return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def decode(encoded: bytes) -> np.ndarray:
+  """uint8 [height, width, 3] RGB pixels of an encoded image (grayscale ones
+  repeated over the channels)."""
+  return _rgb(_decode_bgr(encoded))
 
 
 def random_resized_crop_box(rng: np.random.Generator, height: int, width: int,
@@ -73,17 +82,17 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
 def train_image(encoded: bytes, rng: np.random.Generator, size: int) -> np.ndarray:
   """uint8 [size, size, 3]: RandomResizedCrop(size) then a horizontal flip with
   probability 1/2, every draw from `rng`."""
-  image = decode(encoded)
+  image = _decode_bgr(encoded)
   top, left, h, w = random_resized_crop_box(rng, *image.shape[:2])
   crop = resize(image[top:top + h, left:left + w], size, size)
-  return np.ascontiguousarray(crop[:, ::-1] if rng.random() < 0.5 else crop)
+  return _rgb(cv2.flip(crop, 1) if rng.random() < 0.5 else crop)
 
 
 def eval_image(encoded: bytes, size: int) -> np.ndarray:
   """uint8 [size, size, 3]: the shorter side resized to int(size x 256/224),
   the longer in proportion (truncated, as torchvision's Resize), then the
   center size x size crop."""
-  image = decode(encoded)
+  image = _decode_bgr(encoded)
   height, width = image.shape[:2]
   short = int(size * RESIZE_RATIO)
   if height <= width:
@@ -92,4 +101,4 @@ def eval_image(encoded: bytes, size: int) -> np.ndarray:
     height, width = int(short * height / width), short
   image = resize(image, height, width)
   top, left = int(round((height - size) / 2)), int(round((width - size) / 2))
-  return np.ascontiguousarray(image[top:top + size, left:left + size])
+  return _rgb(image[top:top + size, left:left + size])

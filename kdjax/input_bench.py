@@ -1,0 +1,169 @@
+"""The host stream's training images/s against the PyTorch anchors' pipeline,
+on the same real-photo JPEGs with the same worker count; and how long a
+training step fed by the stream waits for it.
+
+  python -m kdjax.bench --input --input_workers=1    # side by side, one core each
+
+The JPEGs are `count` random 500 x 375 crops (ImageNet's typical size) of
+scikit-learn's two bundled photos, randomly flipped, at quality 90, written
+in ImageFolder's layout. The anchors' pipeline is torchvision's ImageFolder +
+RandomResizedCrop(224) + RandomHorizontalFlip + ToTensor + Normalize in a
+DataLoader (torch and torchvision: benchmark-only dependencies).
+"""
+import os
+import sys
+import tempfile
+import time
+import types
+from typing import Any, Dict
+
+import cv2
+import jax
+import numpy as np
+
+from kdjax import build as build_lib
+from kdjax import steps
+from kdjax.data import arrays
+from kdjax.data import feeds
+from kdjax.data import imagenet
+from kdjax.data import stream
+
+BATCH = 64
+
+
+def write_jpegs(folder: str, count: int, seed: int = 0) -> list:
+  """`count` JPEGs in folder/<class>/ (4 classes); returns their bytes."""
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top
+  photos = datasets.load_sample_images().images
+  rng = np.random.default_rng(seed)
+  encoded = []
+  for i in range(count):
+    photo = photos[i % len(photos)]
+    top, left = rng.integers(0, photo.shape[0] - 375), rng.integers(0, photo.shape[1] - 500)
+    crop = photo[top:top + 375, left:left + 500]
+    crop = crop[:, ::-1] if rng.random() < 0.5 else crop
+    ok, jpeg = cv2.imencode('.jpg', np.ascontiguousarray(crop[..., ::-1]),
+                            [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    os.makedirs(os.path.join(folder, f'class{i % 4}'), exist_ok=True)
+    with open(os.path.join(folder, f'class{i % 4}', f'{i:05d}.jpg'), 'wb') as f:
+      f.write(jpeg.tobytes())
+    encoded.append(jpeg.tobytes())
+  return encoded
+
+
+def _rate(batches, images_per_batch: int) -> float:
+  """Images/s after the first batch (worker start-up and warm-up)."""
+  next(batches)
+  start, count = time.perf_counter(), 0
+  for _ in batches:
+    count += images_per_batch
+  return count / (time.perf_counter() - start)
+
+
+def stream_rate(jpegs: list, workers: int, epochs: int = 2) -> float:
+  rows = np.stack([np.tile(np.arange(len(jpegs)), epochs),
+                   np.repeat(np.arange(epochs), len(jpegs)),
+                   np.tile(np.arange(len(jpegs)), epochs)], -1)
+  rows = rows[:len(rows) // BATCH * BATCH]
+  return _rate(stream.batches(jpegs, rows, BATCH, encoded=True, size=224, seed=0, train=True,
+                              workers=workers, prefetch=2), BATCH)
+
+
+def torchvision_rate(folder: str, workers: int, epochs: int = 2) -> float:
+  """The anchors' pipeline on `folder`: images/s over `epochs` epochs."""
+  # torchvision's wheel on PyPI is a CUDA build; beside a CPU torch only its
+  # operator registrations fail, which the pure-Python parts used here never need.
+  sys.modules.setdefault('torchvision._meta_registrations',
+                         types.ModuleType('torchvision._meta_registrations'))
+  import torch  # pylint: disable=g-import-not-at-top
+  from torchvision import datasets, transforms  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(1)
+  transform = transforms.Compose([
+      transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
+      transforms.ToTensor(), transforms.Normalize(imagenet.MEAN, imagenet.STD)])
+  loader = torch.utils.data.DataLoader(
+      datasets.ImageFolder(folder, transform), batch_size=BATCH, shuffle=True,
+      num_workers=workers, drop_last=True, persistent_workers=workers > 0)
+  def batches():
+    for _ in range(epochs):
+      yield from loader
+  return _rate(batches(), BATCH)
+
+
+def stream_wait_fraction(jpegs: list, workers: int, image_size: int = 64,
+                         batch_size: int = 32) -> Dict[str, float]:
+  """A ResNet18 (width 8) training on the stream's `image_size` crops of
+  `jpegs` through the loop's feed: the fraction of the time it waits for the
+  stream (0: device-bound), and both rates."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.update(width=8, batch_size=batch_size, image_size=image_size, mixup_alpha=0.0,
+                steps_per_call=1)
+  labels = np.arange(len(jpegs), dtype=np.int32) % 4
+  dataset = arrays.Dataset(imagenet.NAME, jpegs, labels, jpegs, labels, 1000, imagenet.MEAN,
+                           imagenet.STD, (image_size, image_size, 3), encoded=True)
+  devices = jax.local_devices()[:1]
+  steps_per_epoch = len(jpegs) // batch_size
+  run = build_lib.build(config, dataset.info, steps_per_epoch, devices)
+  feed = feeds.make(dataset, devices, workers=workers)
+  state, key = steps.replicate((run.init_state(jax.random.PRNGKey(0)),
+                                jax.random.PRNGKey(0)), devices)
+  order = np.arange(steps_per_epoch * batch_size, dtype=np.int32).reshape(-1, 1, 1, batch_size)
+  lams = np.ones((1, 1), np.float32)
+  waited, start = 0.0, None
+  for call, _ in enumerate(order):
+    if call == 0:
+      batches = feed.train_calls(order, 0)
+    before = time.perf_counter()
+    batch = next(batches)
+    if call == 2:  # after compilation and start-up
+      jax.block_until_ready(state)
+      start, waited = time.perf_counter(), 0.0
+    elif start is not None:
+      waited += time.perf_counter() - before
+    state, metrics = run.train_steps(state, *feed.train, batch, lams, key, {})
+  jax.block_until_ready(metrics)
+  total = time.perf_counter() - start
+  timed_steps = len(order) - 3
+  return {'wait_fraction': waited / total, 'steps_per_s': timed_steps / total,
+          'image_size': image_size, 'batch_size': batch_size}
+
+
+def run(count: int = 768, workers: int = 1) -> Dict[str, Any]:
+  """Both pipelines' images/s (and per worker) on `count` JPEGs, and the wait."""
+  with tempfile.TemporaryDirectory() as folder:
+    jpegs = write_jpegs(folder, count)
+    kdjax_rate = stream_rate(jpegs, workers)
+    try:
+      anchor_rate = torchvision_rate(folder, workers)
+    except ImportError as e:
+      anchor_rate = None
+      skipped = f'torchvision is not installed ({e}); pip install torchvision'
+    result = {
+        'jpegs': count, 'mean_jpeg_kib': float(np.mean([len(j) for j in jpegs]) / 1024),
+        'workers': workers, 'cpu_count': len(os.sched_getaffinity(0)),
+        'stream_images_per_s': kdjax_rate, 'stream_images_per_s_per_worker':
+            kdjax_rate / max(workers, 1),
+        'torchvision_images_per_s': anchor_rate,
+        'stream_over_torchvision': anchor_rate and kdjax_rate / anchor_rate,
+        'training_on_the_stream': stream_wait_fraction(jpegs[:256], workers),
+    }
+    if anchor_rate is None:
+      result['torchvision_skipped'] = skipped
+    return result
+
+
+def format_table(report: Dict[str, Any]) -> str:
+  number = lambda x, fmt: '-' if x is None else format(x, fmt)
+  training = report['training_on_the_stream']
+  return '\n'.join([
+      f"{report['jpegs']} JPEGs of 500 x 375 ({report['mean_jpeg_kib']:.0f} KiB mean), "
+      f"{report['workers']} worker(s) each, {report['cpu_count']} cores:",
+      f"  kdjax stream      {report['stream_images_per_s']:8.0f} images/s "
+      f"({report['stream_images_per_s_per_worker']:.0f} per worker)",
+      f"  torchvision       {number(report['torchvision_images_per_s'], '8.0f')} images/s",
+      f"  ratio             {number(report['stream_over_torchvision'], '8.2f')}",
+      f"  training on the stream ({training['image_size']} px, batch "
+      f"{training['batch_size']}): waits {100 * training['wait_fraction']:.1f} % of "
+      f"{training['steps_per_s']:.1f} steps/s"])
