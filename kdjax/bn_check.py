@@ -24,7 +24,6 @@ import numpy as np
 
 from kdjax import checkpoint
 from kdjax import data
-from kdjax.data import feeds
 from kdjax import errors
 from kdjax import evaluate
 from kdjax import methods
@@ -32,6 +31,7 @@ from kdjax import models
 from kdjax import steps
 from kdjax import teachers
 from kdjax import workdir as workdir_lib
+from kdjax.data import feeds
 
 
 def _load(workdir: str):
@@ -77,6 +77,9 @@ def reestimate(model, variables, images, keys, lams, partners, config, devices):
 def check(workdir: str, batches: int = 100, draws: int = 3) -> List[Dict[str, float]]:
   """Test top-1 (%) of every classifier: [stored, clean, mixed draw 1, ...]."""
   config, model, variables, _, method = _load(workdir)
+  if data.describe(config.dataset).encoded:
+    raise errors.UserError(f'kdjax.bn_check reads a dataset held as arrays; {workdir} trained '
+                           f'on {config.dataset}, which the host stream decodes.')
   dataset = data.load_dataset(config.dataset, config.data_dir, config.manual_dir)
   config.mean, config.std = dataset.mean, dataset.std
   devices = jax.local_devices()[:1]

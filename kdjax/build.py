@@ -19,7 +19,6 @@ from ml_collections.config_flags import config_flags
 import optax
 
 from kdjax import data
-from kdjax.data import feeds
 from kdjax import errors
 from kdjax import fit
 from kdjax import methods
@@ -27,6 +26,7 @@ from kdjax import models
 from kdjax import optim
 from kdjax import steps
 from kdjax import teachers
+from kdjax.data import feeds
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 AUTO = 'auto'  # config.dtype: bfloat16 on GPUs and TPUs, float32 on CPUs

@@ -14,13 +14,13 @@ import jax
 import numpy as np
 
 from kdjax import data
-from kdjax.data import feeds
 from kdjax import errors
 from kdjax import methods
 from kdjax import steps
 from kdjax import study
 from kdjax import teachers
 from kdjax import workdir as workdir_lib
+from kdjax.data import feeds
 
 
 def evaluate(eval_step, variables, feed, num_examples: int, global_batch: int,

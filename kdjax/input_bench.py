@@ -4,6 +4,8 @@ training step fed by the stream waits for it.
 
   python -m kdjax.bench --input --input_workers=1    # side by side, one core each
 
+Also timed: tf.data, the host pipeline grain was chosen over.
+
 The JPEGs are `count` random 500 x 375 crops (ImageNet's typical size) of
 scikit-learn's two bundled photos, randomly flipped, at quality 90, written
 in ImageFolder's layout. The anchors' pipeline is torchvision's ImageFolder +
@@ -70,6 +72,30 @@ def stream_rate(jpegs: list, workers: int, epochs: int = 2) -> float:
                               workers=workers, prefetch=2), BATCH)
 
 
+def tf_data_rate(jpegs: list, workers: int, epochs: int = 2) -> float:
+  """The candidate grain was chosen over: tf.data as google/flax's
+  examples/imagenet builds it (decode_and_crop_jpeg of a
+  sample_distorted_bounding_box with RandomResizedCrop's ranges, a bilinear
+  resize, a flip), on `workers` threads of TensorFlow's pools."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.threading.set_inter_op_parallelism_threads(workers)
+  tf.config.threading.set_intra_op_parallelism_threads(workers)
+
+  def crop(encoded):
+    shape = tf.io.extract_jpeg_shape(encoded)
+    begin, size, _ = tf.image.sample_distorted_bounding_box(
+        shape, tf.zeros([0, 0, 4]), area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
+        max_attempts=10, use_image_if_no_bounding_boxes=True)
+    window = tf.stack([begin[0], begin[1], size[0], size[1]])
+    image = tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
+    image = tf.image.resize(image, (224, 224), antialias=True)
+    return tf.cast(tf.image.random_flip_left_right(image), tf.uint8)
+
+  dataset = tf.data.Dataset.from_tensor_slices(jpegs).repeat(epochs).map(
+      crop, num_parallel_calls=workers).batch(BATCH, drop_remainder=True).prefetch(2)
+  return _rate(iter(dataset.as_numpy_iterator()), BATCH)
+
+
 def torchvision_rate(folder: str, workers: int, epochs: int = 2) -> float:
   """The anchors' pipeline on `folder`: images/s over `epochs` epochs."""
   # torchvision's wheel on PyPI is a CUDA build; beside a CPU torch only its
@@ -97,6 +123,7 @@ def stream_wait_fraction(jpegs: list, workers: int, image_size: int = 64,
   `jpegs` through the loop's feed: the fraction of the time it waits for the
   stream (0: device-bound), and both rates."""
   from configs import default  # pylint: disable=g-import-not-at-top
+  batch_size = min(batch_size, len(jpegs) // 8)  # at least 8 steps, 5 of them timed
   config = default.get_config()
   config.update(width=8, batch_size=batch_size, image_size=image_size, mixup_alpha=0.0,
                 steps_per_call=1)
@@ -130,11 +157,13 @@ def stream_wait_fraction(jpegs: list, workers: int, image_size: int = 64,
           'image_size': image_size, 'batch_size': batch_size}
 
 
-def run(count: int = 768, workers: int = 1) -> Dict[str, Any]:
-  """Both pipelines' images/s (and per worker) on `count` JPEGs, and the wait."""
+def run(count: int = 768, workers: int = 1, wait_image_size: int = 64) -> Dict[str, Any]:
+  """Every pipeline's images/s (and per worker) on `count` JPEGs, and the
+  wait of training on the stream's `wait_image_size` crops."""
   with tempfile.TemporaryDirectory() as folder:
     jpegs = write_jpegs(folder, count)
     kdjax_rate = stream_rate(jpegs, workers)
+    candidate_rate = tf_data_rate(jpegs, workers)
     try:
       anchor_rate = torchvision_rate(folder, workers)
     except ImportError as e:
@@ -145,9 +174,11 @@ def run(count: int = 768, workers: int = 1) -> Dict[str, Any]:
         'workers': workers, 'cpu_count': len(os.sched_getaffinity(0)),
         'stream_images_per_s': kdjax_rate, 'stream_images_per_s_per_worker':
             kdjax_rate / max(workers, 1),
+        'tf_data_images_per_s': candidate_rate,
         'torchvision_images_per_s': anchor_rate,
         'stream_over_torchvision': anchor_rate and kdjax_rate / anchor_rate,
-        'training_on_the_stream': stream_wait_fraction(jpegs[:256], workers),
+        'training_on_the_stream': stream_wait_fraction(jpegs[:256], workers,
+                                                       wait_image_size),
     }
     if anchor_rate is None:
       result['torchvision_skipped'] = skipped
@@ -162,6 +193,7 @@ def format_table(report: Dict[str, Any]) -> str:
       f"{report['workers']} worker(s) each, {report['cpu_count']} cores:",
       f"  kdjax stream      {report['stream_images_per_s']:8.0f} images/s "
       f"({report['stream_images_per_s_per_worker']:.0f} per worker)",
+      f"  tf.data           {report['tf_data_images_per_s']:8.0f} images/s (the candidate)",
       f"  torchvision       {number(report['torchvision_images_per_s'], '8.0f')} images/s",
       f"  ratio             {number(report['stream_over_torchvision'], '8.2f')}",
       f"  training on the stream ({training['image_size']} px, batch "

@@ -13,8 +13,6 @@ from configs import default
 from kdjax import build as build_lib
 from kdjax import checkpoint
 from kdjax import data
-from kdjax.data import feeds
-from kdjax.data import stream
 from kdjax import errors
 from kdjax import evaluate
 from kdjax import guards
@@ -23,6 +21,8 @@ from kdjax import order as order_lib
 from kdjax import records as records_lib
 from kdjax import steps
 from kdjax import workdir as workdir_lib
+from kdjax.data import feeds
+from kdjax.data import stream
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,

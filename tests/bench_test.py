@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from kdjax import bench
+from kdjax import input_bench
 from kdjax import measure
 from kdjax import models
 
@@ -152,3 +153,14 @@ def test_importing_kdjax_keeps_convolutions_off_ynnpack_unless_told():
   own = ('--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,'
          'LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION')
   assert 'ynn_fusion' in _compiled_conv_hlo({**env, 'XLA_FLAGS': own})
+
+
+def test_the_input_benchmark_times_both_pipelines_and_the_wait():
+  report = input_bench.run(count=96, workers=0, wait_image_size=32)
+  for rate in ('stream_images_per_s', 'tf_data_images_per_s', 'torchvision_images_per_s'):
+    assert report[rate] > 0, report
+  assert report['stream_over_torchvision'] == pytest.approx(
+      report['stream_images_per_s'] / report['torchvision_images_per_s'])
+  training = report['training_on_the_stream']
+  assert 0 <= training['wait_fraction'] < 1 and training['steps_per_s'] > 0
+  assert 'kdjax stream' in input_bench.format_table(report)

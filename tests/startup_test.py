@@ -15,10 +15,10 @@ import pytest
 
 from configs import digits
 from kdjax import checkpoint
-from kdjax.data import arrays
 from kdjax import errors
 from kdjax import train
 from kdjax import workdir as workdir_lib
+from kdjax.data import arrays
 from tiny import flat_leaves
 from tiny import random_teacher
 

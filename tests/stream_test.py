@@ -136,6 +136,33 @@ def test_the_stream_sends_the_rows_the_resident_arrays_gather():
     np.testing.assert_array_equal(np.asarray(batch['image']), dataset.test_images[want])
 
 
+class CountedImages:
+  """Arrays that count their reads."""
+
+  def __init__(self, images):
+    self.images, self.reads = images, 0
+
+  def __len__(self):
+    return len(self.images)
+
+  def __getitem__(self, index):
+    self.reads += 1
+    return self.images[index]
+
+
+def test_the_stream_holds_a_bounded_number_of_batches_ahead():
+  images = CountedImages(np.zeros((4000, 4, 4, 3), np.uint8))
+  rows = np.stack([np.arange(4000), np.zeros(4000, int), np.zeros(4000, int)], -1)
+  batches = stream.batches(images, rows, 10, encoded=False, size=4, seed=0, train=True,
+                           workers=0, prefetch=3)
+  for taken in range(1, 6):
+    next(batches)
+    time.sleep(0.2)  # a slow step: the workers run ahead as far as they may
+    # The batches taken, 3 waiting, and one being made per thread (2), at most.
+    assert taken * 10 <= images.reads <= (taken + 3 + 2) * 10
+  batches.close()
+
+
 def test_a_dead_worker_stops_the_stream_with_a_clear_error():
   images = SlowImages(np.zeros((400, 4, 4, 3), np.uint8))
   rows = np.stack([np.arange(400), np.zeros(400, int), np.zeros(400, int)], -1)

@@ -10,10 +10,10 @@ from kdjax import build
 from kdjax import data
 from kdjax import errors
 from kdjax import evaluate
-from kdjax.data import feeds
 from kdjax import steps
 from kdjax import train
 from kdjax import workdir as workdir_lib
+from kdjax.data import feeds
 from tiny import assert_same_steps_up_to_rounding
 from tiny import first
 from tiny import random_teacher
