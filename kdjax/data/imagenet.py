@@ -26,6 +26,7 @@ MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet normalization
 STD = (0.229, 0.224, 0.225)
 TRAIN_TAR = 'ILSVRC2012_img_train.tar'
 VAL_TAR = 'ILSVRC2012_img_val.tar'
+TEST_TAR = 'ILSVRC2012_img_test.tar'  # optional; TFDS prepares it, kdjax reads none
 SPLITS = {'train': 'train', 'test': 'validation'}  # kdjax's split: TFDS's
 LABELS_FILE = 'kdjax-labels-{split}.npy'  # beside TFDS's files: each example's label
 
@@ -79,7 +80,8 @@ def _builder(data_dir: str, manual_dir: str = ''):
     name = NAME
 
     def _generate_examples(self, archive, validation_labels=None, **kwargs):
-      tar = os.path.join(manual_dir, VAL_TAR if validation_labels else TRAIN_TAR)
+      tar = os.path.join(manual_dir, VAL_TAR if validation_labels else TRAIN_TAR
+                         if kwargs.get('labels_exist', True) else TEST_TAR)
       examples = super()._generate_examples(archive, validation_labels, **kwargs)
       while True:
         try:
@@ -98,21 +100,30 @@ def _builder(data_dir: str, manual_dir: str = ''):
   return CheckedBuilder(data_dir=data_dir or None, file_format='array_record')
 
 
-def prepare(data_dir: str, manual_dir: str) -> None:
-  """Prepares ImageNet with TFDS in `data_dir` from the tars in `manual_dir`
-  (a no-op once prepared): the tars are checked first (check_tar), each JPEG
-  as it is written; a refusal names the file and leaves nothing prepared."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  builder = _builder(data_dir, manual_dir)
-  if builder.is_prepared():
-    return
+def check_preparable(data_dir: str, manual_dir: str) -> bool:
+  """Whether ImageNet is still to be prepared in `data_dir`; if so, refuses
+  a `manual_dir` that lacks either tar or holds a truncated one (check_tar)."""
+  if _builder(data_dir).is_prepared():
+    return False
   if not manual_dir:
     raise arrays.DatasetUnavailableError(
-        f'{NAME} is not prepared in {builder.data_dir}: download {TRAIN_TAR} and {VAL_TAR} '
-        'from image-net.org into a folder and pass --config.manual_dir=FOLDER (a '
+        f'{NAME} is not prepared in {_builder(data_dir).data_dir}: download {TRAIN_TAR} and '
+        f'{VAL_TAR} from image-net.org into a folder and pass --config.manual_dir=FOLDER (a '
         'one-time preparation), or pass the --config.data_dir of a prepared copy.')
   for tar in (TRAIN_TAR, VAL_TAR):
     check_tar(os.path.join(manual_dir, tar))
+  return True
+
+
+def prepare(data_dir: str, manual_dir: str) -> None:
+  """Prepares ImageNet with TFDS in `data_dir` from the tars in `manual_dir`
+  (a no-op once prepared): the tars are checked first (check_preparable),
+  each JPEG as it is written; a refusal names the file and leaves nothing
+  prepared."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  if not check_preparable(data_dir, manual_dir):
+    return
+  builder = _builder(data_dir, manual_dir)
   logging.info('Preparing %s with TFDS in %s from %s (a one-time conversion that reads '
                'and checks every JPEG).', NAME, builder.data_dir, manual_dir)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
@@ -165,13 +176,15 @@ class JpegSource(Sequence):
 
 
 def open_splits(data_dir: str, manual_dir: str, image_size: int) -> Callable[[], arrays.Dataset]:
-  """Prepares ImageNet if need be (process 0 of several; the others wait, so
-  `data_dir` must be one that every host sees), then returns a loader of its
-  splits as JpegSources and labels."""
+  """Prepares ImageNet if need be (process 0 of several; the others check
+  the tars too, then wait, so `data_dir` must be one that every host sees),
+  then returns a loader of its splits as JpegSources and labels."""
   import jax  # pylint: disable=g-import-not-at-top
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0:
     prepare(data_dir, manual_dir)
+  else:
+    check_preparable(data_dir, manual_dir)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('kdjax: imagenet2012 prepared')
   info = describe(image_size)

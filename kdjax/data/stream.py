@@ -23,15 +23,14 @@ class InputWorkerError(RuntimeError):
   """A worker of the stream died (killed, out of memory)."""
 
 
-class _Load(grain.transforms.Map):
-  """A row -> its uint8 image: gathered, or decoded and transformed."""
+class _LoadBatch(grain.transforms.Map):
+  """A batch's rows -> their uint8 images, gathered, or decoded and transformed."""
 
   def __init__(self, images, encoded: bool, size: int, seed: int, train: bool):
     self._images, self._encoded, self._size = images, encoded, size
     self._seed, self._train = seed, train
 
-  def map(self, row):
-    index, step, position = (int(x) for x in row)
+  def _load(self, index, step, position):
     if not self._encoded:
       return self._images[index]
     if not self._train:
@@ -39,18 +38,28 @@ class _Load(grain.transforms.Map):
     rng = np.random.default_rng([self._seed, step, position])
     return transforms.train_image(self._images[index], rng, self._size)
 
+  def map(self, rows):
+    first = self._load(*(int(x) for x in rows[0]))
+    batch = np.empty((len(rows), *first.shape), first.dtype)
+    batch[0] = first
+    for i, row in enumerate(rows[1:], start=1):
+      batch[i] = self._load(*(int(x) for x in row))
+    return batch
+
 
 def batches(images, rows: np.ndarray, rows_per_batch: int, *, encoded: bool, size: int,
             seed: int, train: bool, workers: int, prefetch: int) -> Iterator[np.ndarray]:
   """uint8 [rows_per_batch, H, W, C] batches of `rows` (int64 [n, 3] of
-  (index, step, position)), in order: `images[index]` as is, or (`encoded`)
-  decoded and cropped to `size` by the training transform (`train`) or the
-  evaluation one. `workers` processes (0: 2 threads of this one) compute
-  them; at most `prefetch` batches per worker wait ahead."""
+  (index, step, position), n a multiple of rows_per_batch), in order:
+  `images[index]` as is, or (`encoded`) decoded and cropped to `size` by the
+  training transform (`train`) or the evaluation one. `workers` processes (0:
+  2 threads of this one) compute them, a batch each at a time; at most
+  `prefetch` batches per worker wait ahead."""
   if not flags.FLAGS.is_parsed():  # grain reads its absl flags; a library caller has none
     flags.FLAGS.mark_as_parsed()
-  dataset = grain.MapDataset.source(rows).map(
-      _Load(images, encoded, size, seed, train)).batch(rows_per_batch)
+  # One element a batch: grain's per-element work, paid once per batch.
+  dataset = grain.MapDataset.source(rows.reshape(-1, rows_per_batch, rows.shape[-1])).map(
+      _LoadBatch(images, encoded, size, seed, train))
   if workers:
     stream = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=1))
     stream = stream.mp_prefetch(grain.MultiprocessingOptions(
