@@ -169,13 +169,18 @@ flags.DEFINE_bool('input', False, 'Instead of the methods, time the host stream 
                   "torchvision's ImageNet pipeline on real-photo JPEGs (kdjax.input_bench).")
 flags.DEFINE_integer('input_workers', 1, 'With --input: worker processes of each pipeline.')
 flags.DEFINE_integer('input_jpegs', 768, 'With --input: how many JPEGs.')
+flags.DEFINE_integer('input_image_size', 224, 'With --input: the crop of the training '
+                     'step fed by the stream (a ResNet18 of --width).')
+flags.DEFINE_integer('input_batch_size', 256, 'With --input: that step\'s batch.')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if FLAGS.input:
-    report = input_bench.run(FLAGS.input_jpegs, FLAGS.input_workers)
+    report = input_bench.run(FLAGS.input_jpegs, FLAGS.input_workers, width=FLAGS.width,
+                             image_size=FLAGS.input_image_size,
+                             batch_size=FLAGS.input_batch_size)
     table = input_bench.format_table(report)
   else:
     options = measure.Options(FLAGS.batch_size, FLAGS.dtype, FLAGS.steps, FLAGS.warmup_steps,

@@ -3,6 +3,8 @@ on the same real-photo JPEGs with the same worker count; and how long a
 training step fed by the stream waits for it.
 
   python -m kdjax.bench --input --input_workers=1    # side by side, one core each
+  python -m kdjax.bench --input --input_workers=1 --width=8 --input_image_size=64 \
+      --input_batch_size=32                          # training's wait, at a CPU's size
 
 Also timed: tf.data, the host pipeline grain was chosen over.
 
@@ -78,8 +80,12 @@ def tf_data_rate(jpegs: list, workers: int, epochs: int = 2) -> float:
   sample_distorted_bounding_box with RandomResizedCrop's ranges, a bilinear
   resize, a flip), on `workers` threads of TensorFlow's pools."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.threading.set_inter_op_parallelism_threads(workers)
-  tf.config.threading.set_intra_op_parallelism_threads(workers)
+  threads = max(workers, 1)
+  try:
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+  except RuntimeError:  # TensorFlow ran already in this process: its pools are as they are
+    pass
 
   def crop(encoded):
     shape = tf.io.extract_jpeg_shape(encoded)
@@ -92,7 +98,7 @@ def tf_data_rate(jpegs: list, workers: int, epochs: int = 2) -> float:
     return tf.cast(tf.image.random_flip_left_right(image), tf.uint8)
 
   dataset = tf.data.Dataset.from_tensor_slices(jpegs).repeat(epochs).map(
-      crop, num_parallel_calls=workers).batch(BATCH, drop_remainder=True).prefetch(2)
+      crop, num_parallel_calls=threads).batch(BATCH, drop_remainder=True).prefetch(2)
   return _rate(iter(dataset.as_numpy_iterator()), BATCH)
 
 
@@ -117,34 +123,34 @@ def torchvision_rate(folder: str, workers: int, epochs: int = 2) -> float:
   return _rate(batches(), BATCH)
 
 
-def stream_wait_fraction(jpegs: list, workers: int, image_size: int = 64,
-                         batch_size: int = 32) -> Dict[str, float]:
-  """A ResNet18 (width 8) training on the stream's `image_size` crops of
-  `jpegs` through the loop's feed: the fraction of the time it waits for the
-  stream (0: device-bound), and both rates."""
+def stream_wait_fraction(jpegs: list, workers: int, width: int = 64, image_size: int = 224,
+                         batch_size: int = 256, num_steps: int = 20) -> Dict[str, float]:
+  """A ResNet18 of `width` training `num_steps` steps on the stream's
+  `image_size` crops of `jpegs` (cycled) through the loop's feed, on one
+  device, in its platform's dtype: the fraction of the time after the first
+  2 steps (compilation, start-up) that it waits for the stream (0:
+  device-bound), and its steps/s."""
   from configs import default  # pylint: disable=g-import-not-at-top
-  batch_size = min(batch_size, len(jpegs) // 8)  # at least 8 steps, 5 of them timed
   config = default.get_config()
-  config.update(width=8, batch_size=batch_size, image_size=image_size, mixup_alpha=0.0,
+  config.update(width=width, batch_size=batch_size, image_size=image_size, mixup_alpha=0.0,
                 steps_per_call=1)
   labels = np.arange(len(jpegs), dtype=np.int32) % 4
   dataset = arrays.Dataset(imagenet.NAME, jpegs, labels, jpegs, labels, 1000, imagenet.MEAN,
                            imagenet.STD, (image_size, image_size, 3), encoded=True)
   devices = jax.local_devices()[:1]
-  steps_per_epoch = len(jpegs) // batch_size
-  run = build_lib.build(config, dataset.info, steps_per_epoch, devices)
+  run = build_lib.build(config, dataset.info, num_steps, devices)
   feed = feeds.make(dataset, devices, workers=workers)
   state, key = steps.replicate((run.init_state(jax.random.PRNGKey(0)),
                                 jax.random.PRNGKey(0)), devices)
-  order = np.arange(steps_per_epoch * batch_size, dtype=np.int32).reshape(-1, 1, 1, batch_size)
+  order = (np.arange(num_steps * batch_size) % len(jpegs)).astype(np.int32).reshape(
+      num_steps, 1, 1, batch_size)
   lams = np.ones((1, 1), np.float32)
+  batches = feed.train_calls(order, 0)
   waited, start = 0.0, None
-  for call, _ in enumerate(order):
-    if call == 0:
-      batches = feed.train_calls(order, 0)
+  for call in range(num_steps):
     before = time.perf_counter()
     batch = next(batches)
-    if call == 2:  # after compilation and start-up
+    if call == 2:
       jax.block_until_ready(state)
       start, waited = time.perf_counter(), 0.0
     elif start is not None:
@@ -152,14 +158,14 @@ def stream_wait_fraction(jpegs: list, workers: int, image_size: int = 64,
     state, metrics = run.train_steps(state, *feed.train, batch, lams, key, {})
   jax.block_until_ready(metrics)
   total = time.perf_counter() - start
-  timed_steps = len(order) - 3
-  return {'wait_fraction': waited / total, 'steps_per_s': timed_steps / total,
-          'image_size': image_size, 'batch_size': batch_size}
+  return {'wait_fraction': waited / total, 'steps_per_s': (num_steps - 3) / total,
+          'width': width, 'image_size': image_size, 'batch_size': batch_size,
+          'dtype': run.dtype, 'device_kind': devices[0].device_kind}
 
 
-def run(count: int = 768, workers: int = 1, wait_image_size: int = 64) -> Dict[str, Any]:
-  """Every pipeline's images/s (and per worker) on `count` JPEGs, and the
-  wait of training on the stream's `wait_image_size` crops."""
+def run(count: int = 768, workers: int = 1, **training) -> Dict[str, Any]:
+  """Every pipeline's images/s (and per worker) on `count` JPEGs, and
+  stream_wait_fraction with the `training` settings it takes."""
   with tempfile.TemporaryDirectory() as folder:
     jpegs = write_jpegs(folder, count)
     kdjax_rate = stream_rate(jpegs, workers)
@@ -177,8 +183,7 @@ def run(count: int = 768, workers: int = 1, wait_image_size: int = 64) -> Dict[s
         'tf_data_images_per_s': candidate_rate,
         'torchvision_images_per_s': anchor_rate,
         'stream_over_torchvision': anchor_rate and kdjax_rate / anchor_rate,
-        'training_on_the_stream': stream_wait_fraction(jpegs[:256], workers,
-                                                       wait_image_size),
+        'training_on_the_stream': stream_wait_fraction(jpegs, workers, **training),
     }
     if anchor_rate is None:
       result['torchvision_skipped'] = skipped
@@ -196,6 +201,7 @@ def format_table(report: Dict[str, Any]) -> str:
       f"  tf.data           {report['tf_data_images_per_s']:8.0f} images/s (the candidate)",
       f"  torchvision       {number(report['torchvision_images_per_s'], '8.0f')} images/s",
       f"  ratio             {number(report['stream_over_torchvision'], '8.2f')}",
-      f"  training on the stream ({training['image_size']} px, batch "
-      f"{training['batch_size']}): waits {100 * training['wait_fraction']:.1f} % of "
-      f"{training['steps_per_s']:.1f} steps/s"])
+      f"  training on the stream (ResNet18 width {training['width']}, "
+      f"{training['image_size']} px, batch {training['batch_size']}, {training['dtype']}, "
+      f"{training['device_kind']}): waits {100 * training['wait_fraction']:.1f} % of "
+      f"{training['steps_per_s']:.2f} steps/s"])

@@ -6,6 +6,9 @@
 #   2. one real-shape epoch (50,000 random CIFAR-100-shaped images) of the
 #      baseline and of offline + self (a random RepVGG-A0 teacher) through main.py,
 #      counting how often the mapped calls compile;
+#   2b. the host input stream against torchvision's ImageNet DataLoader on
+#      4,096 real-photo JPEGs with every core, and how long a ResNet18 step at
+#      224 px, batch 256, fed by it waits for it;
 # all into one JSON file: scripts/accelerator_check.sh [OUTPUT_DIR] (default
 # accelerator_check/). SMOKE=1 shrinks everything to run on a CPU in minutes.
 #   3. With FASHION_MNIST=FOLDER (the four IDX .gz files of Fashion-MNIST; the
@@ -38,6 +41,12 @@ python -m kdjax.bench "${bench[@]}" --methods=baseline --steps_per_call=1 \
     --host_boundness=false --output="$out/bench_one_step_per_call.json" \
     | tee "$out/bench_one_step_per_call.txt"
 
+echo "== the input stream against torchvision's, on every core, and a step fed by it" >&2
+input=(--input --input_workers="$(nproc)" --input_jpegs=4096)
+[[ "${SMOKE:-0}" == 1 ]] && input=(--input --input_workers=1 --input_jpegs=128 --width=4
+                                   --input_image_size=32 --input_batch_size=8)
+python -m kdjax.bench "${input[@]}" --output="$out/input_bench.json" | tee "$out/input_bench.txt"
+
 echo "== a random RepVGG-A0 teacher" >&2
 python - "$work/teacher" "${SMOKE:-0}" <<'EOF'
 import sys
@@ -69,7 +78,8 @@ import json, os, re, sys
 out = sys.argv[1]
 report = {'bench': json.load(open(os.path.join(out, 'bench.json'))),
           'bench_one_step_per_call': json.load(open(
-              os.path.join(out, 'bench_one_step_per_call.json'))), 'epochs': {}}
+              os.path.join(out, 'bench_one_step_per_call.json'))),
+          'input_bench': json.load(open(os.path.join(out, 'input_bench.json'))), 'epochs': {}}
 for row in ('baseline', 'offline_self'):
   log = open(os.path.join(out, f'{row}.log')).read()
   record = [json.loads(l) for l in open(os.path.join(out, f'{row}.metrics.jsonl'))][-1]
