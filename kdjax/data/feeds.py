@@ -106,7 +106,6 @@ class Stream:
           step_images = [next(images).reshape(devices, rows, *self._dataset.info.image_shape)
                          for _ in range(per_call)]
           yield {'index': call, 'image': np.stack(step_images, 1)}
-        next(images, None)  # the end, so that grain stops its workers itself
     return self._on_devices(calls_of(images))
 
   def test_batches(self, indices: np.ndarray) -> Iterator[dict]:
@@ -119,7 +118,6 @@ class Stream:
       with contextlib.closing(images):
         for batch, image in zip(indices, images):
           yield {'index': batch, 'image': image.reshape(devices, rows, *image.shape[1:])}
-        next(images, None)
     return self._on_devices(batches_of(images))
 
 

@@ -69,11 +69,11 @@ def batches(images, rows: np.ndarray, rows_per_batch: int, *, encoded: bool, siz
                                                        prefetch_buffer_size=prefetch))
   iterator = iter(stream)
   try:
-    while True:
+    # As many batches as there are, never asking past the last: grain leaves
+    # one shared memory block behind at the end of its stream.
+    for _ in range(len(dataset)):
       try:
         batch = next(iterator)
-      except StopIteration:
-        return
       except RuntimeError as e:
         if 'terminated unexpectedly' in str(e):
           raise InputWorkerError(str(e).split('\n')[0]) from None
