@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from kdjax import build
 from kdjax import data
+from kdjax import train
 from kdjax.data import imagenet
 import imagenet_mini
-from tiny import assert_same_steps_up_to_rounding
 from tiny import read_checkpoint
 from tiny import with_devices
 
@@ -118,22 +119,35 @@ def _free_port():
 
 
 def test_two_hosts_read_their_own_rows_and_train_like_one(mini, tmp_path):
+  # Each of 2 processes streams its device's rows; the reference is this
+  # process on its 4 devices. At the learning rate of 0.1, this 1000-class
+  # step of 16 images amplifies the device count's rounding (step losses part
+  # by 1e-4 at step 3, 2e-3 at step 4, from identical inputs); at 0.001 it
+  # stays near rounding.
+  manual_dir, data_dir, _ = mini
+  overrides = {**OVERRIDES, 'num_epochs': 1, 'input_workers': 1, 'learning_rate': 0.001}
+  config = build.load_config('configs/baseline.py')
+  config.update({**overrides, 'stage_sizes': (1, 1, 1, 1), 'manual_dir': manual_dir,
+                 'data_dir': data_dir})
   single = str(tmp_path / 'single')
-  result = _run(_args(mini, single, num_epochs=1), num_devices=2)
-  assert result.returncode == 0, result.stderr[-3000:]
+  train.train_and_evaluate(config, single)
   multi = str(tmp_path / 'multi')
   address = f'localhost:{_free_port()}'
   processes = [subprocess.Popen(
-      [*_args(mini, multi, num_epochs=1), '--distributed', f'--coordinator_address={address}',
-       '--num_processes=2', f'--process_id={i}'], cwd=ROOT, env=with_devices(1), text=True,
-      stderr=subprocess.PIPE) for i in range(2)]
+      [*_args(mini, multi, num_epochs=1, learning_rate=0.001), '--distributed',
+       f'--coordinator_address={address}', '--num_processes=2', f'--process_id={i}'],
+      cwd=ROOT, env=with_devices(1), text=True, stderr=subprocess.PIPE) for i in range(2)]
   logs = [p.communicate(timeout=600)[1] for p in processes]
   for p, log in zip(processes, logs):
     assert p.returncode == 0, log[-3000:]
   assert 'batch 16 over 2 devices in 2 process(es)' in logs[0]
   got, want = (read_checkpoint(os.path.join(w, 'checkpoints', '4', 'default'))
                for w in (multi, single))
-  assert_same_steps_up_to_rounding(got, want)
+  # Equal up to rounding (measured: 7e-5 in the parameters, 8e-5 in the BatchNorm
+  # statistics; the same run with another seed, other rows and weights, ends
+  # 0.36 away in the statistics).
+  for collection in ('params', 'batch_stats'):
+    np.testing.assert_allclose(_flat(got[collection]), _flat(want[collection]), atol=1e-3)
 
 
 def _copy_tars(mini, folder):
@@ -180,6 +194,13 @@ def test_a_jpeg_that_does_not_decode_is_refused_naming_it(mini, tmp_path):
                      match=f'{broken_name} in {train} does not decode'):
     imagenet.prepare(str(tmp_path / 'data'), manual_dir)
   assert not (tmp_path / 'data' / 'imagenet2012' / '5.1.0').exists()
+
+
+def test_a_missing_tar_is_named(tmp_path):
+  (tmp_path / 'manual').mkdir()
+  with pytest.raises(data.DatasetUnavailableError,
+                     match=f'{tmp_path / "manual" / imagenet.TRAIN_TAR} does not exist'):
+    imagenet.check_preparable(str(tmp_path / 'data'), str(tmp_path / 'manual'))
 
 
 def test_without_the_tars_the_run_says_what_to_download(tmp_path):

@@ -114,6 +114,7 @@ class Stream:
                       np.zeros(indices.size, np.int64)], -1)
     images = stream.batches(self._dataset.test_images, table, devices * rows, train=False,
                             **self._options)
+
     def batches_of(images):
       with contextlib.closing(images):
         for batch, image in zip(indices, images):
