@@ -116,11 +116,13 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.DEFINE_string('teacher', None, 'A teacher directory or kdjax workdir.')
-  flags.DEFINE_string('dataset', '', "'cifar100', 'fashion_mnist' or 'digits' (default: the "
-                      "workdir's own, from its config.json; CIFAR-100 for a converted teacher).")
+  flags.DEFINE_string('dataset', '', "'cifar100', 'fashion_mnist', 'digits' or 'imagenet2012' "
+                      "(default: the workdir's own, from its config.json; CIFAR-100 for a "
+                      'converted teacher).')
   flags.DEFINE_string('data_dir', '', 'TFDS data_dir, as --config.data_dir (default: the '
                       "workdir's).")
-  flags.DEFINE_string('manual_dir', '', "Folder with cifar-100-binary.tar.gz or Fashion-MNIST's "
-                      "IDX files, as --config.manual_dir (default: the workdir's).")
+  flags.DEFINE_string('manual_dir', '', "Folder with cifar-100-binary.tar.gz, Fashion-MNIST's "
+                      "IDX files or ImageNet's tars, as --config.manual_dir (default: the "
+                      "workdir's).")
   flags.mark_flags_as_required(['teacher'])
   app.run(main)

@@ -229,9 +229,8 @@ def _next_batch(batches, step, manager):
   try:
     return next(batches)
   except stream.InputWorkerError as e:
-    raise errors.InputError(
-        f'The input pipeline stopped at step {step}: {e} Rerun the same command to resume '
-        f'from the last checkpoint (step {manager.latest_step() or 0}).') from None
+    raise errors.InputError(f'The input pipeline stopped at step {step} (the last checkpoint: '
+                            f'step {manager.latest_step() or 0}): {e}') from None
 
 
 def _summarize(workdir, records, config, is_writer):

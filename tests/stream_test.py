@@ -182,9 +182,10 @@ def test_the_loop_turns_a_dead_worker_into_a_line_that_says_how_to_resume():
       return 40
 
   def dead():
-    raise stream.InputWorkerError('Worker process was terminated unexpectedly.')
+    raise stream.InputWorkerError('Worker process was terminated unexpectedly. Rerun the '
+                                  'same command to resume from the last checkpoint.')
     yield  # pylint: disable=unreachable
 
-  with pytest.raises(errors.InputError, match=r'stopped at step 42: .* resume from the last '
-                                              r'checkpoint \(step 40\)'):
+  with pytest.raises(errors.InputError, match=r'stopped at step 42 \(the last checkpoint: '
+                                              r'step 40\): .* Rerun the same command'):
     train._next_batch(dead(), 42, Manager())  # pylint: disable=protected-access

@@ -16,11 +16,13 @@ from absl import flags
 import grain
 import numpy as np
 
+from kdjax import errors
 from kdjax.data import transforms
 
 
-class InputWorkerError(RuntimeError):
-  """A worker of the stream died (killed, out of memory)."""
+class InputWorkerError(errors.InputError):
+  """A worker of the stream died (killed, out of memory): one line, exit 2,
+  wherever the stream was read."""
 
 
 class _LoadBatch(grain.transforms.Map):
@@ -76,7 +78,8 @@ def batches(images, rows: np.ndarray, rows_per_batch: int, *, encoded: bool, siz
         batch = next(iterator)
       except RuntimeError as e:
         if 'terminated unexpectedly' in str(e):
-          raise InputWorkerError(str(e).split('\n')[0]) from None
+          raise InputWorkerError(f'{str(e).splitlines()[0]} Rerun the same command to '
+                                 'resume from the last checkpoint.') from None
         raise
       yield batch
   finally:  # stops the workers and frees their shared memory, also when left early
