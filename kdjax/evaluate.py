@@ -62,10 +62,10 @@ def evaluate_teacher(teacher: teachers.Teacher, feed, num_examples: int,
 
 
 def data_settings(path: str, dataset: str = '', data_dir: str = '',
-                  manual_dir: str = '') -> Tuple[str, str, str]:
-  """(dataset, data_dir, manual_dir) to evaluate the directory `path` on: each
-  one given, else its config.json's (a kdjax workdir), else CIFAR-100's (a
-  converted teacher has no config.json)."""
+                  manual_dir: str = '') -> Tuple[str, str, str, int]:
+  """(dataset, data_dir, manual_dir, image_size) to evaluate the directory
+  `path` on: each one given, else its config.json's (a kdjax workdir), else
+  CIFAR-100's (a converted teacher has no config.json)."""
   saved = {}
   file = workdir_lib.path(path) / workdir_lib.CONFIG_FILE
   if file.exists():
@@ -75,18 +75,19 @@ def data_settings(path: str, dataset: str = '', data_dir: str = '',
       raise errors.TeacherError(f'Cannot read {file} ({e}); pass --dataset (and '
                                   '--data_dir or --manual_dir) yourself.') from e
   return (dataset or saved.get('dataset', 'cifar100'), data_dir or saved.get('data_dir', ''),
-          manual_dir or saved.get('manual_dir', ''))
+          manual_dir or saved.get('manual_dir', ''), saved.get('image_size', 224))
 
 
 def evaluate_teacher_directory(path: str, dataset: str = '', data_dir: str = '',
                                manual_dir: str = '', batch_size: int = 500) -> Dict[str, float]:
   """Test top-1/top-5 (%) and loss of the teacher in `path` (a teacher directory
   or kdjax workdir) on `dataset` (by default its own, see data_settings)."""
-  dataset, data_dir, manual_dir = data_settings(path, dataset, data_dir, manual_dir)
+  dataset, data_dir, manual_dir, image_size = data_settings(path, dataset, data_dir,
+                                                            manual_dir)
   # The teacher first: refused at once, before any download.
   teacher = teachers.load(path, num_classes=data.describe(dataset).num_classes,
                           dataset=dataset)
-  splits = data.load_dataset(dataset, data_dir, manual_dir)
+  splits = data.load_dataset(dataset, data_dir, manual_dir, image_size)
   devices = jax.local_devices()
   feed = feeds.make(splits, devices)
   result = evaluate_teacher(teacher, feed, len(splits.test_labels), batch_size, devices)[1]
