@@ -135,7 +135,7 @@ def _train(plan, workdir, dataset, is_writer):
                config.model, config.method, run.dtype, config.dataset, num_train,
                steps_per_epoch, calls_per_epoch, per_call, config.num_epochs,
                config.batch_size, composition.get(run.method.composition, ''), len(devices),
-               jax.process_count(), _describe_feed(feed))
+               jax.process_count(), feed.description)
 
   def save_or_stop(step, stop, top1=None):
     """Checkpoints the state after `step` (its losses already checked): orbax
@@ -214,13 +214,6 @@ def _train(plan, workdir, dataset, is_writer):
   manager.wait_until_finished()
   recorder.close()
   return _summarize(workdir, recorder.records, config, is_writer)
-
-
-def _describe_feed(feed):
-  if isinstance(feed, feeds.Resident):
-    return 'both splits kept on each device'
-  return f'streamed by {feed.workers} host worker(s)' if feed.workers else (
-      'streamed by host threads')
 
 
 def _next_batch(batches, step, manager):

@@ -6,7 +6,7 @@ stream sends them), and, per mapped call, a batch: the rows' int32 indices
 [devices, steps, rows] (resident), or {'index': ..., 'image': uint8 [devices,
 steps, rows, H, W, C]} (stream). The labels stay on the devices either way:
 the methods that keep something per training example read them. The loop
-does not know which feed it has.
+does not know which feed it has; its log line names it (`description`).
 """
 import contextlib
 import dataclasses
@@ -29,18 +29,15 @@ def pipeline(name: str, info: arrays.DatasetInfo) -> str:
   return 'stream' if info.encoded else 'device'
 
 
-def _replicate(tree, devices):
-  # As steps.replicate: sharded as pmap's outputs, so calls hit one executable.
-  return jax_utils.replicate(tree, devices)
-
-
 class Resident:
   """Both splits on every device of this process; batches are indices.
   `train` and `test` are (uint8 images, int32 labels) arrays."""
 
+  description = 'both splits kept on each device'
+
   def __init__(self, train, test, devices: Sequence[Any]):
-    self.train = _replicate(train, devices)
-    self.test = _replicate(test, devices)
+    self.train = jax_utils.replicate(train, devices)
+    self.test = jax_utils.replicate(test, devices)
 
   def train_calls(self, order: np.ndarray, first_step: int) -> Iterator[Any]:
     """The batches of `order`'s calls ([calls, devices, steps, rows]), the
@@ -80,10 +77,12 @@ class Stream:
     self._augment = augment
     # Worker processes; 0: threads (arrays only need a gather).
     self.workers = workers or (len(os.sched_getaffinity(0)) if dataset.encoded else 0)
+    self.description = (f'streamed by {self.workers} host worker(s)' if self.workers
+                        else 'streamed by host threads')
     self._options = dict(encoded=dataset.encoded, size=dataset.info.image_shape[0],
                          seed=seed, prefetch=prefetch, workers=self.workers)
-    self.train = (None, _replicate(dataset.train_labels, devices))
-    self.test = (None, _replicate(dataset.test_labels, devices))
+    self.train = (None, jax_utils.replicate(dataset.train_labels, devices))
+    self.test = (None, jax_utils.replicate(dataset.test_labels, devices))
 
   def _on_devices(self, batches: Iterator[dict]) -> Iterator[dict]:
     # The next batch is copied to the devices while the current call runs.

@@ -103,11 +103,12 @@ def _builder(data_dir: str, manual_dir: str = ''):
 def check_preparable(data_dir: str, manual_dir: str) -> bool:
   """Whether ImageNet is still to be prepared in `data_dir`; if so, refuses
   a `manual_dir` that lacks either tar or holds a truncated one (check_tar)."""
-  if _builder(data_dir).is_prepared():
+  builder = _builder(data_dir)
+  if builder.is_prepared():
     return False
   if not manual_dir:
     raise arrays.DatasetUnavailableError(
-        f'{NAME} is not prepared in {_builder(data_dir).data_dir}: download {TRAIN_TAR} and '
+        f'{NAME} is not prepared in {builder.data_dir}: download {TRAIN_TAR} and '
         f'{VAL_TAR} from image-net.org into a folder and pass --config.manual_dir=FOLDER (a '
         'one-time preparation), or pass the --config.data_dir of a prepared copy.')
   for tar in (TRAIN_TAR, VAL_TAR):
