@@ -45,6 +45,10 @@ def get_config(arg=None):
   # ResNet: channels of the first stage, later ones double it; RepVGG: base width (A0: 64).
   config.width = 64
   config.stage_sizes = ()  # blocks per stage; () = the architecture's own (2, 2, 2, 2) for resnet18
+  # The ResNets' stem: 'cifar' (a 3x3 stride-1 conv, the study's), 'imagenet'
+  # (torchvision's 7x7 stride-2 conv and 3x3 stride-2 max-pool) or 'auto' =
+  # imagenet on imagenet2012, cifar elsewhere.
+  config.stem = 'auto'
   # Compute dtype: 'float32', 'bfloat16', or 'auto' = bfloat16 on GPUs and TPUs,
   # float32 on CPUs. Parameters, BatchNorm statistics and losses stay float32.
   config.dtype = 'auto'
@@ -158,6 +162,9 @@ def get_config(arg=None):
   config.ofd_weight = 0.001
   config.reviewkd_weight = 5.0
   config.reviewkd_warmup_epochs = 20
+  # ReviewKD reads the student's stages after their last ReLU (mdistiller's
+  # STU_PREACT False, its CIFAR configs) or before it (True, its ImageNet ones).
+  config.reviewkd_student_preact = False
   # sp: w * SP's Gram-matrix distance on the deepest stages (SP: 3000); pkt:
   # w * PKT's KL on the pooled features (PKT: 30000); both over the global
   # batch. Not rows of the study.

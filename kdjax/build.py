@@ -128,6 +128,11 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> methods
                          ('head_labels', methods.HEAD_LABELS),
                          ('self_feature_reduction', methods.FEATURE_REDUCTIONS)):
     methods.check_choice(config, field, choices)
+  methods.check_choice(config, 'stem', (methods.AUTO_STEM, *models.STEMS))
+  if config.stem not in (methods.AUTO_STEM, 'cifar') and config.model not in models.STEM_MODELS:
+    raise errors.ConfigError('stem', config.stem, f'{config.model} has one layout; set '
+                             f"'{methods.AUTO_STEM}', or model to one of "
+                             f'{list(models.STEM_MODELS)}.')
   for name in (config.model, *config.peers):
     if name not in models.NAMES:
       raise errors.ConfigError('model' if name == config.model else 'peers', name,

@@ -7,9 +7,11 @@
 The student alone leaves: its parameters and BatchNorm statistics, without
 optimizer state, a method's learned parts or memories, or (without --heads)
 its intermediate heads. `--to=torch` writes a state_dict (torch.save) in the
-layout of the architecture's reference PyTorch model: ResNets in the study's
-src/cifar_resnet.py (with --heads its MultiResNet), at the student's width and
-blocks per stage, which kdjax.torch_models.StudyResNet builds; RepVGG-A0 in
+layout of the architecture's reference PyTorch model: CIFAR-stem ResNets in the
+study's src/cifar_resnet.py (with --heads its MultiResNet), at the student's
+width and blocks per stage, which kdjax.torch_models.StudyResNet builds;
+ImageNet-stem ResNets in torchvision's (torchvision.models.resnet18/34/50, at
+width 64, without heads); RepVGG-A0 in
 chenyaofo/pytorch-cifar-models' (fused into its deploy form unless
 --unfused). kdjax.convert reads both back. `--to=flax` writes a directory of
 model.json and an orbax checkpoint of {params, batch_stats}: a teacher
@@ -35,9 +37,20 @@ from kdjax import models
 from kdjax import teachers
 from kdjax import workdir as workdir_lib
 
-# Each architecture's PyTorch layout (kdjax.convert's names).
+# Each architecture's PyTorch layout (kdjax.convert.layouts' names); ImageNet-stem
+# ResNets go to TORCHVISION.
 LAYOUTS = {'resnet18': 'study', 'resnet34': 'study', 'resnet50': 'study',
            'repvgg_a0': 'chenyaofo'}
+TORCHVISION = 'torchvision'
+# torchvision's ResNets: their block counts, and the first stage's fixed width.
+TORCHVISION_STAGES = {'resnet18': (2, 2, 2, 2), 'resnet34': (3, 4, 6, 3),
+                      'resnet50': (3, 4, 6, 3)}
+TORCHVISION_WIDTH = 64
+
+
+def layout(name: str, kwargs) -> str:
+  """The PyTorch layout model `name` with constructor `kwargs` exports in."""
+  return TORCHVISION if kwargs.get('stem') == 'imagenet' else LAYOUTS[name]
 
 
 class ExportError(errors.UserError, ValueError):
@@ -111,22 +124,35 @@ def _student(variables, kwargs, heads: bool):
           for c, tree in variables.items()}, kwargs
 
 
-def flax_to_torch(arch: str, variables, fused: bool = True) -> Dict[str, np.ndarray]:
-  """A state_dict (key -> numpy array, num_batches_tracked included) of
-  `arch`'s variables in its layout (LAYOUTS); RepVGG `fused` into its deploy form."""
-  layout = LAYOUTS[arch]
+def flax_to_torch(arch: str, variables, fused: bool = True,
+                  kwargs=None) -> Dict[str, np.ndarray]:
+  """A state_dict (key -> numpy array, num_batches_tracked included) of the
+  variables of `arch` (constructor `kwargs`) in its layout (`layout`); RepVGG
+  `fused` into its deploy form."""
+  to = layout(arch, kwargs or {})
   if arch == 'repvgg_a0' and fused:
     _, variables = models.inference_form(arch, {}, variables)
   state_dict = collections.OrderedDict()
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables), sep='/')
   for path, value in flat.items():
     _, module, name = re.fullmatch(r'(\w+)/(.+)/(\w+)', path).groups()
-    key = convert.module_key(arch, layout, module)
+    key = convert.module_key(arch, to, module)
     state_dict[f'{key}.{convert.PARAM_NAMES[name]}'] = convert.to_torch(
         np.asarray(value, np.float32), name)
     if name == 'var':  # every BatchNorm: PyTorch's counter, which eval mode never reads
       state_dict[f'{key}.num_batches_tracked'] = np.zeros((), np.int64)
   return state_dict
+
+
+def _check_torchvision(name: str, kwargs, heads: bool):
+  """Refuses what torchvision's ResNet cannot hold: heads, another width."""
+  if heads:
+    raise ExportError('--heads: torchvision\'s ResNets have no intermediate heads; export '
+                      'them --to=flax, or drop --heads.')
+  width = kwargs.get('width', TORCHVISION_WIDTH)
+  if width != TORCHVISION_WIDTH:
+    raise ExportError(f'This {name} has width {width}; torchvision\'s ResNets are '
+                      f'{TORCHVISION_WIDTH} wide in their first stage. Export it --to=flax.')
 
 
 def _check_output(output: str, overwrite: bool):
@@ -170,6 +196,8 @@ def export(workdir: str, to: str, output: str, which: Optional[str] = None,
   if heads and to == 'torch' and name == 'resnet50':
     raise ExportError('--heads: the study\'s MultiResNet is a ResNet18 of basic blocks; '
                       'export resnet50\'s heads --to=flax, or drop --heads.')
+  if to == 'torch' and name in LAYOUTS and layout(name, kwargs) == TORCHVISION:
+    _check_torchvision(name, kwargs, heads)
   done, epochs = _progress(workdir)
   step, which_note = _step(workdir, which or ('best' if done >= epochs else 'last'))
   variables, kwargs = _student(_restore(workdir, step, spec, path), kwargs, heads)
@@ -182,12 +210,12 @@ def export(workdir: str, to: str, output: str, which: Optional[str] = None,
             f'Load it: kdjax.teachers.load({output!r}), or models.get_model({name!r}, '
             f'num_classes={spec["num_classes"]}, **{kwargs}) with its checkpoint.')
   import torch  # pylint: disable=g-import-not-at-top  (only --to=torch needs torch)
-  state_dict = flax_to_torch(name, variables, fused)
+  state_dict = flax_to_torch(name, variables, fused, kwargs)
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   torch.save(collections.OrderedDict((k, torch.from_numpy(np.asarray(v)))
                                      for k, v in state_dict.items()), output)
   return (f'Wrote {name} from {which_note} (step {step}) of {workdir} to {output}, '
-          f'{LAYOUTS[name]} layout ({len(state_dict)} tensors; inputs normalized with '
+          f'{layout(name, kwargs)} layout ({len(state_dict)} tensors; inputs normalized with '
           f'mean {tuple(spec["mean"])}, std {tuple(spec["std"])}).{note}\n'
           f'Load it: {torch_constructor(name, spec["num_classes"], kwargs, shape, fused)}'
           f'.load_state_dict(torch.load({output!r}))')
@@ -197,6 +225,12 @@ def torch_constructor(name: str, num_classes: int, kwargs, image_shape, fused=Tr
   """The PyTorch call that builds the model an export of `name` loads into,
   with the sizes of kdjax's model (`kwargs` over its defaults)."""
   model = models.get_model(name, num_classes=num_classes, **kwargs)
+  if layout(name, kwargs) == TORCHVISION:
+    if tuple(model.stage_sizes) == TORCHVISION_STAGES[name]:
+      return f'torchvision.models.{name}(num_classes={num_classes})'
+    block = 'Bottleneck' if model.block_cls.expansion > 1 else 'BasicBlock'
+    return (f'torchvision.models.resnet.ResNet(torchvision.models.resnet.{block}, '
+            f'{list(model.stage_sizes)}, num_classes={num_classes})')
   if name == 'repvgg_a0':
     multipliers = [round(m * model.width / 64, 6) for m in (0.75, 0.75, 0.75, 2.5)]
     return (f'pytorch_cifar_models.repvgg.RepVGG(num_blocks={list(model.stage_sizes[1:])}, '

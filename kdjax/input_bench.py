@@ -15,10 +15,8 @@ RandomResizedCrop(224) + RandomHorizontalFlip + ToTensor + Normalize in a
 DataLoader (torch and torchvision: benchmark-only dependencies).
 """
 import os
-import sys
 import tempfile
 import time
-import types
 from typing import Any, Dict
 
 import cv2
@@ -104,12 +102,10 @@ def tf_data_rate(jpegs: list, workers: int, epochs: int = 2) -> float:
 
 def torchvision_rate(folder: str, workers: int, epochs: int = 2) -> float:
   """The anchors' pipeline on `folder`: images/s over `epochs` epochs."""
-  # torchvision's wheel on PyPI is a CUDA build; beside a CPU torch only its
-  # operator registrations fail, which the pure-Python parts used here never need.
-  sys.modules.setdefault('torchvision._meta_registrations',
-                         types.ModuleType('torchvision._meta_registrations'))
   import torch  # pylint: disable=g-import-not-at-top
-  from torchvision import datasets, transforms  # pylint: disable=g-import-not-at-top
+  from kdjax import torch_models  # pylint: disable=g-import-not-at-top  (needs torch)
+  torchvision = torch_models.torchvision()
+  datasets, transforms = torchvision.datasets, torchvision.transforms
   torch.set_num_threads(1)
   transform = transforms.Compose([
       transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),

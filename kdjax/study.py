@@ -21,7 +21,9 @@ class Teacher(NamedTuple):
   # carry its first 8 hex digits (torch.hub's convention); '' if none is published.
   sha256_prefix: str
   source: str  # the project that trained and published it
-  top1: float  # CIFAR-100 test top-1 (%) of the study's teacher, as the study reports it
+  # Test top-1 (%) of the study's teacher as the study reports it (CIFAR-100), or
+  # of the published weights as the benchmark's papers cite them (ImageNet).
+  top1: float
   source_top1: float  # the published file's top-1 (%), as its project reports it
   directory: str  # where kdjax.teachers fetch / kdjax.convert put the converted weights
 
@@ -39,6 +41,17 @@ TEACHERS = {
         'http://shape2prog.csail.mit.edu/repo/ResNet50_vanilla/ckpt_epoch_240.pth',
         'ckpt_epoch_240.pth', '', 'HobbitLong/RepDistiller', 79.00, 79.34,
         'teachers/resnet50'),
+    # ImageNet-1k: torchvision's IMAGENET1K_V1 weights (torchvision/models/resnet.py
+    # ResNet{18,34,50}_Weights), whose file names carry their sha256 prefix;
+    # ResNet34 teaches ResNet18 in the field's ImageNet table.
+    **{name: Teacher(
+        name, arch, f'https://download.pytorch.org/models/{filename}', filename,
+        filename.split('-')[1].split('.')[0], 'torchvision (IMAGENET1K_V1)', top1, top1,
+        f'teachers/{name}')
+       for name, arch, filename, top1 in (
+           ('resnet18_imagenet', 'resnet18', 'resnet18-f37072fd.pth', 69.758),
+           ('resnet34_imagenet', 'resnet34', 'resnet34-b627a593.pth', 73.314),
+           ('resnet50_imagenet', 'resnet50', 'resnet50-0676ba61.pth', 76.130))},
 }
 
 

@@ -3,10 +3,13 @@
 Written from the architectures of chenyaofo/pytorch-cifar-models (RepVGG),
 RepDistiller / mdistiller (CIFAR ResNets with `shortcut` and `linear`),
 timm-style CIFAR ResNets (`downsample` and `fc`) and Be Your Own Teacher's
-Multi_ResNet (timm-style, with heads `bottleneck{i}_1` and `middle_fc{i}`). The
-converter's tests and kdjax.bench's PyTorch reference use them; training never
-imports torch.
+Multi_ResNet (timm-style, with heads `bottleneck{i}_1` and `middle_fc{i}`);
+torchvision's own ResNets through `torchvision()`. The converter's tests and
+kdjax.bench's PyTorch reference use them; training never imports torch.
 """
+import sys
+import types
+
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -216,6 +219,16 @@ def build(arch, layout='repdistiller', num_classes=100, heads=False, width=64):
   block, sizes = {'resnet18': (BasicBlock, (2, 2, 2, 2)),
                   'resnet50': (Bottleneck, (3, 4, 6, 3))}[arch]
   return ResNet(block, sizes, num_classes, layout, heads, width)
+
+
+def torchvision():
+  """The torchvision package. Its wheel on PyPI is a CUDA build: beside a CPU
+  torch only its operator registrations fail, which its models, transforms
+  and datasets (pure Python) never need, so they are skipped."""
+  sys.modules.setdefault('torchvision._meta_registrations',
+                         types.ModuleType('torchvision._meta_registrations'))
+  import torchvision as package  # pylint: disable=g-import-not-at-top
+  return package
 
 
 def randomize_batchnorm(model, seed=0):

@@ -24,12 +24,14 @@ from kdjax.methods.loss import get_loss_fn
 from kdjax.methods.loss import init_parts
 from kdjax.methods.loss import PARTS
 from kdjax.methods.loss import split_parts
+from kdjax.methods.registry import AUTO_STEM
 from kdjax.methods.registry import BASELINE
 from kdjax.methods.registry import ce_weight
 from kdjax.methods.registry import correct_top1
 from kdjax.methods.registry import get_method
 from kdjax.methods.registry import Method
 from kdjax.methods.registry import REGISTRY
+from kdjax.methods.registry import stem_of
 from kdjax.methods.registry import students
 from kdjax.methods.registry import TERMS
 from kdjax.methods.terms import check_choice

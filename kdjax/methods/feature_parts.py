@@ -118,9 +118,11 @@ class ReviewFusion(nn.Module):
 
 def _review_levels(ctx: Context):
   """(the student's features, the teacher's) ReviewKD compares, shallow ->
-  deep: the paired stages (the teacher's before their last ReLU) and the
-  pooled features as 1x1 maps."""
-  pairs = feature.stage_pairs(ctx, 'stage_preact')
+  deep: the paired stages (the teacher's before their last ReLU, the
+  student's too with config.reviewkd_student_preact) and the pooled features
+  as 1x1 maps."""
+  pairs = feature.stage_pairs(ctx, 'stage_preact', 'stage_preact'
+                              if ctx.config.reviewkd_student_preact else 'stage_features')
   pooled = lambda outputs: outputs['feature'][:, None, None, :]
   return ([s for s, _ in pairs] + [pooled(ctx.student)],
           [t for _, t in pairs] + [pooled(ctx.teacher)])

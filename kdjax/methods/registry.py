@@ -11,6 +11,7 @@ from typing import Dict, FrozenSet, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 
+from kdjax import data
 from kdjax import errors
 from kdjax import models
 from kdjax import order
@@ -25,6 +26,19 @@ from kdjax.methods import self_distillation
 from kdjax.methods.terms import Term
 
 BASELINE = 'baseline'
+AUTO_STEM = 'auto'  # config.stem: ImageNet's on imagenet2012, else CIFAR's
+DEFAULT_STEM = 'cifar'  # the ResNets' own, which model.json leaves unsaid
+
+
+def stem_of(config, name: str) -> str:
+  """The stem of model `name` in a run of `config`: config.stem, AUTO_STEM
+  resolved by the dataset's image size ('' for a model without one)."""
+  if name not in models.STEM_MODELS:
+    return ''
+  if config.stem != AUTO_STEM:
+    return config.stem
+  return 'imagenet' if config.dataset == data.IMAGENET else DEFAULT_STEM
+
 REGISTRY: Dict[str, Term] = {term.name: term for family in (
     response, feature, feature_parts, relation, contrastive, online, self_distillation, heads)
     for term in family.TERMS}
@@ -118,7 +132,8 @@ class Method:
     """(name, constructor arguments) of the trained model, as model.json saves
     them: config.model, or with peers a cohort of it and them. Every student
     gets config.width and config.stage_sizes, heads with the self term, and
-    with the feature term a FitNets regressor of its `hint_channels` width."""
+    with the feature term a FitNets regressor of its `hint_channels` width;
+    ResNets get config.stem (stem_of)."""
     names = (config.model, *config.peers)
     students_ = []
     for name, channels in zip(names, tuple(hint_channels) or (0,) * len(names)):
@@ -127,6 +142,8 @@ class Method:
         kwargs['heads'] = True
       if config.stage_sizes:
         kwargs['stage_sizes'] = tuple(config.stage_sizes)
+      if stem_of(config, name) != DEFAULT_STEM:
+        kwargs['stem'] = stem_of(config, name)
       if channels:
         kwargs.update(hint_stage=config.hint_stage, hint_channels=channels)
       students_.append((name, kwargs))

@@ -17,6 +17,9 @@ _MODELS = {
 
 
 NAMES = tuple(_MODELS)  # the models a config can name
+# Where a model name takes `stem`: the ResNets, in CIFAR's layout or torchvision's.
+STEMS = tuple(resnet.STEMS)
+STEM_MODELS = ('resnet18', 'resnet34', 'resnet50')
 # get_model(COHORT, members=[(name, kwargs), ...]) builds a cohort.Cohort.
 COHORT = 'cohort'
 

@@ -27,11 +27,12 @@ def torch_bias_init(fan_in: int):
       key, shape, dtype) - bound
 
 
-def torch_layers(dtype, train: bool, axis_name: Optional[str], classifier_fan_in: int):
+def torch_layers(dtype, train: bool, axis_name: Optional[str], classifier_fan_in: int,
+                 conv_init=torch_default_init):
   """Conv, BatchNorm and Dense constructors that match PyTorch's layers: its
-  default init, and BN momentum 0.1 (0.9 in Flax's convention) and epsilon."""
-  conv = functools.partial(nn.Conv, use_bias=False, dtype=dtype,
-                           kernel_init=torch_default_init)
+  default init (convs: `conv_init`), and BN momentum 0.1 (0.9 in Flax's
+  convention) and epsilon."""
+  conv = functools.partial(nn.Conv, use_bias=False, dtype=dtype, kernel_init=conv_init)
   norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                            epsilon=BN_EPSILON, dtype=dtype, use_fast_variance=False,
                            axis_name=axis_name)

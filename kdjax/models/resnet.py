@@ -1,6 +1,10 @@
-"""CIFAR ResNets (3x3 stride-1 stem, no max-pool) in Flax linen."""
+"""ResNets in Flax linen, in two layouts that differ only in their stem:
+CIFAR's (a 3x3 stride-1 conv, no max-pool: RepDistiller's, the study's) and
+torchvision's ImageNet one (a 7x7 stride-2 conv, then a 3x3 stride-2 max-pool:
+torchvision.models.resnet18/34/50, mdistiller's ImageNet ResNets), whose
+convolutions start from torchvision's init."""
 import functools
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -60,16 +64,35 @@ class Bottleneck(nn.Module):
     return nn.relu(x + y), x + y
 
 
+class Stem(NamedTuple):
+  conv: Tuple[Any, ...]  # the stem conv's (kernel, strides, padding)
+  conv_init: Callable  # every conv's kernel init
+
+
+STEMS = {
+    # PyTorch's default init, as RepDistiller's and the study's CIFAR ResNets keep.
+    'cifar': Stem(((3, 3), (1, 1), ((1, 1), (1, 1))), layers.torch_default_init),
+    # torchvision's kaiming_normal_(mode='fan_out', nonlinearity='relu'), which
+    # mdistiller's ImageNet ResNets write as normal(0, sqrt(2 / (k * k * out))).
+    'imagenet': Stem(((7, 7), (2, 2), ((3, 3), (3, 3))),
+                     nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')),
+}
+
+
 class ResNet(nn.Module):
-  """CIFAR ResNet returning {'logits', 'feature' (pooled, pre-classifier),
-  'stage_features'} (the stages' outputs, shallow -> deep), 'stage_preact'
+  """A ResNet (its stem a STEMS name) returning {'logits', 'feature' (pooled,
+  pre-classifier), 'stage_features'} (the stages' outputs, shallow -> deep),
+  'stage_preact'
   (the same before their last ReLU, as OFD and ReviewKD read a teacher) and
   'stage_preact_prior' (for each stage (mean, std) per channel of the BN
   before that ReLU, from its parameters: OFD's margins).
 
-  With `heads`, every stage but the last also feeds an IntermediateHead, and the
-  output adds `head_logits` and `head_features` (tuples, shallow -> deep). With
-  `hint_channels`, it adds FitNets' `hint` (see add_hint).
+  With `heads`, every stage but the last also feeds an IntermediateHead, whose
+  k x k stride-k conv takes its stage's grid down to the last stage's (k = 8, 4,
+  2 for four stages: 32 -> 4, 16 -> 4, 8 -> 4 on CIFAR; 56 -> 7, 28 -> 7, 14 -> 7
+  at ImageNet's 224 px), and the output adds `head_logits` and `head_features`
+  (tuples, shallow -> deep). With `hint_channels`, it adds FitNets' `hint` (see
+  add_hint).
   """
   stage_sizes: Sequence[int]
   block_cls: Any
@@ -78,6 +101,7 @@ class ResNet(nn.Module):
   heads: bool = False
   hint_stage: int = 1
   hint_channels: int = 0
+  stem: str = 'cifar'  # a STEMS name
   dtype: Any = jnp.float32
   # Set under pmap so BatchNorm statistics cover the global batch.
   axis_name: Optional[str] = None
@@ -87,9 +111,14 @@ class ResNet(nn.Module):
     num_stages = len(self.stage_sizes)
     final_width = self.width * 2**(num_stages - 1) * self.block_cls.expansion
     # Every classifier (final and heads') reads a final_width feature.
-    conv, norm, dense = layers.torch_layers(self.dtype, train, self.axis_name, final_width)
-    x = conv(self.width, (3, 3), padding=((1, 1), (1, 1)), name='stem_conv')(x)
+    if self.stem not in STEMS:
+      raise ValueError(f'Unknown stem {self.stem!r}; known: {list(STEMS)}.')
+    conv, norm, dense = layers.torch_layers(self.dtype, train, self.axis_name, final_width,
+                                            STEMS[self.stem].conv_init)
+    x = conv(self.width, *STEMS[self.stem].conv, name='stem_conv')(x)
     x = nn.relu(norm(name='stem_bn')(x))
+    if self.stem == 'imagenet':
+      x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     heads, stages, preacts, priors = [], [], [], []
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
