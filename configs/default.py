@@ -32,6 +32,9 @@ def get_config(arg=None):
   # encoded images, threads of the training process for arrays.
   config.input_workers = 0
   config.input_prefetch = 2  # steps each worker holds ready, at most
+  # Train on the first N examples of the training split only (0 = all of
+  # them), for quick checks on a subset; the test split stays whole.
+  config.train_examples = 0
   # Training transform: zero-pad 4 + random 32x32 crop + horizontal flip on
   # the array datasets, on the device (src/data.py: RandomCrop(32, 4),
   # RandomHorizontalFlip); ImageNet's RandomResizedCrop + flip, on the host.

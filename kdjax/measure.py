@@ -23,6 +23,16 @@ from kdjax import train
 from kdjax import workdir as workdir_lib
 
 INFO = data.DatasetInfo('random', 100, (32, 32, 3), (0.5,) * 3, (0.25,) * 3)
+
+
+def info_for(config) -> data.DatasetInfo:
+  """The random data a config is timed on: CIFAR-100's shapes, or for an
+  ImageNet config its crop and 1,000 classes (resident in device memory and
+  cropped there, not streamed: the step alone)."""
+  if config.dataset != data.IMAGENET:
+    return INFO
+  return data.DatasetInfo('random', 1000, (config.image_size, config.image_size, 3),
+                          (0.5,) * 3, (0.25,) * 3)
 # The study teacher a method config (configs/<method>.py:<teacher>) is timed with.
 METHOD_TEACHER = 'resnet50'
 
@@ -54,20 +64,24 @@ def teacher_forward(config, teacher):
   """The teacher's forward pass as the train step runs it (its BatchNorm mode;
   batch statistics over steps.AXIS, here a leading axis of one device), jitted:
   (variables, pixels [1, batch, ...]) -> outputs."""
-  return jax.jit(jax.vmap(build_lib.teacher_apply(config, teacher, INFO), in_axes=(None, 0),
-                          axis_name=steps.AXIS))
+  return jax.jit(jax.vmap(build_lib.teacher_apply(config, teacher, info_for(config)),
+                          in_axes=(None, 0), axis_name=steps.AXIS))
 
 
 def teacher_for(config, width: int):
   """The config's teacher: its converted weights if present, else random weights
   of the architecture its directory names, in the form its BatchNorm mode needs
   either way."""
+  info = info_for(config)
   if workdir_lib.has_model_file(config.teacher):
-    return build_lib.load_teacher(config, INFO)
+    return build_lib.load_teacher(config, info)
+  name = teachers.directory_name(config.teacher)
+  known = study.TEACHERS.get(name)
+  kwargs = {'stem': 'imagenet'} if info.num_classes == 1000 else {}
   return teachers.random_teacher(
-      teachers.directory_name(config.teacher), INFO.num_classes,
+      known.arch if known else name, info.num_classes,
       build_lib.DTYPES[build_lib.compute_dtype(config.teacher_dtype)], seed=1,
-      bn=config.teacher_bn, width=width)
+      bn=config.teacher_bn, width=width, **kwargs)
 
 
 @dataclasses.dataclass
@@ -84,7 +98,8 @@ class Options:
 
 def bench_method(spec: str, options: Options, devices) -> Dict[str, Any]:
   """Compile time, train latency and pipelined throughput, eval speed, memory
-  and FLOPs of one method's mapped call, on CIFAR-100-sized random data."""
+  and FLOPs of one method's mapped call, on random data of its dataset's
+  shapes (info_for)."""
   config = load_config(spec)
   config.update(batch_size=options.batch_size, eval_batch_size=options.batch_size,
                 width=options.width)
@@ -94,16 +109,17 @@ def bench_method(spec: str, options: Options, devices) -> Dict[str, Any]:
     config.steps_per_call = options.steps_per_call
   method = build_lib.check_config(config, len(devices))
   teacher = teacher_for(config, options.width) if method.uses_teacher else None
+  info = info_for(config)
   # CIFAR-100's 390 steps per epoch; the schedule's values do not change the speed.
-  run = build_lib.build(config, INFO, 390, devices, teacher)
+  run = build_lib.build(config, info, 390, devices, teacher)
   per_call = run.steps_per_call
   rng = np.random.default_rng(0)
   # Images a step forwards: the batch, and its partners or carried examples.
   images_per_step = options.batch_size * method.groups
   num_images = 2 * images_per_step
   images, labels, state, key, teacher_variables = steps.replicate((
-      rng.integers(0, 256, (num_images, *INFO.image_shape), np.uint8),
-      rng.integers(0, INFO.num_classes, num_images).astype(np.int32),
+      rng.integers(0, 256, (num_images, *info.image_shape), np.uint8),
+      rng.integers(0, info.num_classes, num_images).astype(np.int32),
       run.init_state(jax.random.PRNGKey(0)), jax.random.PRNGKey(0),
       teacher.variables if teacher else {}), devices)
   per_device = options.batch_size // len(devices)
@@ -151,7 +167,7 @@ def bench_method(spec: str, options: Options, devices) -> Dict[str, Any]:
   }
   if teacher:
     forward = teacher_forward(config, teacher)
-    pixels = jax.device_put(jnp.zeros((1, per_device, *INFO.image_shape)), devices[0])
+    pixels = jax.device_put(jnp.zeros((1, per_device, *info.image_shape)), devices[0])
     variables = jax.device_put(teacher.variables, devices[0])
     result['teacher_forward_s'] = _median_seconds(lambda: forward(variables, pixels),
                                                   1, options.steps)

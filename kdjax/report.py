@@ -280,6 +280,20 @@ def plot_heads(runs: List[Run], root: str, path: str) -> bool:
   return True
 
 
+def _sources(runs: List[Run]) -> str:
+  """Where the study column's numbers come from, for rows whose number is not
+  the study's own (ImageNet's); '' if none."""
+  sources: Dict[str, List[str]] = {}
+  for run in runs:
+    row = study_row(run)
+    if row and row.source and row.name not in sources.get(row.source, []):
+      sources.setdefault(row.source, []).append(row.name)
+  if not sources:
+    return ''
+  return ('The study top-1 column is, for ' + '; for '.join(
+      f'{", ".join(names)}: {source}' for source, names in sources.items()) + '.\n\n')
+
+
 class NoRunsError(errors.UserError, FileNotFoundError):
   """A folder without kdjax workdirs under it."""
 
@@ -301,7 +315,7 @@ def report(root: str) -> str:
   heads = os.path.join(root, 'report_heads.png')
   if plot_heads(runs, root, heads):
     plots.append(heads)
-  text = (markdown(lines) + '\n\nTop-1 is the mean ± std over seeds of each run\'s best '
+  text = (markdown(lines) + '\n\n' + _sources(runs) + 'Top-1 is the mean ± std over seeds of each run\'s best '
           'epoch (the headline, as the study reports) and of its final epoch. '
           'best - baseline is the difference of mean best top-1 to the baseline row; '
           'with 2 or more seeds each, "beyond spread" when it exceeds the larger of the '

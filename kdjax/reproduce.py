@@ -1,6 +1,6 @@
 """Runs the rows of the study's table, each seed in its own workdir.
 
-  scripts/reproduce.sh [--study=cifar100|fashion_mnist] --seeds=3 [--runs=DIR] \\
+  scripts/reproduce.sh [--study=cifar100|imagenet|fashion_mnist] --seeds=3 [--runs=DIR] \\
       [--rows=baseline,self_kd] [--results=DIR] [--dry_run] \\
       [--devices_per_run=1 [--devices=0,1,...] [--platform=gpu|tpu]] \\
       [-- --config.dtype=float32 ...]
@@ -35,7 +35,9 @@ from kdjax import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum('study', 'cifar100', list(study.STUDIES), 'Whose table: the study on '
-                  'CIFAR-100, or its rows on Fashion-MNIST (configs/fashion_mnist.py).')
+                  'CIFAR-100, the field\'s ResNet34 -> ResNet18 on ImageNet '
+                  '(configs/imagenet.py; pass -- --config.manual_dir=FOLDER of the ILSVRC2012 '
+                  'tars), or the study\'s rows on Fashion-MNIST (configs/fashion_mnist.py).')
 flags.DEFINE_integer('seeds', 1, 'Seeds per row (0, 1, ..., N-1); CIFAR-100 practice is '
                      'the mean of several.')
 flags.DEFINE_string('runs', None, 'Folder that receives one workdir per row and seed '

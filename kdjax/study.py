@@ -1,5 +1,6 @@
 """The study kdjax reproduces, in one place: its teachers and the rows of its
-table, on CIFAR-100 and on Fashion-MNIST.
+table, on CIFAR-100 and on Fashion-MNIST; and the field's ImageNet table
+(ResNet34 -> ResNet18), which its methods are also run on.
 
 The study: "Making ResNet18 smarter with knowledge distillation" (CIFAR-100),
 whose training code is github nhandsome-new/resnet_kd (PyTorch Lightning +
@@ -64,6 +65,8 @@ class Row(NamedTuple):
   mixup: bool
   study_top1: Optional[float]  # the study's test top-1 (%); None where it has none
   width: int = 64  # the student ResNet18's
+  # Where study_top1 comes from, where that is not the study (ImageNet's rows).
+  source: str = ''
 
 
 ROWS = (
@@ -110,6 +113,26 @@ def _fashion_mnist_rows(size: str):
 FASHION_MNIST_ROWS = _fashion_mnist_rows('')
 
 
+# The field's ImageNet-1k table: ResNet34 (torchvision's, 73.31 %) teaching
+# ResNet18, at mdistiller's recipe (configs/imagenet.py), and the study's
+# self-distillation methods at that scale.
+MDISTILLER = "mdistiller's README (github megvii-research/mdistiller)"
+DKD_PAPER = 'the DKD paper (Zhao et al., CVPR 2022, arXiv:2203.08679), Table 3'
+IMAGENET_TEACHER = 'resnet34_imagenet'
+IMAGENET_ROWS = tuple(
+    Row(name, f'configs/imagenet.py:{name}', method, teacher, mixup, top1, 64, source)
+    for name, method, teacher, mixup, top1, source in (
+        # torchvision's ResNet18 (IMAGENET1K_V1), the student the papers cite.
+        ('baseline', 'baseline', '', False, 69.76, DKD_PAPER),
+        ('kd', 'offline', IMAGENET_TEACHER, False, 71.03, MDISTILLER),
+        ('at', 'at', IMAGENET_TEACHER, False, 70.69, DKD_PAPER),
+        ('crd', 'crd', IMAGENET_TEACHER, False, 71.17, DKD_PAPER),
+        ('reviewkd', 'reviewkd', IMAGENET_TEACHER, False, 71.61, DKD_PAPER),
+        ('dkd', 'dkd', IMAGENET_TEACHER, False, 71.70, MDISTILLER),
+        ('self_kd', 'self', '', True, None, ''),
+        ('offline_self_kd', 'offline_self', IMAGENET_TEACHER, True, None, '')))
+
+
 class Study(NamedTuple):
   """The table of one dataset at one size: its rows, and the config of the
   teacher that scripts/reproduce.sh trains into <runs>/teacher before them
@@ -121,6 +144,7 @@ class Study(NamedTuple):
 
 STUDIES = {
     'cifar100': Study('cifar100', ROWS, ''),
+    'imagenet': Study('imagenet2012', IMAGENET_ROWS, ''),
     'fashion_mnist': Study('fashion_mnist', FASHION_MNIST_ROWS,
                            'configs/fashion_mnist.py:teacher'),
     # At an accelerator's size (scripts/accelerator_check.sh).

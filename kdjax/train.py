@@ -61,6 +61,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logging.info('Loaded %s: %d train / %d test images in %.1f s.', config.dataset,
                  len(dataset.train_labels), len(dataset.test_labels),
                  load_time + time.time() - load_start)
+    if config.train_examples:
+      if config.train_examples > len(dataset.train_labels):
+        raise errors.ConfigError('train_examples', config.train_examples, f'{config.dataset} '
+                                 f'has {len(dataset.train_labels)} training examples; set at '
+                                 'most that many, or 0 for all.')
+      dataset = dataset.first_train(config.train_examples)
+      logging.info('Training on its first %d training examples (train_examples).',
+                   config.train_examples)
     return _train(plan, workdir, dataset, is_writer)
 
 

@@ -18,6 +18,16 @@
 #      epochs, one seed; FASHION_MNIST_ROWS=a,b,... picks the rows, by
 #      default the study's five), its small files and report into
 #      OUTPUT_DIR/fashion_mnist.
+#   4. With IMAGENET=FOLDER (ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar;
+#      TFDS prepares them into IMAGENET_DATA_DIR, default ~/tensorflow_datasets,
+#      once: hours, reused by every later run): the KD row
+#      (configs/imagenet.py:kd) on one device at batch 256 (lr 0.1) for one
+#      epoch of the first IMAGENET_EXAMPLES (64,000) training images through
+#      the real stream, then its top-1 on the whole validation split; its img/s
+#      and steps/s against kdjax.bench's step alone on device-resident images
+#      of the same shape (host-boundness: their ratio, 1 when device-bound).
+#      The teacher is teachers/resnet34_imagenet if fetched, else a random
+#      ResNet34. Into OUTPUT_DIR/imagenet.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-accelerator_check}")
@@ -111,4 +121,64 @@ if [[ -n "${FASHION_MNIST:-}" ]]; then
       --runs="$work/fashion_mnist" --results="$out/fashion_mnist" \
       -- --config.manual_dir="$(realpath "$FASHION_MNIST")" "${table[@]}" \
       2> "$out/fashion_mnist.log"
+fi
+
+if [[ -n "${IMAGENET:-}" ]]; then
+  echo "== the ImageNet KD row on one device, through the stream, from $IMAGENET" >&2
+  examples=${IMAGENET_EXAMPLES:-64000}
+  [[ "${SMOKE:-0}" == 1 ]] && examples=${IMAGENET_EXAMPLES:-48}
+  kd=(--config.batch_size=256 --config.learning_rate=0.1 --config.num_epochs=1
+      --config.train_examples="$examples" --config.log_every_steps=50
+      --config.manual_dir="$(realpath "$IMAGENET")"
+      --config.data_dir="${IMAGENET_DATA_DIR:-$HOME/tensorflow_datasets}")
+  bench_kd=(--methods=configs/imagenet.py:kd --batch_size=256)
+  if [[ "${SMOKE:-0}" == 1 ]]; then
+    kd+=(--config.width=4 '--config.stage_sizes=(1,1,1,1)' --config.image_size=32
+         --config.batch_size=8 --config.eval_batch_size=8 --config.input_workers=1)
+    bench_kd=(--methods=configs/imagenet.py:kd --batch_size=8 --width=4)
+  fi
+  teacher=teachers/resnet34_imagenet
+  if [[ ! -f $teacher/model.json ]]; then
+    teacher="$work/resnet34_imagenet"
+    python - "$teacher" "${SMOKE:-0}" <<'EOF'
+import sys
+import jax, jax.numpy as jnp
+from kdjax import checkpoint, models
+from kdjax import workdir as workdir_lib
+from kdjax.data import imagenet
+out, smoke = sys.argv[1], sys.argv[2] == '1'
+kwargs = {'stem': 'imagenet', **({'width': 4, 'stage_sizes': (1, 1, 1, 1)} if smoke else {})}
+model = models.get_model('resnet34', 1000, **kwargs)
+variables = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3)), train=False)
+workdir_lib.write_model_file(out, 'resnet34', 1000, kwargs, imagenet.MEAN, imagenet.STD,
+                             (224, 224, 3))
+checkpoint.save_variables(out, variables)
+EOF
+  fi
+  one_device=()  # the first GPU of a machine with several
+  command -v nvidia-smi > /dev/null && one_device=(env CUDA_VISIBLE_DEVICES=0)
+  "${one_device[@]}" python main.py --config=configs/imagenet.py:kd \
+      --workdir="$work/imagenet_kd" "${kd[@]}" --config.teacher="$teacher" \
+      2> "$out/imagenet_kd.log"
+  cp "$work/imagenet_kd/metrics.jsonl" "$out/imagenet_kd.metrics.jsonl"
+  # The same step alone, on device-resident images of its shape.
+  "${one_device[@]}" python -m kdjax.bench "${bench[@]}" "${bench_kd[@]}" --host_boundness=false \
+      --output="$out/imagenet_bench.json" | tee "$out/imagenet_bench.txt"
+  python - "$out" "$teacher" <<'EOF'
+import json, os, sys
+out, teacher = sys.argv[1], sys.argv[2]
+record = [json.loads(l) for l in open(os.path.join(out, 'imagenet_kd.metrics.jsonl'))][-1]
+step = json.load(open(os.path.join(out, 'imagenet_bench.json')))['methods'][
+    'configs/imagenet.py:kd']
+report = {
+    'teacher': teacher, 'epoch_images_per_sec': record['images_per_sec'],
+    'epoch_steps_per_sec': record['images_per_sec'] / step['images_per_step'],
+    'epoch_time_s': record['epoch_time_s'], 'test_top1': record['test_top1'],
+    'test_top5': record['test_top5'], 'step_alone_images_per_sec': step['train_images_per_s'],
+    # The loop on the stream over the step alone: 1 when device-bound.
+    'host_boundness': record['images_per_sec'] / step['train_images_per_s'],
+}
+json.dump(report, open(os.path.join(out, 'imagenet.json'), 'w'), indent=2)
+print(json.dumps(report, indent=2))
+EOF
 fi

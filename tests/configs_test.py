@@ -9,6 +9,7 @@ from configs import default
 from configs import offline_kd
 from kdjax import build
 from kdjax import data
+from kdjax import methods
 from kdjax import steps
 from kdjax import study
 from tiny import first
@@ -31,6 +32,7 @@ WITH_HEADS = ('dkd.py', 'dist.py', 'at.py', 'sp.py', 'pkt.py', 'nst.py', 'offlin
 ARGS = {**{name: sorted(study.TEACHERS) for name in TEACHER_CONFIGS},
         'online_kd.py': ['resnet18', 'repvgg_a0', 'resnet18,resnet18'],
         'tf_kd_self.py': sorted(study.TEACHERS),
+        'imagenet.py': [r.name for r in study.IMAGENET_ROWS],
         'fashion_mnist.py': [f'{row}{size}' for row in (
             'offline_self_kd', 'teacher', *(r.name for r in study.FASHION_MNIST_ROWS))
                              for size in ('', ',full')]}
@@ -53,7 +55,8 @@ def test_every_config_has_exactly_the_default_fields(name, arg):
     assert config.peers == tuple(arg.split(','))
 
 
-@pytest.mark.parametrize('name', CONFIGS)
+# imagenet.py's rows train on a miniature ImageNet in imagenet_test.
+@pytest.mark.parametrize('name', [c for c in CONFIGS if c != 'imagenet.py'])
 def test_every_config_runs_a_step_of_a_tiny_variant(name, cifar_teacher, tmp_path):
   # Online configs run with their first argument, a ResNet18 peer of the same tiny shape.
   config = _get_config(name, ARGS.get(name, [None])[0])
@@ -99,7 +102,8 @@ def test_fashion_mnist_rows_are_the_studys_with_only_the_documented_changes(row,
 
 
 @pytest.mark.parametrize('arg,message', [
-    (None, r"No teacher named: name one of \['repvgg_a0', 'resnet50'\] after the config"),
+    (None, r"No teacher named: name one of \['repvgg_a0', 'resnet18_imagenet', "
+           r"'resnet34_imagenet', 'resnet50', 'resnet50_imagenet'\] after the config"),
     ('vgg8', r"Unknown teacher 'vgg8'.*or set --config.teacher to any teacher directory"),
 ])
 def test_a_teacher_config_without_a_known_teacher_is_a_clear_error(arg, message):
@@ -127,3 +131,46 @@ def test_each_compared_method_steps_with_the_studys_heads_on_one_device(name):
   for head in ('head1', 'head2', 'head3'):
     assert not np.array_equal(first(state).params[head]['classifier']['kernel'],
                               start.params[head]['classifier']['kernel'])
+
+
+# mdistiller's configs/imagenet/r34_r18/{kd,at,crd,reviewkd,dkd}.yaml (SOLVER and
+# each method's block), with its engine/cfg.py's defaults where a yaml is silent.
+MDISTILLER_R34_R18 = {
+    'kd': {'batch_size': 512, 'learning_rate': 0.2, 'ce_weight': 0.5, 'kd_weight': 0.5,
+           'kd_temperature': 1.0, 'kd_reduction': 'batchmean'},
+    'at': {'batch_size': 512, 'learning_rate': 0.2, 'at_weight': 1000.0, 'at_p': 2.0},
+    'crd': {'batch_size': 256, 'learning_rate': 0.1, 'crd_weight': 0.8, 'crd_dim': 128,
+            'crd_negatives': 16384, 'crd_temperature': 0.07, 'crd_momentum': 0.5},
+    'reviewkd': {'batch_size': 256, 'learning_rate': 0.1, 'reviewkd_weight': 1.0,
+                 'reviewkd_warmup_epochs': 1, 'reviewkd_student_preact': True},
+    'dkd': {'batch_size': 512, 'learning_rate': 0.2, 'dkd_alpha': 1.0, 'dkd_beta': 0.5,
+            'dkd_temperature': 1.0, 'dkd_warmup_epochs': 1},
+}
+MDISTILLER_SOLVER = {'num_epochs': 100, 'schedule': 'step', 'decay_epochs': (30, 60, 90),
+                     'decay_rate': 0.1, 'warmup_epochs': 0.0, 'weight_decay': 1e-4,
+                     'momentum': 0.9, 'nesterov': False, 'mixup_alpha': 0.0,
+                     'teacher_bn': 'running', 'rotation_degrees': 0.0}
+
+
+@pytest.mark.parametrize('row', list(MDISTILLER_R34_R18))
+def test_imagenet_rows_hold_mdistillers_r34_r18_settings(row):
+  config = _get_config('imagenet.py', row)
+  for field, value in {**MDISTILLER_SOLVER, **MDISTILLER_R34_R18[row]}.items():
+    assert config[field] == value, field
+  assert (config.dataset, config.model, config.stem) == ('imagenet2012', 'resnet18', 'auto')
+  assert config.teacher == study.TEACHERS['resnet34_imagenet'].directory
+  # Every method but KD keeps the cross-entropy at weight 1 (CE_WEIGHT 1.0).
+  method = methods.get_method(config.method)
+  assert methods.ce_weight(method.terms, config) == (0.5 if row == 'kd' else 1.0)
+
+
+def test_imagenet_self_distillation_rows_are_the_studys_on_mdistillers_recipe():
+  for row, cifar in (('self_kd', _get_config('self_kd.py', None)),
+                     ('offline_self_kd', _get_config('offline_self_kd.py', 'resnet34_imagenet'))):
+    config = _get_config('imagenet.py', row)
+    recipe = {**MDISTILLER_SOLVER, 'batch_size': 512, 'learning_rate': 0.2,
+              'mixup_alpha': 0.4}
+    changed = {'dataset', 'dtype', 'teacher_dtype', 'checkpoint_every_steps', *recipe}
+    assert {k: config[k] for k in recipe} == recipe
+    assert {k: v for k, v in config.items() if k not in changed} == {
+        k: v for k, v in cifar.items() if k not in changed}

@@ -13,13 +13,18 @@ import sys
 import tarfile
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 from kdjax import build
+from kdjax import checkpoint
 from kdjax import data
+from kdjax import models
+from kdjax import study
 from kdjax import train
+from kdjax import workdir as workdir_lib
 from kdjax.data import imagenet
 import imagenet_mini
 from tiny import read_checkpoint
@@ -45,10 +50,10 @@ def mini(tmp_path_factory):
   return str(folder / 'manual'), str(folder / 'data'), written
 
 
-def _args(mini, workdir, **overrides):
+def _args(mini, workdir, config='configs/imagenet.py:baseline', base=OVERRIDES, **overrides):
   manual_dir, data_dir, _ = mini
-  settings = {**OVERRIDES, 'manual_dir': manual_dir, 'data_dir': data_dir, **overrides}
-  return [sys.executable, 'main.py', '--config=configs/baseline.py', f'--workdir={workdir}',
+  settings = {**base, 'manual_dir': manual_dir, 'data_dir': data_dir, **overrides}
+  return [sys.executable, 'main.py', f'--config={config}', f'--workdir={workdir}',
           *(f'--config.{k}={v}' for k, v in settings.items())]
 
 
@@ -73,6 +78,12 @@ def test_tfds_prepares_the_tars_with_their_labels(mini):
   dataset = data.load_dataset('imagenet2012', data_dir, image_size=32)
   assert dataset.info.image_shape == (32, 32, 3) and dataset.info.encoded
   assert sorted(dataset.test_labels.tolist()) == sorted(l for _, l in written['test'])
+  # A run on a subset (config.train_examples) reads the split's first examples.
+  first = dataset.first_train(10)
+  assert len(first.train_images) == 10 and first.train_labels.tolist() == (
+      dataset.train_labels[:10].tolist())
+  assert [first.train_images[i] for i in range(10)] == [dataset.train_images[i]
+                                                        for i in range(10)]
   # The labels are kept beside TFDS's files after the first read.
   assert os.path.exists(os.path.join(builder.data_dir, 'kdjax-labels-train.npy'))
 
@@ -109,6 +120,45 @@ def test_on_one_device_a_run_killed_mid_epoch_resumes_bit_identical(mini, tmp_pa
     assert got_record[metric] == want_record[metric]
 
 
+@pytest.fixture(scope='module')
+def teacher(tmp_path_factory):
+  """A random ResNet34 in torchvision's layout, as tiny as the students."""
+  folder = str(tmp_path_factory.mktemp('teacher'))
+  kwargs = {'stem': 'imagenet', 'width': 4, 'stage_sizes': (1, 1, 1, 1)}
+  model = models.get_model('resnet34', 1000, **kwargs)
+  variables = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3)), train=False)
+  workdir_lib.write_model_file(folder, 'resnet34', 1000, kwargs, imagenet.MEAN, imagenet.STD,
+                               (224, 224, 3))
+  checkpoint.save_variables(folder, variables)
+  return folder
+
+
+# The baseline row trains in the tests above; each other row for an epoch here,
+# at its config's every setting but the sizes (and a tiny teacher).
+@pytest.mark.parametrize('row', [r for r in study.IMAGENET_ROWS if r.name != 'baseline'],
+                         ids=lambda r: r.name)
+def test_every_imagenet_row_trains_an_epoch_through_main(mini, teacher, row, tmp_path):
+  workdir = str(tmp_path / row.name)
+  sizes = {k: OVERRIDES[k] for k in ('image_size', 'width', 'stage_sizes', 'batch_size',
+                                     'eval_batch_size', 'num_epochs', 'steps_per_call',
+                                     'input_workers')}
+  if row.teacher:
+    sizes['teacher'] = teacher
+  # CRD keeps a memory row per training example: on a subset, per example of it.
+  examples = 48 if row.name == 'crd' else 72
+  if row.name == 'crd':
+    sizes['train_examples'] = examples
+  result = _run(_args(mini, workdir, row.config, sizes))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert (f'Training resnet18 ({row.method}, float32) on imagenet2012: {examples} examples, '
+          f'{examples // OVERRIDES["batch_size"]} steps/epoch') in result.stderr
+  assert (f'Teacher {teacher} (resnet34, ' in result.stderr) == bool(row.teacher)
+  (record,) = _records(workdir)
+  assert np.isfinite(record['train_loss']) and 0 <= record['test_top1'] <= 100
+  with open(os.path.join(workdir, 'model.json')) as f:
+    assert json.load(f)['kwargs']['stem'] == 'imagenet'
+
+
 def _flat(tree):
   return np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
 
@@ -135,7 +185,8 @@ def test_two_hosts_read_their_own_rows_and_train_like_one(mini, tmp_path):
   multi = str(tmp_path / 'multi')
   address = f'localhost:{_free_port()}'
   processes = [subprocess.Popen(
-      [*_args(mini, multi, batch_size=16, learning_rate=0.001), '--distributed',
+      [*_args(mini, multi, 'configs/baseline.py', batch_size=16, learning_rate=0.001),
+       '--distributed',
        f'--coordinator_address={address}', '--num_processes=2', f'--process_id={i}'],
       cwd=ROOT, env=with_devices(1), text=True, stderr=subprocess.PIPE) for i in range(2)]
   logs = [p.communicate(timeout=600)[1] for p in processes]

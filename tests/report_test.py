@@ -265,3 +265,34 @@ def test_reproduce_runs_concurrently_each_run_on_its_own_devices(tmp_path):
   # At most two at once (one per group), and some did run together.
   overlaps = [sum(s <= t < e for s, e in spans) for t, _ in spans]
   assert max(overlaps) == 2
+
+
+def test_imagenet_rows_stand_beside_their_published_numbers_and_sources(tmp_path):
+  from configs import imagenet  # pylint: disable=g-import-not-at-top
+  root = tmp_path / 'runs'
+  for row, top1 in (('baseline', 69.5), ('kd', 70.53), ('reviewkd', 71.0), ('self_kd', 70.0)):
+    _write_run(root / row / 'seed0', _config(imagenet, 0, row), [60.0, top1])
+  lines = {l.row: l for l in report.table_lines(report.find_runs(str(root)))}
+  assert [l.row for l in report.table_lines(report.find_runs(str(root)))] == [
+      'baseline', 'kd', 'reviewkd', 'self_kd']
+  assert (lines['kd'].teacher, lines['kd'].study, lines['kd'].difference) == (
+      'resnet34_imagenet', '71.03', '-0.50')
+  assert (lines['reviewkd'].study, lines['reviewkd'].versus_baseline) == ('71.61', '+1.50')
+  assert (lines['baseline'].study, lines['self_kd'].study) == ('69.76', '-')
+  text = report.report(str(root))
+  assert text.splitlines()[0] == '| ' + ' | '.join(report.HEADER) + ' |'
+  assert (f'The study top-1 column is, for baseline, reviewkd: {study.DKD_PAPER}; for kd: '
+          f'{study.MDISTILLER}.') in text
+
+
+def test_reproduce_imagenet_lists_every_row_and_needs_torchvisions_resnet34():
+  result = _reproduce('--study=imagenet', '--dry_run', '--', '--config.manual_dir=/data/ilsvrc')
+  assert result.returncode == 0, result.stderr[-3000:]
+  commands = [c.split(' ', 1)[1] for c in result.stdout.strip().splitlines()]
+  assert commands == [f'main.py --config=configs/imagenet.py:{row} '
+                      f'--workdir=runs/imagenet/{row}/seed0 --config.seed=0 '
+                      '--config.manual_dir=/data/ilsvrc'
+                      for row in ('baseline', 'kd', 'at', 'crd', 'reviewkd', 'dkd', 'self_kd',
+                                  'offline_self_kd')]
+  if not os.path.exists(os.path.join(ROOT, 'teachers', 'resnet34_imagenet', 'model.json')):
+    assert 'python -m kdjax.teachers fetch resnet34_imagenet' in result.stderr

@@ -10,6 +10,7 @@ from kdjax import build
 from kdjax import data
 from kdjax import errors
 from kdjax import evaluate
+from kdjax import methods
 from kdjax import steps
 from kdjax import train
 from kdjax import workdir as workdir_lib
@@ -195,6 +196,21 @@ def test_unknown_dtype_is_a_clear_error():
   with pytest.raises(errors.ConfigError, match=r"--config.dtype=float16: set it to one of "
                      r"\['float32', 'bfloat16', 'auto'\]"):
     build.check_config(tiny_config(dtype='float16'), 4)
+
+
+def test_the_stem_is_checked_and_resolved_by_the_dataset():
+  with pytest.raises(errors.ConfigError, match=r"--config.stem=torchvision: set it to one of "
+                     r"\['auto', 'cifar', 'imagenet'\]"):
+    build.check_config(tiny_config(stem='torchvision'), 4)
+  with pytest.raises(errors.ConfigError, match=r"--config.stem=imagenet: repvgg_a0 has one "
+                     r"layout"):
+    build.check_config(tiny_config(stem='imagenet', model='repvgg_a0'), 4)
+  method = methods.get_method('baseline')
+  assert method.model_spec(tiny_config())[1].get('stem') is None  # CIFAR's, unsaid
+  assert method.model_spec(tiny_config(dataset='imagenet2012'))[1]['stem'] == 'imagenet'
+  assert method.model_spec(tiny_config(stem='imagenet'))[1]['stem'] == 'imagenet'
+  assert method.model_spec(tiny_config(dataset='imagenet2012', stem='cifar'))[1].get(
+      'stem') is None
 
 
 def test_a_workdir_of_another_config_is_refused_untouched(tmp_path):

@@ -75,6 +75,12 @@ class Dataset:
   image_shape: Optional[Tuple[int, ...]] = None  # default: the arrays'
   encoded: bool = False
 
+  def first_train(self, count: int) -> 'Dataset':
+    """This dataset with only the first `count` training examples (TFDS's
+    prepared splits are shuffled at preparation, so these mix the classes)."""
+    return dataclasses.replace(self, train_images=self.train_images[:count],
+                               train_labels=self.train_labels[:count])
+
   @property
   def info(self) -> DatasetInfo:
     return DatasetInfo(self.name, self.num_classes,

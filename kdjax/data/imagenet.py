@@ -13,7 +13,7 @@ import io
 import logging
 import os
 import tarfile
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -136,8 +136,8 @@ class JpegSource(Sequence):
   source, the image left encoded): what the stream's workers read. Picklable,
   so each worker process opens the files for itself."""
 
-  def __init__(self, data_dir: str, split: str):
-    self._data_dir, self._split = data_dir, split
+  def __init__(self, data_dir: str, split: str, limit: Optional[int] = None):
+    self._data_dir, self._split, self._limit = data_dir, split, limit
     self._source = None
 
   def _open(self):
@@ -148,9 +148,13 @@ class JpegSource(Sequence):
     return self._source
 
   def __len__(self):
-    return len(self._open())
+    return min(len(self._open()), self._limit or len(self._open()))
 
   def __getitem__(self, index) -> bytes:
+    if isinstance(index, slice):  # only [:n], the first n examples, as arrays slice
+      if index.start or index.step:
+        raise ValueError(f'{type(self).__name__} slices as [:n] only, not {index}.')
+      return JpegSource(self._data_dir, self._split, min(index.stop, len(self)))
     return self._open()[int(index)]['image']
 
   def labels(self) -> np.ndarray:
@@ -159,7 +163,7 @@ class JpegSource(Sequence):
     directory = _builder(self._data_dir).data_dir
     path = os.path.join(directory, LABELS_FILE.format(split=self._split))
     if os.path.exists(path):
-      return np.load(path)
+      return np.load(path)[:len(self)]
     source = self._open()
     logging.info('Reading the labels of %s %s (%d examples), once.', NAME, self._split,
                  len(source))
@@ -170,7 +174,7 @@ class JpegSource(Sequence):
       os.replace(path + '.tmp.npy', path)
     except OSError as e:
       logging.warning('Could not keep the labels in %s (%s).', path, e)
-    return labels
+    return labels[:len(self)]
 
   def __getstate__(self):
     return {'_data_dir': self._data_dir, '_split': self._split, '_source': None}

@@ -142,7 +142,7 @@ class Method:
         kwargs['heads'] = True
       if config.stage_sizes:
         kwargs['stage_sizes'] = tuple(config.stage_sizes)
-      if stem_of(config, name) != DEFAULT_STEM:
+      if stem_of(config, name) not in ('', DEFAULT_STEM):
         kwargs['stem'] = stem_of(config, name)
       if channels:
         kwargs.update(hint_stage=config.hint_stage, hint_channels=channels)
