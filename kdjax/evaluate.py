@@ -65,7 +65,8 @@ def data_settings(path: str, dataset: str = '', data_dir: str = '',
                   manual_dir: str = '') -> Tuple[str, str, str, int]:
   """(dataset, data_dir, manual_dir, image_size) to evaluate the directory
   `path` on: each one given, else its config.json's (a kdjax workdir), else
-  CIFAR-100's (a converted teacher has no config.json)."""
+  (a converted teacher has no config.json) ImageNet's for a 1,000-class
+  teacher, CIFAR-100's for any other."""
   saved = {}
   file = workdir_lib.path(path) / workdir_lib.CONFIG_FILE
   if file.exists():
@@ -74,6 +75,9 @@ def data_settings(path: str, dataset: str = '', data_dir: str = '',
     except (OSError, ValueError) as e:
       raise errors.TeacherError(f'Cannot read {file} ({e}); pass --dataset (and '
                                   '--data_dir or --manual_dir) yourself.') from e
+  if not saved and workdir_lib.has_model_file(path):
+    spec = json.loads((workdir_lib.path(path) / workdir_lib.MODEL_FILE).read_text())
+    saved = {'dataset': data.IMAGENET if spec.get('num_classes') == 1000 else 'cifar100'}
   return (dataset or saved.get('dataset', 'cifar100'), data_dir or saved.get('data_dir', ''),
           manual_dir or saved.get('manual_dir', ''), saved.get('image_size', 224))
 
@@ -103,9 +107,9 @@ def _print_evaluation():
   line = (f'{FLAGS.teacher}: test top-1 {result["top1"]:.2f}%, top-5 {result["top5"]:.2f}% '
           f'on {result["count"]} {result["dataset"]} test images')
   known = study.TEACHERS.get(teachers.directory_name(FLAGS.teacher))
-  if known and result['dataset'] == 'cifar100':
-    line += (f' (the study reports {known.top1:.2f}%, {known.source} '
-             f'{known.source_top1:.2f}%)')
+  if known and result['dataset'] == known.dataset:
+    line += f' ({known.source} reports {known.source_top1:.2f}%'
+    line += (f', the study {known.top1:.2f}%)' if known.top1 != known.source_top1 else ')')
   print(line + '.')
 
 
@@ -118,8 +122,8 @@ def main(argv):
 if __name__ == '__main__':
   flags.DEFINE_string('teacher', None, 'A teacher directory or kdjax workdir.')
   flags.DEFINE_string('dataset', '', "'cifar100', 'fashion_mnist', 'digits' or 'imagenet2012' "
-                      "(default: the workdir's own, from its config.json; CIFAR-100 for a "
-                      'converted teacher).')
+                      "(default: the workdir's own, from its config.json; for a converted "
+                      'teacher ImageNet if it has 1,000 classes, else CIFAR-100).')
   flags.DEFINE_string('data_dir', '', 'TFDS data_dir, as --config.data_dir (default: the '
                       "workdir's).")
   flags.DEFINE_string('manual_dir', '', "Folder with cifar-100-binary.tar.gz, Fashion-MNIST's "

@@ -27,6 +27,7 @@ class Teacher(NamedTuple):
   top1: float
   source_top1: float  # the published file's top-1 (%), as its project reports it
   directory: str  # where kdjax.teachers fetch / kdjax.convert put the converted weights
+  dataset: str = 'cifar100'  # what it was trained and is evaluated on
 
 
 TEACHERS = {
@@ -48,7 +49,7 @@ TEACHERS = {
     **{name: Teacher(
         name, arch, f'https://download.pytorch.org/models/{filename}', filename,
         filename.split('-')[1].split('.')[0], 'torchvision (IMAGENET1K_V1)', top1, top1,
-        f'teachers/{name}')
+        f'teachers/{name}', 'imagenet2012')
        for name, arch, filename, top1 in (
            ('resnet18_imagenet', 'resnet18', 'resnet18-f37072fd.pth', 69.758),
            ('resnet34_imagenet', 'resnet34', 'resnet34-b627a593.pth', 73.314),

@@ -178,3 +178,20 @@ def test_rkd_losses_vanish_when_the_student_is_a_scaled_rotation_of_the_teacher(
   student = (2.5 * teacher @ rotation).astype(np.float32)
   assert float(losses.rkd_distance(student, teacher)) < 1e-10
   assert float(losses.rkd_angle(student, teacher)) < 1e-10
+
+
+def test_reviewkds_hierarchical_context_matches_mdistillers_at_imagenets_grids():
+  # At 224 px the levels are 56, 28, 14, 7 and 1 wide: 14 and 7 pool to 4x4
+  # through overlapping windows (adaptive_avg_pool2d's).
+  from reference_loss_test import hcl_loss  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  students, targets = ([rng.normal(size=(2, size, size, 3)).astype(np.float32)
+                        for size in (56, 28, 14, 7, 1)] for _ in range(2))
+  value, grads = jax.value_and_grad(losses.hierarchical_context)(students, targets)
+  t_students = [torch.tensor(s.transpose(0, 3, 1, 2), requires_grad=True) for s in students]
+  want = hcl_loss(t_students, [torch.tensor(t.transpose(0, 3, 1, 2)) for t in targets])
+  want.backward()
+  np.testing.assert_allclose(float(value), want.item(), rtol=1e-6)
+  for grad, t_student in zip(grads, t_students):
+    np.testing.assert_allclose(np.asarray(grad), t_student.grad.numpy().transpose(0, 2, 3, 1),
+                               atol=1e-8)

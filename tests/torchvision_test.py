@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from kdjax import convert
+from kdjax import evaluate
 from kdjax import export
 from kdjax import models
 from kdjax import study
@@ -156,6 +157,8 @@ def test_fetch_converts_torchvisions_published_file_into_an_imagenet_teacher(
   spec = json.loads((tmp_path / 'teachers' / 'resnet18_imagenet' / 'model.json').read_text())
   assert spec['kwargs'] == {'stem': 'imagenet'}
   assert tuple(spec['image_shape']) == (224, 224, 3)
+  # kdjax.evaluate --teacher=DIR evaluates it on ImageNet unless told otherwise.
+  assert evaluate.data_settings(out) == ('imagenet2012', '', '', 224)
   teacher = teachers.load(out, bn='running')
   assert (teacher.mean, teacher.std) == (imagenet.MEAN, imagenet.STD)
   logits = jax.jit(functools.partial(teacher.model.apply, train=False))(

@@ -2,6 +2,7 @@
 ReviewKD, OFD and CRD."""
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -128,11 +129,22 @@ def variational_information(mean: jax.Array, variance: jax.Array,
   return jnp.mean(0.5 * ((mean - target)**2 / variance + jnp.log(variance)))
 
 
+def _pool_matrix(length: int, size: int) -> np.ndarray:
+  """[size, length]: row i averages adaptive_avg_pool2d's window i, from
+  floor(i * length / size) to ceil((i + 1) * length / size); windows overlap
+  where size does not divide length (ImageNet's 7x7 and 14x14 maps to 4x4)."""
+  matrix = np.zeros((size, length), np.float32)
+  for i in range(size):
+    start, end = (i * length) // size, -(-(i + 1) * length // size)
+    matrix[i, start:end] = 1.0 / (end - start)
+  return matrix
+
+
 def _average_pool(x, size):
-  """NHWC maps averaged down to size x size (adaptive_avg_pool2d for whole
-  multiples)."""
-  n, h, w, c = x.shape
-  return x.reshape(n, size, h // size, size, w // size, c).mean((2, 4))
+  """NHWC maps averaged down to size x size, as adaptive_avg_pool2d."""
+  _, h, w, _ = x.shape
+  return jnp.einsum('ih,nhwc,jw->nijc', _pool_matrix(h, size), x, _pool_matrix(w, size),
+                    precision=jax.lax.Precision.HIGHEST)
 
 
 def hierarchical_context(features, target_features) -> jax.Array:
