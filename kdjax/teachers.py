@@ -6,6 +6,7 @@ kdjax workdir is one (its best checkpoint teaches), so any finished run can
 teach another. The study's teachers come from PyTorch checkpoints:
 
   python -m kdjax.teachers fetch repvgg_a0   # or resnet50; --file=PATH for a local copy
+  python -m kdjax.teachers fetch resnet34_imagenet   # torchvision's, for ImageNet
 
 downloads one (tensorflow-datasets' download manager: progress, a finished
 download is kept and reused), checks its published sha256, converts it and

@@ -23,9 +23,10 @@
 #      once: hours, reused by every later run): the KD row
 #      (configs/imagenet.py:kd) on one device at batch 256 (lr 0.1) for one
 #      epoch of the first IMAGENET_EXAMPLES (64,000) training images through
-#      the real stream, then its top-1 on the whole validation split; its img/s
-#      and steps/s against kdjax.bench's step alone on device-resident images
-#      of the same shape (host-boundness: their ratio, 1 when device-bound).
+#      the real stream, then its top-1 on the whole validation split; the
+#      loop's img/s and steps/s after compilation against kdjax.bench's step
+#      alone on device-resident images of the same shape (host-boundness:
+#      their ratio, 1 when device-bound).
 #      The teacher is teachers/resnet34_imagenet if fetched, else a random
 #      ResNet34. Into OUTPUT_DIR/imagenet.json.
 set -euo pipefail
@@ -133,8 +134,8 @@ if [[ -n "${IMAGENET:-}" ]]; then
       --config.data_dir="${IMAGENET_DATA_DIR:-$HOME/tensorflow_datasets}")
   bench_kd=(--methods=configs/imagenet.py:kd --batch_size=256)
   if [[ "${SMOKE:-0}" == 1 ]]; then
-    kd+=(--config.width=4 '--config.stage_sizes=(1,1,1,1)' --config.image_size=32
-         --config.batch_size=8 --config.eval_batch_size=8 --config.input_workers=1)
+    kd+=(--config.width=4 --config.batch_size=8 --config.eval_batch_size=8
+         --config.input_workers=1 --config.log_every_steps=1)
     bench_kd=(--methods=configs/imagenet.py:kd --batch_size=8 --width=4)
   fi
   teacher=teachers/resnet34_imagenet
@@ -147,7 +148,7 @@ from kdjax import checkpoint, models
 from kdjax import workdir as workdir_lib
 from kdjax.data import imagenet
 out, smoke = sys.argv[1], sys.argv[2] == '1'
-kwargs = {'stem': 'imagenet', **({'width': 4, 'stage_sizes': (1, 1, 1, 1)} if smoke else {})}
+kwargs = {'stem': 'imagenet', **({'width': 4} if smoke else {})}
 model = models.get_model('resnet34', 1000, **kwargs)
 variables = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3)), train=False)
 workdir_lib.write_model_file(out, 'resnet34', 1000, kwargs, imagenet.MEAN, imagenet.STD,
@@ -165,18 +166,25 @@ EOF
   "${one_device[@]}" python -m kdjax.bench "${bench[@]}" "${bench_kd[@]}" --host_boundness=false \
       --output="$out/imagenet_bench.json" | tee "$out/imagenet_bench.txt"
   python - "$out" "$teacher" <<'EOF'
-import json, os, sys
+import json, os, re, sys
 out, teacher = sys.argv[1], sys.argv[2]
 record = [json.loads(l) for l in open(os.path.join(out, 'imagenet_kd.metrics.jsonl'))][-1]
 step = json.load(open(os.path.join(out, 'imagenet_bench.json')))['methods'][
     'configs/imagenet.py:kd']
+# The loop's rate between its first and last progress lines (each fetches its
+# step's loss, so waits for it): after compilation and start-up.
+lines = re.findall(r'^I\d{4} (\d\d):(\d\d):([\d.]+) .*\] step (\d+)/\d+ ',
+                   open(os.path.join(out, 'imagenet_kd.log')).read(), re.M)
+(h0, m0, s0, first), (h1, m1, s1, last) = lines[0], lines[-1]
+seconds = ((int(h1) - int(h0)) * 3600 + (int(m1) - int(m0)) * 60 + float(s1) - float(s0)) % 86400
+steps_per_s = (int(last) - int(first)) / seconds
+images_per_s = steps_per_s * step['images_per_step']
 report = {
-    'teacher': teacher, 'epoch_images_per_sec': record['images_per_sec'],
-    'epoch_steps_per_sec': record['images_per_sec'] / step['images_per_step'],
+    'teacher': teacher, 'loop_steps_per_s': steps_per_s, 'loop_images_per_s': images_per_s,
     'epoch_time_s': record['epoch_time_s'], 'test_top1': record['test_top1'],
-    'test_top5': record['test_top5'], 'step_alone_images_per_sec': step['train_images_per_s'],
+    'test_top5': record['test_top5'], 'step_alone_images_per_s': step['train_images_per_s'],
     # The loop on the stream over the step alone: 1 when device-bound.
-    'host_boundness': record['images_per_sec'] / step['train_images_per_s'],
+    'host_boundness': images_per_s / step['train_images_per_s'],
 }
 json.dump(report, open(os.path.join(out, 'imagenet.json'), 'w'), indent=2)
 print(json.dumps(report, indent=2))

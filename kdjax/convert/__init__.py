@@ -25,6 +25,7 @@ from kdjax import checkpoint
 from kdjax import errors
 from kdjax import models
 from kdjax import workdir as workdir_lib
+# The layouts' names that callers use, as kdjax.convert.<name>.
 from kdjax.convert.layouts import (CIFAR_SHAPE, ConversionError, NORMALIZATION, PARAM_NAMES,
                                    detect_layout, image_shape, model_kwargs, module_key,
                                    to_torch)
@@ -118,4 +119,5 @@ def write_teacher(out: str, arch: str, variables, mean, std, kwargs=None,
   checkpoint.save_variables(out, variables)
 
 
+# After the names fetch reads from this package.
 from kdjax.convert.fetch import fetch, sha256  # pylint: disable=g-import-not-at-top,wrong-import-position
