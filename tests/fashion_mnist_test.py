@@ -197,13 +197,15 @@ def test_the_real_files_load_in_their_published_order_with_the_recorded_statisti
 
 
 def _train(workdir, config, *overrides):
-  """main.py on one device: a tiny ResNet18 for one epoch; returns its summary."""
+  """main.py on one device: a tiny ResNet18 for one epoch of the first half of
+  the training split (config.train_examples); returns its summary."""
   result = subprocess.run(
       [sys.executable, 'main.py', f'--config=configs/fashion_mnist.py:{config}',
        f'--workdir={workdir}', '--config.width=4', '--config.stage_sizes=(1, 1, 1, 1)',
        '--config.num_epochs=1', '--config.schedule=warmup_cosine',
        '--config.warmup_epochs=0.0', '--config.min_learning_rate=0.0',
-       '--config.learning_rate=0.05', '--config.log_every_steps=0', *overrides],
+       '--config.learning_rate=0.05', '--config.log_every_steps=0',
+       '--config.train_examples=30000', *overrides],
       cwd=ROOT, env=with_devices(1), text=True, capture_output=True, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   with open(os.path.join(workdir, 'summary.json')) as f:
@@ -220,8 +222,8 @@ def test_one_epoch_on_the_real_files_teaches_a_student_with_heads(tmp_path):
     assert json.load(f)['image_shape'] == [28, 28, 1]
   student = _train(tmp_path / 'student', 'offline_self_kd',
                    f'--config.teacher={tmp_path / "teacher"}')
-  # Measured: teacher 76.95 %, student 75.09 %, its heads 56.87, 57.70 and
-  # 68.86 % (chance is 10 %; labels out of the images' order give about
+  # Measured: teacher 73.86 %, student 69.33 %, its heads 38.55, 48.45 and
+  # 56.22 % (chance is 10 %; labels out of the images' order give about
   # that; an image of the wrong shape does not train).
   assert teacher['best_top1'] > 70
   assert student['best_top1'] > 65
