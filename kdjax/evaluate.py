@@ -65,8 +65,8 @@ def data_settings(path: str, dataset: str = '', data_dir: str = '',
                   manual_dir: str = '') -> Tuple[str, str, str, int]:
   """(dataset, data_dir, manual_dir, image_size) to evaluate the directory
   `path` on: each one given, else its config.json's (a kdjax workdir), else
-  (a converted teacher has no config.json) ImageNet's for a 1,000-class
-  teacher, CIFAR-100's for any other."""
+  (a converted teacher has no config.json) ImageNet's for a teacher with
+  ImageNet's stem (torchvision's), CIFAR-100's for any other."""
   saved = {}
   file = workdir_lib.path(path) / workdir_lib.CONFIG_FILE
   if file.exists():
@@ -77,7 +77,8 @@ def data_settings(path: str, dataset: str = '', data_dir: str = '',
                                   '--data_dir or --manual_dir) yourself.') from e
   if not saved and workdir_lib.has_model_file(path):
     spec = json.loads((workdir_lib.path(path) / workdir_lib.MODEL_FILE).read_text())
-    saved = {'dataset': data.IMAGENET if spec.get('num_classes') == 1000 else 'cifar100'}
+    imagenet_stem = spec.get('kwargs', {}).get('stem') == 'imagenet'
+    saved = {'dataset': data.IMAGENET if imagenet_stem else 'cifar100'}
   return (dataset or saved.get('dataset', 'cifar100'), data_dir or saved.get('data_dir', ''),
           manual_dir or saved.get('manual_dir', ''), saved.get('image_size', 224))
 
@@ -123,7 +124,7 @@ if __name__ == '__main__':
   flags.DEFINE_string('teacher', None, 'A teacher directory or kdjax workdir.')
   flags.DEFINE_string('dataset', '', "'cifar100', 'fashion_mnist', 'digits' or 'imagenet2012' "
                       "(default: the workdir's own, from its config.json; for a converted "
-                      'teacher ImageNet if it has 1,000 classes, else CIFAR-100).')
+                      'teacher ImageNet if it has ImageNet\'s stem, else CIFAR-100).')
   flags.DEFINE_string('data_dir', '', 'TFDS data_dir, as --config.data_dir (default: the '
                       "workdir's).")
   flags.DEFINE_string('manual_dir', '', "Folder with cifar-100-binary.tar.gz, Fashion-MNIST's "

@@ -12,12 +12,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from kdjax import checkpoint
 from kdjax import convert
 from kdjax import evaluate
 from kdjax import export
 from kdjax import models
 from kdjax import study
 from kdjax import teachers
+from kdjax import workdir as workdir_lib
 from kdjax.data import imagenet
 
 torch = pytest.importorskip('torch')
@@ -74,20 +76,24 @@ def test_imagenet_stem_starts_from_torchvisions_init():
   assert np.std(conv) == pytest.approx(np.sqrt(2 / (3 * 3 * 512)), rel=0.02)
 
 
-def test_a_student_exports_into_torchvisions_resnet():
-  name = 'resnet18'
-  variables = convert.torch_to_flax(
-      name, {k: v.numpy() for k, v in _torchvision_model(name).state_dict().items()})
-  state_dict = export.flax_to_torch(name, variables, kwargs={'stem': 'imagenet'})
-  # A fresh torchvision model loads it strictly and computes kdjax's logits.
-  constructor = export.torch_constructor(name, NUM_CLASSES, {'stem': 'imagenet'},
-                                         (SIZE, SIZE, 3))
-  assert constructor == f'torchvision.models.resnet18(num_classes={NUM_CLASSES})'
+def test_a_student_exports_into_torchvisions_resnet(tmp_path):
+  # A finished workdir whose student holds torchvision's weights, converted in.
+  name, tv = 'resnet18', _torchvision_model('resnet18')
+  variables = convert.torch_to_flax(name, {k: v.numpy() for k, v in tv.state_dict().items()})
+  workdir, out = tmp_path / 'run', str(tmp_path / 'student.pt')
+  workdir_lib.write_model_file(str(workdir), name, NUM_CLASSES, {'stem': 'imagenet'},
+                               imagenet.MEAN, imagenet.STD, (SIZE, SIZE, 3))
+  checkpoint.save_variables(str(workdir), variables)
+  (workdir / 'config.json').write_text(json.dumps({'num_epochs': 1}))
+  (workdir / 'metrics.jsonl').write_text('{}\n')
+  message = export.export(str(workdir), 'torch', out)
+  assert 'torchvision layout' in message
+  constructor = f'torchvision.models.resnet18(num_classes={NUM_CLASSES})'
+  assert f'Load it: {constructor}.load_state_dict(torch.load({out!r}))' in message
+  # A fresh torchvision model loads it strictly and computes the same logits.
   fresh = eval(constructor, {'torchvision': torch_models.torchvision()})  # pylint: disable=eval-used
-  fresh.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()},
-                        strict=True)
-  np.testing.assert_allclose(_torch_logits(fresh.eval()), _kdjax_logits(name, variables),
-                             atol=1e-4, rtol=1e-4)
+  fresh.load_state_dict(torch.load(out), strict=True)
+  np.testing.assert_allclose(_torch_logits(fresh.eval()), _torch_logits(tv), atol=1e-5)
   # Other block counts build through torchvision's ResNet class.
   assert export.torch_constructor(name, 5, {'stem': 'imagenet', 'stage_sizes': (1, 1, 1, 1)},
                                   (SIZE, SIZE, 3)) == (
