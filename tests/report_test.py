@@ -89,9 +89,10 @@ def test_table_numbers_equal_the_inputs(runs):
   # Epochs of 60, 70 and 80 s: the mean run's sum, and the fastest epoch.
   assert (base.epochs, base.wall_time, base.fastest_epoch, base.images_per_sec) == (
       '3', '0:03:30', '60 s', '1002')
-  assert (base.study, base.difference, base.versus_baseline) == ('74.40', '+0.77', '-')
+  assert (base.study, base.difference, base.versus_reference) == ('74.40', '+0.77', '-')
   self_line = by_label[('self', '1')]
-  assert self_line.versus_baseline == f'{78.0 - statistics.mean(best):+.2f}' == '+2.83'
+  assert self_line.versus_reference == (f'{78.0 - statistics.mean(best):+.2f} (no verdict: '
+                                        '1 seed)') == '+2.83 (no verdict: 1 seed)'
   assert (self_line.best_top1, self_line.final_top1, self_line.study,
           self_line.difference) == ('78.00', '78.00', '77.89', '+0.11')
   # Finished groups come in the study's row order, before anything unfinished.
@@ -165,16 +166,17 @@ def test_fashion_mnist_rows_are_named_in_their_order_without_the_studys_columns(
   text = report.report(str(root))
   table = text.split('\n\n')[0].splitlines()
   assert table[0] == ('| row | method | teacher | seeds | best top-1 % | final top-1 % | '
-                      'best - baseline | best top-5 % | epochs | wall time / run | fastest epoch | '
-                      'img/s |')
+                      'best - baseline [95 % CI], Welch | best top-5 % | epochs | '
+                      'student images | student FLOPs | teacher FLOPs | wall time / run | '
+                      'fastest epoch | img/s |')
   assert [line.split(' | ')[:4] for line in table[2:]] == [
       ['| baseline', 'baseline', '-', '2'], ['| offline_kd', 'offline', 'teacher', '2'],
       ['| offline_kd_no_mixup', 'offline', 'teacher', '2'], ['| teacher', 'baseline', '-', '1']]
   assert [line.split(' | ')[4:7] for line in table[2:]] == [
       ['91.25 ± 0.35', '91.25 ± 0.35', '-'],
-      ['92.25 ± 0.35', '92.25 ± 0.35', '+1.00 (beyond spread)'],
-      ['91.25 ± 0.35', '91.25 ± 0.35', '+0.00 (within spread)'],
-      ['93.00', '93.00', '+1.75']]  # one seed: no spread to compare with
+      ['92.25 ± 0.35', '92.25 ± 0.35', '+1.00 [-0.52, +2.52] p=0.11, not separated'],
+      ['91.25 ± 0.35', '91.25 ± 0.35', '+0.00 [-1.52, +1.52] p=1, not separated'],
+      ['93.00', '93.00', '+1.75 (no verdict: 1 seed)']]
   assert (root / 'report.md').read_text() == text
 
 
@@ -277,7 +279,8 @@ def test_imagenet_rows_stand_beside_their_published_numbers_and_sources(tmp_path
       'baseline', 'kd', 'reviewkd', 'self_kd']
   assert (lines['kd'].teacher, lines['kd'].study, lines['kd'].difference) == (
       'resnet34_imagenet', '71.03', '-0.50')
-  assert (lines['reviewkd'].study, lines['reviewkd'].versus_baseline) == ('71.61', '+1.50')
+  assert (lines['reviewkd'].study, lines['reviewkd'].versus_reference) == (
+      '71.61', '+1.50 (no verdict: 1 seed)')
   assert (lines['baseline'].study, lines['self_kd'].study) == ('69.76', '-')
   text = report.report(str(root))
   assert text.splitlines()[0] == '| ' + ' | '.join(report.HEADER) + ' |'
@@ -296,3 +299,80 @@ def test_reproduce_imagenet_lists_every_row_and_needs_torchvisions_resnet34():
                                   'offline_self_kd')]
   if not os.path.exists(os.path.join(ROOT, 'teachers', 'resnet34_imagenet', 'model.json')):
     assert 'python -m kdjax.teachers fetch resnet34_imagenet' in result.stderr
+
+
+def test_welchs_interval_and_p_value_follow_the_welch_satterthwaite_formula():
+  from kdjax.report import statistics as report_statistics  # pylint: disable=g-import-not-at-top
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  # The committed Fashion-MNIST seeds: offline KD without mixup, the baseline.
+  a, b = [89.82, 90.02, 89.72], [88.90, 89.75, 89.34]
+  got = report_statistics.welch(a, b)
+  va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+  se = (va + vb)**0.5
+  df = (va + vb)**2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+  mean = statistics.mean(a) - statistics.mean(b)
+  half = stats.t.ppf(0.975, df) * se
+  assert got.mean == pytest.approx(mean)
+  assert (got.low, got.high) == (pytest.approx(mean - half), pytest.approx(mean + half))
+  assert got.p_value == pytest.approx(2 * stats.t.sf(abs(mean) / se, df))
+  assert round(got.p_value, 2) == 0.16 and got.separated is False
+  assert got.cell() == '+0.52 [-0.41, +1.45] p=0.16, not separated'
+  # An interval that excludes 0 separates; one seed on a side gives no verdict.
+  assert report_statistics.welch([3.0, 3.1, 3.2], [1.0, 1.1, 1.2]).separated is True
+  one = report_statistics.welch([90.0], [89.0, 89.5])
+  assert (one.low, one.separated, one.cell()) == (None, None, '+0.75 (no verdict: 1 seed)')
+
+
+def test_the_flop_count_of_a_resnet_is_its_convolutions_and_classifier():
+  from kdjax import models  # pylint: disable=g-import-not-at-top
+  from kdjax.report import compute  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  # Fashion-MNIST's student: a ResNet18 of width 8 on 28x28x1, grids 28, 14, 7, 4.
+  kwargs = {'width': 8}
+  train, forward = compute.flops_per_image('resnet18', json.dumps(kwargs), 10, (28, 28, 1))
+  params = jax.eval_shape(lambda: models.get_model('resnet18', 10, **kwargs).init(
+      jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)), train=False))['params']
+  # Multiply-adds of every kernel tap that falls on the input (padding's zeros
+  # are not computed), per axis: each output position's taps inside the input.
+  def taps(size, kernel, stride):
+    pad = kernel // 2
+    outputs = (size + 2 * pad - kernel) // stride + 1
+    return sum(sum(0 <= o * stride - pad + k < size for k in range(kernel))
+               for o in range(outputs))
+  grids = [28, 28, 14, 7, 4]  # the stem's input, then each stage's
+  macs = taps(28, 3, 1)**2 * 1 * 8
+  for module, layers in params.items():
+    if not module.startswith('stage'):
+      continue
+    stage, block = (int(n) for n in module[len('stage'):].split('_block'))
+    for name, layer in layers.items():
+      if 'kernel' not in layer:
+        continue
+      kh, _, cin, cout = layer['kernel'].shape
+      first = block == 1 and name in ('conv1', 'shortcut_conv')
+      stride = 2 if first and stage > 1 else 1
+      macs += taps(grids[stage - 1] if first else grids[stage], kh, stride)**2 * cin * cout
+  macs += params['classifier']['kernel'].shape[0] * params['classifier']['kernel'].shape[1]
+  # XLA also counts BatchNorm, ReLU, pooling and the residual adds: a few % more.
+  assert 2 * macs <= forward <= 1.1 * 2 * macs
+  # The backward pass costs about twice the forward: 3x in all.
+  assert 2.7 * forward <= train <= 3.3 * forward
+
+
+def test_the_curves_draw_one_line_per_row(tmp_path):
+  from kdjax.report import plots  # pylint: disable=g-import-not-at-top
+  from kdjax.report import runs as runs_lib  # pylint: disable=g-import-not-at-top
+  root = tmp_path / 'runs'
+  for seed in range(2):
+    _write_run(root / 'baseline' / f'seed{seed}', _config(fashion_mnist, seed, 'baseline'),
+               [80.0 + seed, 85.0])
+    _write_run(root / 'dlb' / f'seed{seed}', _config(fashion_mnist, seed, 'dlb'),
+               [81.0, 86.0 + seed])
+  groups = runs_lib.groups(runs_lib.find_runs(str(root)))
+  labels = [runs_lib.label(g[0]) for g in groups]
+  assert labels == ['baseline', 'dlb']
+  drawn = plots.plot_curves(groups, labels, [1.0, 2.0], str(tmp_path / 'curves.png'),
+                            x='images')
+  assert drawn == labels  # one legend entry, one line, per row
+  assert (tmp_path / 'curves.png').read_bytes()[:8] == PNG_SIGNATURE
