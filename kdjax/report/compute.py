@@ -16,6 +16,7 @@ import json
 import os
 from typing import Any, Dict, Optional, Tuple
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -32,7 +33,7 @@ _BATCH = 2  # images per counted call (BatchNorm's statistics need 2)
 
 @dataclasses.dataclass(frozen=True)
 class Compute:
-  student_images: int
+  student_images: float
   student_flops: float
   teacher_flops: Optional[float]  # None without a teacher; nan where its model is unknown
 
@@ -79,9 +80,21 @@ def _teacher_spec(run: runs_lib.Run, by_folder: Dict[str, runs_lib.Run]):
   return _student(ml_collections.ConfigDict(teacher_run.config)) if teacher_run else None
 
 
+UNKNOWN = Compute(float('nan'), float('nan'), float('nan'))
+
+
 def of_run(run: runs_lib.Run, by_folder: Dict[str, runs_lib.Run]) -> Compute:
   """The run's Compute; `by_folder` maps report folders to their runs, where
-  a teacher trained by kdjax may be found."""
+  a teacher trained by kdjax may be found. UNKNOWN (logged) for a config
+  this kdjax cannot build a model of."""
+  try:
+    return _of_run(run, by_folder)
+  except (ValueError, KeyError, TypeError) as e:
+    logging.warning('No compute count for %s: %s', run.workdir, e)
+    return UNKNOWN
+
+
+def _of_run(run, by_folder):
   config = ml_collections.ConfigDict(run.config)
   method = methods.get_method(config.method)
   info = data.describe(config.dataset, config.image_size)
