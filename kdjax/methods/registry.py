@@ -32,7 +32,8 @@ DEFAULT_STEM = 'cifar'  # the ResNets' own, which model.json leaves unsaid
 
 def stem_of(config, name: str) -> str:
   """The stem of model `name` in a run of `config`: config.stem, AUTO_STEM
-  resolved by the dataset's image size ('' for a model without one)."""
+  resolved by the dataset (ImageNet's on imagenet2012); '' for a model
+  without one."""
   if name not in models.STEM_MODELS:
     return ''
   if config.stem != AUTO_STEM:
