@@ -180,6 +180,13 @@ def test_fashion_mnist_rows_are_named_in_their_order_without_the_studys_columns(
   assert (root / 'report.md').read_text() == text
 
 
+def test_an_unknown_reference_row_is_a_clear_error(runs):
+  with pytest.raises(report.UnknownReferenceError, match=r"--reference=dlb: no finished row "
+                     r"of that name under .*; its rows are \['baseline', 'self_kd'\]"):
+    report.report(str(runs), reference='dlb')
+  assert not (runs / report.REPORT_FILE).exists()
+
+
 def test_report_of_a_folder_without_runs_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match='No kdjax workdir'):
     report.report(str(tmp_path))

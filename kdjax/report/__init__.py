@@ -33,6 +33,10 @@ class NoRunsError(errors.UserError, FileNotFoundError):
   """A folder without kdjax workdirs under it."""
 
 
+class UnknownReferenceError(errors.UserError, ValueError):
+  """--reference names no row of the runs."""
+
+
 REPORT_FILE = 'report.md'
 
 
@@ -76,9 +80,12 @@ def report(root: str, reference: str = REFERENCE, x: str = 'epochs') -> str:
   if not all_runs:
     raise NoRunsError(f'No kdjax workdir (a folder with config.json) under {root!r}; pass '
                       'the folder that holds the runs (e.g. runs).')
-  lines = table_lines(all_runs, reference)
   groups = runs_lib.groups(all_runs)
   labels = [runs_lib.label(g[0]) for g in groups]
+  if reference != REFERENCE and reference not in labels:
+    raise UnknownReferenceError(f'--reference={reference}: no finished row of that name under '
+                                f'{root!r}; its rows are {labels}.')
+  lines = table_lines(all_runs, reference)
   by_folder = compute.folders(all_runs)
   per_epoch = [compute.of_run(g[0], by_folder).student_images / len(g[0].records)
                for g in groups]
