@@ -14,6 +14,7 @@ import numpy as np
 
 from kdjax import build as build_lib
 from kdjax import data
+from kdjax import methods
 from kdjax import models
 from kdjax import steps
 from kdjax import study
@@ -31,8 +32,7 @@ def info_for(config) -> data.DatasetInfo:
   cropped there, not streamed: the step alone)."""
   if config.dataset != data.IMAGENET:
     return INFO
-  return data.DatasetInfo('random', 1000, (config.image_size, config.image_size, 3),
-                          (0.5,) * 3, (0.25,) * 3)
+  return dataclasses.replace(data.describe(data.IMAGENET, config.image_size), encoded=False)
 # The study teacher a method config (configs/<method>.py:<teacher>) is timed with.
 METHOD_TEACHER = 'resnet50'
 
@@ -76,12 +76,11 @@ def teacher_for(config, width: int):
   if workdir_lib.has_model_file(config.teacher):
     return build_lib.load_teacher(config, info)
   name = teachers.directory_name(config.teacher)
-  known = study.TEACHERS.get(name)
-  kwargs = {'stem': 'imagenet'} if info.num_classes == 1000 else {}
+  arch = study.TEACHERS[name].arch if name in study.TEACHERS else name
+  # In the layout the config's students get (ImageNet's stem on ImageNet).
   return teachers.random_teacher(
-      known.arch if known else name, info.num_classes,
-      build_lib.DTYPES[build_lib.compute_dtype(config.teacher_dtype)], seed=1,
-      bn=config.teacher_bn, width=width, **kwargs)
+      arch, info.num_classes, build_lib.DTYPES[build_lib.compute_dtype(config.teacher_dtype)],
+      seed=1, bn=config.teacher_bn, width=width, **methods.stem_kwargs(config, arch))
 
 
 @dataclasses.dataclass

@@ -58,20 +58,28 @@ input=(--input --input_workers="$(nproc)" --input_jpegs=4096)
                                    --input_image_size=32 --input_batch_size=8)
 python -m kdjax.bench "${input[@]}" --output="$out/input_bench.json" | tee "$out/input_bench.txt"
 
-echo "== a random RepVGG-A0 teacher" >&2
-python - "$work/teacher" "${SMOKE:-0}" <<'EOF'
-import sys
+# random_teacher OUT ARCH DATASET KWARGS_JSON: a teacher directory of random
+# weights (it times as a real one), for DATASET's images and classes.
+random_teacher() {
+  python - "$@" <<'EOF'
+import json, sys
 import jax, jax.numpy as jnp
 from kdjax import checkpoint, data, models
 from kdjax import workdir as workdir_lib
-out, smoke = sys.argv[1], sys.argv[2] == '1'
-kwargs = {'width': 4} if smoke else {}
-model = models.get_model('repvgg_a0', 100, **kwargs)
+out, arch, dataset, kwargs = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+info = data.describe(dataset)
+model = models.get_model(arch, info.num_classes, **kwargs)
 variables = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3)), train=False)
-workdir_lib.write_model_file(out, 'repvgg_a0', 100, kwargs, data.CIFAR100_MEAN,
-                             data.CIFAR100_STD, (32, 32, 3))
+workdir_lib.write_model_file(out, arch, info.num_classes, kwargs, info.mean, info.std,
+                             info.image_shape)
 checkpoint.save_variables(out, variables)
 EOF
+}
+
+echo "== a random RepVGG-A0 teacher" >&2
+small='{}'
+[[ "${SMOKE:-0}" == 1 ]] && small='{"width": 4}'
+random_teacher "$work/teacher" repvgg_a0 cifar100 "$small"
 
 for row in baseline offline_self; do
   config=configs/$row.py
@@ -141,20 +149,9 @@ if [[ -n "${IMAGENET:-}" ]]; then
   teacher=teachers/resnet34_imagenet
   if [[ ! -f $teacher/model.json ]]; then
     teacher="$work/resnet34_imagenet"
-    python - "$teacher" "${SMOKE:-0}" <<'EOF'
-import sys
-import jax, jax.numpy as jnp
-from kdjax import checkpoint, models
-from kdjax import workdir as workdir_lib
-from kdjax.data import imagenet
-out, smoke = sys.argv[1], sys.argv[2] == '1'
-kwargs = {'stem': 'imagenet', **({'width': 4} if smoke else {})}
-model = models.get_model('resnet34', 1000, **kwargs)
-variables = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3)), train=False)
-workdir_lib.write_model_file(out, 'resnet34', 1000, kwargs, imagenet.MEAN, imagenet.STD,
-                             (224, 224, 3))
-checkpoint.save_variables(out, variables)
-EOF
+    stem='{"stem": "imagenet"}'
+    [[ "${SMOKE:-0}" == 1 ]] && stem='{"stem": "imagenet", "width": 4}'
+    random_teacher "$teacher" resnet34 imagenet2012 "$stem"
   fi
   one_device=()  # the first GPU of a machine with several
   command -v nvidia-smi > /dev/null && one_device=(env CUDA_VISIBLE_DEVICES=0)

@@ -4,6 +4,7 @@ hosts), damaged files are refused at preparation."""
 import io
 import json
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -84,6 +85,8 @@ def test_tfds_prepares_the_tars_with_their_labels(mini):
       dataset.train_labels[:10].tolist())
   assert [first.train_images[i] for i in range(10)] == [dataset.train_images[i]
                                                         for i in range(10)]
+  # As the stream's worker processes receive it: still the first 10.
+  assert len(pickle.loads(pickle.dumps(first.train_images))) == 10
   # The labels are kept beside TFDS's files after the first read.
   assert os.path.exists(os.path.join(builder.data_dir, 'kdjax-labels-train.npy'))
 

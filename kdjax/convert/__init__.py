@@ -9,7 +9,8 @@ projects', the study's and torchvision's). Every Flax variable must come from
 exactly one key with the right shape, and every key must be used
 (num_batches_tracked and the keys a layout's model never reads aside): anything
 else is an error naming the keys. torch is imported only to read the file.
-`fetch` downloads, checks and converts a published teacher.
+`convert_into` writes a teacher directory from a state_dict; `fetch` downloads,
+checks and converts a published teacher.
 """
 import os
 import re
@@ -117,6 +118,20 @@ def write_teacher(out: str, arch: str, variables, mean, std, kwargs=None,
   num_classes = int(variables['params']['classifier']['bias'].shape[0])
   workdir_lib.write_model_file(out, arch, num_classes, kwargs or {}, mean, std, image_shape)
   checkpoint.save_variables(out, variables)
+
+
+def convert_into(arch: str, state_dict: Mapping[str, Any], out: str,
+                 normalization=None) -> Tuple[str, Any, Any]:
+  """Writes the teacher directory `out` from a state_dict of `arch`: its
+  variables, its layout's model arguments and input shape, and its layout's
+  normalization unless `normalization` ((mean, std)) is given. Returns
+  (layout, mean, std)."""
+  layout = detect_layout(arch, state_dict)
+  variables = torch_to_flax(arch, state_dict)
+  mean, std = normalization or NORMALIZATION[layout]
+  write_teacher(out, arch, variables, mean, std, model_kwargs(layout, state_dict),
+                image_shape(arch, layout, state_dict))
+  return layout, mean, std
 
 
 # After the names fetch reads from this package.

@@ -17,14 +17,8 @@ def main(argv):
 def _convert_file():
   """The command line's conversion of --src into --out."""
   state_dict, container = convert.read_state_dict(FLAGS.src)
-  layout = convert.detect_layout(FLAGS.arch, state_dict)
-  variables = convert.torch_to_flax(FLAGS.arch, state_dict)
-  mean, std = convert.NORMALIZATION[layout]
-  if FLAGS.mean:
-    mean, std = [float(m) for m in FLAGS.mean], [float(s) for s in FLAGS.std]
-  convert.write_teacher(FLAGS.out, FLAGS.arch, variables, mean, std,
-                        convert.model_kwargs(layout, state_dict),
-                        convert.image_shape(FLAGS.arch, layout, state_dict))
+  given = FLAGS.mean and ([float(m) for m in FLAGS.mean], [float(s) for s in FLAGS.std])
+  layout, mean, std = convert.convert_into(FLAGS.arch, state_dict, FLAGS.out, given)
   print(f'Converted {FLAGS.src} ({FLAGS.arch}, {layout} layout'
         f'{f", under {container!r}" if container else ""}) to {FLAGS.out} '
         f'with mean {tuple(mean)} and std {tuple(std)}.\n'

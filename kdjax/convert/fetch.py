@@ -55,11 +55,7 @@ def fetch(teacher: study.Teacher, out: str, file: Optional[str] = None,
         f'starts {teacher.sha256_prefix}: the file is damaged or not the teacher. '
         + ('Fetch it again.' if not file else f'Download it again from {teacher.url}.'))
   state_dict, _ = convert.read_state_dict(path)
-  layout = convert.detect_layout(teacher.arch, state_dict)
-  variables = convert.torch_to_flax(teacher.arch, state_dict)
-  mean, std = convert.NORMALIZATION[layout]
-  convert.write_teacher(out, teacher.arch, variables, mean, std, convert.model_kwargs(layout),
-                        convert.image_shape(teacher.arch, layout, state_dict))
+  layout, _, _ = convert.convert_into(teacher.arch, state_dict, out)
   check = (f'sha256 {digest} starts with the published {teacher.sha256_prefix}'
            if teacher.sha256_prefix else
            f'sha256 {digest} (its publisher gives no checksum; the conversion found '

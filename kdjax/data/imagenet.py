@@ -148,7 +148,8 @@ class JpegSource(Sequence):
     return self._source
 
   def __len__(self):
-    return min(len(self._open()), self._limit or len(self._open()))
+    count = len(self._open())
+    return count if self._limit is None else min(count, self._limit)
 
   def __getitem__(self, index) -> bytes:
     if isinstance(index, slice):  # only [:n], the first n examples, as arrays slice
@@ -177,7 +178,7 @@ class JpegSource(Sequence):
     return labels[:len(self)]
 
   def __getstate__(self):
-    return {'_data_dir': self._data_dir, '_split': self._split, '_source': None}
+    return {**self.__dict__, '_source': None}  # each process opens the files itself
 
 
 def open_splits(data_dir: str, manual_dir: str, image_size: int) -> Callable[[], arrays.Dataset]:

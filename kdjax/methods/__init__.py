@@ -31,7 +31,7 @@ from kdjax.methods.registry import correct_top1
 from kdjax.methods.registry import get_method
 from kdjax.methods.registry import Method
 from kdjax.methods.registry import REGISTRY
-from kdjax.methods.registry import stem_of
+from kdjax.methods.registry import stem_kwargs
 from kdjax.methods.registry import students
 from kdjax.methods.registry import TERMS
 from kdjax.methods.terms import check_choice

@@ -30,15 +30,17 @@ AUTO_STEM = 'auto'  # config.stem: ImageNet's on imagenet2012, else CIFAR's
 DEFAULT_STEM = 'cifar'  # the ResNets' own, which model.json leaves unsaid
 
 
-def stem_of(config, name: str) -> str:
-  """The stem of model `name` in a run of `config`: config.stem, AUTO_STEM
-  resolved by the dataset (ImageNet's on imagenet2012); '' for a model
-  without one."""
+def stem_kwargs(config, name: str) -> Dict[str, str]:
+  """The `stem` constructor argument of model `name` in a run of `config`:
+  config.stem, AUTO_STEM resolved by the dataset (ImageNet's on
+  imagenet2012); none for CIFAR's, the default, or a model without stems."""
   if name not in models.STEM_MODELS:
-    return ''
-  if config.stem != AUTO_STEM:
-    return config.stem
-  return 'imagenet' if config.dataset == data.IMAGENET else DEFAULT_STEM
+    return {}
+  stem = config.stem
+  if stem == AUTO_STEM:
+    stem = 'imagenet' if config.dataset == data.IMAGENET else DEFAULT_STEM
+  return {} if stem == DEFAULT_STEM else {'stem': stem}
+
 
 REGISTRY: Dict[str, Term] = {term.name: term for family in (
     response, feature, feature_parts, relation, contrastive, online, self_distillation, heads)
@@ -134,7 +136,7 @@ class Method:
     them: config.model, or with peers a cohort of it and them. Every student
     gets config.width and config.stage_sizes, heads with the self term, and
     with the feature term a FitNets regressor of its `hint_channels` width;
-    ResNets get config.stem (stem_of)."""
+    ResNets get config.stem (stem_kwargs)."""
     names = (config.model, *config.peers)
     students_ = []
     for name, channels in zip(names, tuple(hint_channels) or (0,) * len(names)):
@@ -143,8 +145,7 @@ class Method:
         kwargs['heads'] = True
       if config.stage_sizes:
         kwargs['stage_sizes'] = tuple(config.stage_sizes)
-      if stem_of(config, name) not in ('', DEFAULT_STEM):
-        kwargs['stem'] = stem_of(config, name)
+      kwargs.update(stem_kwargs(config, name))
       if channels:
         kwargs.update(hint_stage=config.hint_stage, hint_channels=channels)
       students_.append((name, kwargs))
