@@ -1,9 +1,11 @@
 """Losses on features and relations: hints, RKD, AT, NST, SP, PKT, VID,
-ReviewKD, OFD and CRD."""
+ReviewKD, OFD, CRD and SRD."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from kdjax.losses.logits import _float
 
 
 @jax.jit
@@ -133,7 +135,7 @@ def _pool_matrix(length: int, size: int) -> np.ndarray:
   """[size, length]: row i averages adaptive_avg_pool2d's window i, from
   floor(i * length / size) to ceil((i + 1) * length / size); windows overlap
   where size does not divide length (ImageNet's 7x7 and 14x14 maps to 4x4)."""
-  matrix = np.zeros((size, length), np.float32)
+  matrix = np.zeros((size, length))
   for i in range(size):
     start, end = (i * length) // size, -(-(i + 1) * length // size)
     matrix[i, start:end] = 1.0 / (end - start)
@@ -143,7 +145,8 @@ def _pool_matrix(length: int, size: int) -> np.ndarray:
 def _average_pool(x, size):
   """NHWC maps averaged down to size x size, as adaptive_avg_pool2d."""
   _, h, w, _ = x.shape
-  return jnp.einsum('ih,nhwc,jw->nijc', _pool_matrix(h, size), x, _pool_matrix(w, size),
+  pool = lambda length: _pool_matrix(length, size).astype(x.dtype)
+  return jnp.einsum('ih,nhwc,jw->nijc', pool(h), x, pool(w),
                     precision=jax.lax.Precision.HIGHEST)
 
 
@@ -200,3 +203,18 @@ def contrast_nce(scores: jax.Array, num_examples: int, eps: float = 1e-7) -> jax
   positive = jnp.log(scores[:, 0] / (scores[:, 0] + noise + eps))
   negative = jnp.log(noise / (scores[:, 1:] + noise + eps))
   return -(positive.sum() + negative.sum()) / len(scores)
+
+
+def srd(connected_student_feature: jax.Array, teacher_feature: jax.Array,
+        teacher_kernel: jax.Array, teacher_bias: jax.Array,
+        teacher_logits: jax.Array):
+  """SRD (Yang et al., ICLR 2021, knowledge distillation via softmax
+  regression representation learning; jingyang2017/KD_SRRL): (the MSE between
+  the student's connected pooled feature and the teacher's, the MSE between
+  the teacher's classifier applied to the student's feature and the teacher's
+  logits), each a mean over every element."""
+  student = _float(connected_student_feature)
+  stop = lambda x: _float(jax.lax.stop_gradient(x))
+  logits = student @ stop(teacher_kernel) + stop(teacher_bias)
+  return (jnp.mean((student - stop(teacher_feature))**2),
+          jnp.mean((logits - stop(teacher_logits))**2))

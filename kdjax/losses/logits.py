@@ -1,8 +1,13 @@
 """Losses on logits: cross-entropies, the temperature KL, logit standardization,
-DKD and DIST."""
+DKD, DIST, TTM and WTTM, and NKD."""
 import jax
 import jax.numpy as jnp
 import optax
+
+
+def _float(x):
+  """x in float32, or float64 where it already is (for exact checks)."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 @jax.jit
@@ -54,9 +59,15 @@ def dkd(student_logits: jax.Array, teacher_logits: jax.Array, target_mask: jax.A
   batch mean. TCKD compares the binary split (target classes, the rest);
   NCKD the distributions over the non-target classes. `target_mask` marks
   each example's target classes (mdistiller's gt_mask: the label's one)."""
+  return dkd_per_example(student_logits, teacher_logits, target_mask, alpha, beta,
+                         temperature).mean()
+
+
+def dkd_per_example(student_logits, teacher_logits, target_mask, alpha, beta, temperature):
+  """dkd's loss of each row, [rows]."""
   mask = target_mask.astype(bool)
-  student = student_logits.astype(jnp.float32) / temperature
-  teacher = jax.lax.stop_gradient(teacher_logits).astype(jnp.float32) / temperature
+  student = _float(student_logits) / temperature
+  teacher = _float(jax.lax.stop_gradient(teacher_logits)) / temperature
 
   def binary_log_split(logits):  # log (p(target classes), p(the rest))
     log_p = jax.nn.log_softmax(logits)
@@ -68,7 +79,7 @@ def dkd(student_logits: jax.Array, teacher_logits: jax.Array, target_mask: jax.A
   # The reference masks the target classes with -1000 before the softmax.
   nckd = optax.losses.kl_divergence_with_log_targets(
       jax.nn.log_softmax(student - 1000.0 * mask), jax.nn.log_softmax(teacher - 1000.0 * mask))
-  return temperature**2 * (alpha * tckd + beta * nckd).mean()
+  return temperature**2 * (alpha * tckd + beta * nckd)
 
 
 def _pearson_rows(a, b, eps=1e-8):
@@ -98,3 +109,49 @@ def dist_intra(student_logits: jax.Array, teacher_logits: jax.Array,
   return temperature**2 * (1 - _pearson_rows(student.T, teacher.T).mean())
 
 
+
+
+def _power_transformed(teacher_logits, exponent):
+  """(the teacher's softmax raised to `exponent` and renormalised, the power
+  sum before renormalising): TTM's transformed teacher, without gradient."""
+  power = jax.nn.softmax(_float(jax.lax.stop_gradient(teacher_logits))) ** exponent
+  norm = power.sum(-1)
+  return power / norm[:, None], norm
+
+
+def _kl_rows(log_student, target):
+  """sum_c target (log target - log_student) per row, 0 log 0 = 0 (torch's kl_div)."""
+  return jnp.sum(jax.scipy.special.xlogy(target, target) - target * log_student, -1)
+
+
+def ttm(student_logits: jax.Array, teacher_logits: jax.Array, exponent: float) -> jax.Array:
+  """Transformed Teacher Matching (Zheng & Yang, ICLR 2024): the KL from the
+  teacher's softmax raised to `exponent` and renormalised to the student's
+  plain softmax (no temperature, no T^2), batch mean."""
+  target, _ = _power_transformed(teacher_logits, exponent)
+  return _kl_rows(jax.nn.log_softmax(_float(student_logits)), target).mean()
+
+
+def wttm(student_logits: jax.Array, teacher_logits: jax.Array, exponent: float) -> jax.Array:
+  """Weighted TTM: TTM's per-example KL weighted by the teacher's power sum
+  (sum_c p^exponent, unnormalised, without gradient), batch mean."""
+  target, norm = _power_transformed(teacher_logits, exponent)
+  return (norm * _kl_rows(jax.nn.log_softmax(_float(student_logits)), target)).mean()
+
+
+def nkd(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array,
+        temperature: float, gamma: float) -> jax.Array:
+  """Normalized KD (Yang et al., ICCV 2023; yzd-v/cls_KD nkd.py as fixed in
+  October 2023): -p_t[y] log p_s[y] at T = 1, plus gamma T^2 times the
+  cross-entropy of the softmaxes at T over the classes other than the label
+  (removed from both logit vectors); batch means."""
+  student = _float(student_logits)
+  teacher = _float(jax.lax.stop_gradient(teacher_logits))
+  own = jax.nn.one_hot(labels, student.shape[-1], dtype=bool)
+  pick = lambda x: jnp.sum(jnp.where(own, x, 0.0), -1)
+  target_part = -(pick(jax.nn.softmax(teacher)) * pick(jax.nn.log_softmax(student))).mean()
+  # A label logit of -1e30 has probability exactly 0: the class is removed.
+  drop = lambda x: jnp.where(own, -1e30, x / temperature)
+  cross = jnp.sum(jnp.where(own, 0.0, jax.nn.softmax(drop(teacher))
+                            * jax.nn.log_softmax(drop(student))), -1)
+  return target_part - gamma * temperature**2 * cross.mean()
