@@ -197,6 +197,41 @@ def get_config(arg=None):
   config.online_weight = 1.0
   config.online_temperature = 1.0
 
+  # The methods of 2023-2026 papers' tables (each its authors' code; configs/
+  # <name>.py set their CIFAR-100 weights, configs/imagenet.py their ImageNet ones).
+  # ttm, wttm: w x KL from the teacher's softmax raised to `exponent` and
+  # renormalised to the student's softmax, wttm's weighted per example by the
+  # power sum (zkxufo/TTM README: ttm l 0.1, -b 45; wttm l 0.2, -a 4).
+  config.ttm_exponent = 0.1
+  config.ttm_weight = 45.0
+  # nkd: -p_t[y] log p_s[y] + gamma T^2 CE of the non-target classes' softmaxes
+  # at T (yzd-v/cls_KD configs/distillers/cifar100/res34_distill_res18_cifar.py:
+  # temp 3, gamma 3.5). No mixup.
+  config.nkd_temperature = 3.0
+  config.nkd_gamma = 3.5
+  # ctkd: kd_weight x T^2 KL at a learned T = t_start + t_end sigmoid(param),
+  # param's gradient times lam(epoch), a half cosine from 0 to -1 over
+  # lambda_epochs (zhengli97/CTKD scripts/run_cifar_distill.sh: t_start 1,
+  # t_end 20, decay_loops 10). metrics.jsonl records T as `temperature`.
+  config.ctkd_t_start = 1.0
+  config.ctkd_t_end = 20.0
+  config.ctkd_lambda_epochs = 10
+  # mlkd: each batch also carries its examples' strong view (RandAugment and
+  # Cutout); ce_weight x both views' CE + kd_weight x MLKD's levels at
+  # kd_temperature, 3, 5, 2, 6. No mixup.
+  # sdd, sdddkd: KD (kd_weight, kd_temperature) or DKD (the dkd_* fields) on the
+  # logits of the last map's regions at these scales (SDD-CVPR2024's M). No mixup.
+  config.sdd_scales = (1, 2)
+  # srd: a connector (1x1 conv, BN, ReLU) on the student's last map; w_f x MSE
+  # of the pooled features + w_l x MSE of the teacher's classifier on them
+  # against its logits (jingyang2017/KD_SRRL: both 1).
+  config.srd_feature_weight = 1.0
+  config.srd_logit_weight = 1.0
+  # kdsvd: w x KDSVD on the paired stages, k teacher singular vectors
+  # (mdistiller/engine/cfg.py KDSVD: k 1, weight 1).
+  config.kdsvd_weight = 1.0
+  config.kdsvd_k = 1
+
   # Self-distillation without heads (kdjax.methods.self_distillation); each
   # combines with the heads (self) only, and those marked refuse mixup.
   # pskd: the final classifier's cross-entropy to (1 - a_t) y + a_t p, p each
@@ -260,6 +295,12 @@ def get_config(arg=None):
   config.decay_epochs = ()
   config.decay_rate = 0.1
   config.momentum = 0.9
+  # 'sgd', or 'dot' (Zhao et al., ICCV 2023, distillation-oriented trainer;
+  # mdistiller/engine/dot.py): the cross-entropy's gradient and the terms' get
+  # momentum buffers of their own, momentum - dot_delta and momentum +
+  # dot_delta (mdistiller/engine/cfg.py: delta 0.075).
+  config.optimizer = 'sgd'
+  config.dot_delta = 0.075
   # Nesterov momentum, as torch.optim.SGD(nesterov=True) (PS-KD's and DLB's
   # references); the study: off.
   config.nesterov = False

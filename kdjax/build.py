@@ -69,19 +69,22 @@ _RANGES = (
      lambda v: isinstance(v, int) and v >= 1, 'set a whole number of at least 1.'),
     (('steps_per_call', 'log_every_steps', 'checkpoint_every_steps', 'seed', 'hint_stage',
       'profile_steps', 'dkd_warmup_epochs', 'reviewkd_warmup_epochs', 'input_workers',
-      'train_examples'),
+      'train_examples', 'kdsvd_k'),
      lambda v: isinstance(v, int) and v >= 0, 'set a whole number of at least 0.'),
     (('learning_rate', 'min_learning_rate', 'weight_decay', 'warmup_epochs', 'mixup_alpha',
       'self_feature_weight', 'hint_weight', 'rkd_distance_weight', 'rkd_angle_weight',
       'online_weight', 'dkd_alpha', 'dkd_beta', 'dist_weight', 'dist_beta', 'dist_gamma',
       'at_weight', 'nst_weight', 'sp_weight', 'pkt_weight', 'vid_weight', 'reviewkd_weight',
       'ofd_weight', 'crd_weight', 'cs_kd_weight', 'tf_reg_alpha', 'tf_reg_multiplier',
-      'dlb_weight', 'uskd_alpha', 'uskd_beta', 'uskd_mu'),
+      'dlb_weight', 'uskd_alpha', 'uskd_beta', 'uskd_mu', 'ttm_weight', 'nkd_gamma',
+      'ctkd_t_start', 'ctkd_t_end', 'srd_feature_weight', 'srd_logit_weight', 'kdsvd_weight',
+      'dot_delta'),
      lambda v: v >= 0, 'set a number of at least 0.'),
     (('kd_temperature', 'self_kd_temperature', 'online_temperature', 'restart_decay',
       'restart_epochs',
       'dkd_temperature', 'dist_temperature', 'at_p', 'decay_rate', 'vid_eps',
-      'crd_temperature', 'cs_kd_temperature', 'tf_reg_temperature', 'dlb_temperature'),
+      'crd_temperature', 'cs_kd_temperature', 'tf_reg_temperature', 'dlb_temperature',
+      'ttm_exponent', 'nkd_temperature', 'ctkd_lambda_epochs'),
      lambda v: v > 0, 'set a positive number.'),
     (('self_kd_weight', 'ps_kd_alpha'), lambda v: 0 <= v <= 1,
      'set a weight from 0 to 1 (it splits the loss with the cross-entropy).'),
@@ -112,6 +115,13 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> methods
   if config.vid_init_variance <= config.vid_eps:
     raise errors.ConfigError('vid_init_variance', config.vid_init_variance,
                              f'set a variance above vid_eps ({config.vid_eps}).')
+  if any(not isinstance(n, int) or n < 1 for n in config.sdd_scales) or not config.sdd_scales:
+    raise errors.ConfigError('sdd_scales', tuple(config.sdd_scales), 'give region scales of '
+                             'at least 1, the global one first (SDD: "(1, 2)" or "(1, 2, 4)").')
+  if config.dot_delta >= config.momentum or config.momentum + config.dot_delta >= 1:
+    raise errors.ConfigError('dot_delta', config.dot_delta, f'DOT\'s momenta are momentum '
+                             f'({config.momentum}) - and + dot_delta; set it so both lie in '
+                             '[0, 1) (mdistiller: 0.075 at momentum 0.9).')
   if config.min_learning_rate > config.learning_rate:
     raise errors.ConfigError('min_learning_rate', config.min_learning_rate,
                              f'set it at most learning_rate ({config.learning_rate}).')
@@ -125,6 +135,7 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> methods
                          ('teacher_input', TEACHER_INPUTS),
                          ('input_pipeline', feeds.PIPELINES),
                          ('mixup_partner', steps.MIXUP_PARTNERS),
+                         ('optimizer', optim.OPTIMIZERS),
                          ('kd_reduction', methods.KD_REDUCTIONS),
                          ('head_labels', methods.HEAD_LABELS),
                          ('self_feature_reduction', methods.FEATURE_REDUCTIONS)):
@@ -151,6 +162,16 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> methods
   except ValueError as e:
     raise errors.ConfigError('method', config.method, str(e)) from None
   method.check(config)
+  if config.optimizer == 'dot' and (not method.terms or method.carries_ce):
+    raise errors.ConfigError('optimizer', 'dot', f'DOT steps the cross-entropy\'s gradient '
+                             'and the distillation terms\' apart; method '
+                             f'{config.method!r} has ' + ('no terms' if not method.terms else
+                                                          'a term that holds the '
+                                                          'cross-entropy') +
+                             ". set 'sgd', or a method with a distillation term.")
+  if config.optimizer == 'dot' and config.nesterov:
+    raise errors.ConfigError('nesterov', True, 'DOT\'s buffers are plain momentum '
+                             '(mdistiller/engine/dot.py); set it to False.')
   return method
 
 
@@ -232,7 +253,7 @@ def parts_initializer(config, model, teacher, info: data.DatasetInfo,
   zeros = lambda tree: jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), tree)
   return jax.jit(lambda key: methods.init_parts(
       config, key, zeros(student), zeros(taught), jnp.zeros((2, info.num_classes)),
-      num_train))
+      num_train, teacher_variables=teacher and zeros(teacher.variables)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,8 +304,10 @@ def assemble(plan: Plan, steps_per_epoch: int, num_train: int = 0) -> Run:
       model_spec=method.model_spec(config, plan.hint_channels), image_shape=info.image_shape,
       dtype=compute_dtype(config.dtype), steps_per_call=steps_per_call(config, steps_per_epoch),
       apply=apply, loss_fn=loss_fn, schedule=schedule,
-      tx=optim.create_optimizer(schedule, config.momentum, config.weight_decay,
-                                config.nesterov),
+      tx=(optim.dot(schedule, config.momentum, config.dot_delta, config.weight_decay)
+          if config.optimizer == 'dot' else
+          optim.create_optimizer(schedule, config.momentum, config.weight_decay,
+                                 config.nesterov)),
       teacher=teacher, devices=devices,
       init_parts=(parts_initializer(config, model, teacher, info,
                                     num_train or steps_per_epoch * config.batch_size)
@@ -293,7 +316,8 @@ def assemble(plan: Plan, steps_per_epoch: int, num_train: int = 0) -> Run:
           loss_fn, augment=config.augment, rotation_degrees=config.rotation_degrees,
           mixup=bool(config.mixup_alpha), mixup_partner=config.mixup_partner,
           num_classes=info.num_classes, devices=devices, groups=method.groups,
-          crop=not info.encoded),
+          crop=not info.encoded, strong_view=method.composition == 'views',
+          two_gradients=config.optimizer == 'dot'),
       eval_step=steps.pmap_eval_step(apply, method, devices))
 
 

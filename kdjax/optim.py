@@ -1,4 +1,9 @@
-"""Optimizer: the learning-rate schedule chained with SGD and weight decay."""
+"""Optimizers: the learning-rate schedule chained with SGD and weight decay,
+or DOT's two momentum buffers."""
+from typing import Any, Callable, NamedTuple
+
+import jax
+from jax.extend import core as jax_core
 import jax.numpy as jnp
 import optax
 
@@ -114,3 +119,92 @@ def create_optimizer(schedule: optax.Schedule, momentum: float, weight_decay: fl
   gradient before the momentum buffer, and applies to every parameter."""
   return optax.chain(optax.add_decayed_weights(weight_decay),
                      optax.sgd(schedule, momentum=momentum, nesterov=nesterov))
+
+
+OPTIMIZERS = ('sgd', 'dot')  # config.optimizer
+
+
+class DotState(NamedTuple):
+  count: jax.Array  # steps taken
+  task_momentum: Any  # the task loss's momentum buffers, like params
+  distill_momentum: Any  # the distillation loss's
+
+
+def dot(learning_rate, momentum: float, delta: float,
+        weight_decay: float) -> optax.GradientTransformation:
+  """DOT, the distillation-oriented trainer (Zhao et al., ICCV 2023;
+  mdistiller/engine/dot.py), as an optax transformation whose update takes
+  (task_grads, distill_grads) and returns the parameter updates
+  -lr (task buffer + distillation buffer).
+
+  The task buffer has momentum - delta and takes the weight decay; the
+  distillation buffer momentum + delta and none. A gradient leaf that is None
+  (two_gradients: a loss that does not reach the parameter) follows the
+  reference for a parameter missing from one loss's list: the other buffer
+  then has the plain momentum, and a distillation-only parameter takes the
+  weight decay there, except at its first step (the reference's buffer starts
+  as that step's bare gradient). `learning_rate` is a number or a schedule of
+  the step count.
+  """
+  schedule = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
+  task_momentum, distill_momentum = momentum - delta, momentum + delta
+
+  def init(params):
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    return DotState(jnp.zeros([], jnp.int32), zeros, zeros)
+
+  def update(grads, state, params):
+    task_grads, distill_grads = grads
+    first = state.count == 0
+    leaves = lambda tree: jax.tree.leaves(tree, is_leaf=lambda x: x is None)
+    treedef = jax.tree.structure(params)
+    out = []
+    for p, gt, gd, bt, bd in zip(leaves(params), leaves(task_grads), leaves(distill_grads),
+                                 leaves(state.task_momentum), leaves(state.distill_momentum)):
+      both = gt is not None and gd is not None
+      step = jnp.zeros_like(p)
+      if gt is not None:
+        bt = (task_momentum if both else momentum) * bt + gt + weight_decay * p
+        step += bt
+      if gd is not None:
+        decayed = gd if both else gd + jnp.where(first, 0.0, weight_decay) * p
+        bd = (distill_momentum if both else momentum) * bd + decayed
+        step += bd
+      out.append((step, bt, bd))
+    steps, task_buffers, distill_buffers = (treedef.unflatten([o[i] for o in out])
+                                            for i in range(3))
+    lr = schedule(state.count)
+    return (jax.tree.map(lambda s: -lr * s, steps),
+            DotState(state.count + 1, task_buffers, distill_buffers))
+
+  return optax.GradientTransformation(init, update)
+
+
+def two_gradients(split_loss_fn: Callable, params):
+  """((task grads, distillation grads), aux) of split_loss_fn(params) ->
+  ((task loss, distillation loss), aux) from one forward pass, a leaf None
+  where its loss does not depend on that parameter (read from the traced
+  computation, as PyTorch leaves such a .grad None): what dot's update takes."""
+  (task, distill), pullback, aux = jax.vjp(split_loss_fn, params, has_aux=True)
+  one, zero = jnp.ones_like(task), jnp.zeros_like(task)
+  grads = (pullback((one, zero))[0], pullback((zero, one))[0])
+  reach = _reached(lambda p: split_loss_fn(p)[0], params)
+  return tuple(jax.tree.map(lambda g, r: g if r else None, g_tree, r_tree)
+               for g_tree, r_tree in zip(grads, reach)), aux
+
+
+def _reached(fn, params):
+  """For each output of fn(params), a tree like params: whether that output
+  depends on the leaf (conservatively: an equation's outputs depend on all
+  its inputs)."""
+  closed = jax.make_jaxpr(fn)(params)
+  jaxpr = closed.jaxpr
+  reach = []
+  for out in jaxpr.outvars:
+    needed = set() if isinstance(out, jax_core.Literal) else {out}
+    for eqn in reversed(jaxpr.eqns):
+      if any(v in needed for v in eqn.outvars):
+        needed.update(v for v in eqn.invars if not isinstance(v, jax_core.Literal))
+    reach.append(jax.tree.unflatten(jax.tree.structure(params),
+                                    [v in needed for v in jaxpr.invars]))
+  return reach

@@ -7,17 +7,19 @@ composition, one of COMPOSITIONS:
   'pairs'  then B partners, each a random example of its anchor's class (CS-KD);
   'carry'  then the previous step's B examples again (DLB), the last step of
            the previous epoch for an epoch's first step, the step's own at the
-           first step of all.
+           first step of all;
+  'views'  then the same B examples again (MLKD's strong view, which the
+           train step augments apart).
 Rows are laid out per device: each device holds its share of the B examples,
-then their partners or carried examples, so an example's second row is on
-the device whose loss needs it, whatever the device count. Everything is a
+then their partners, carried examples or second views, so an example's second
+row is on the device whose loss needs it, whatever the device count. Everything is a
 function of (seed, epoch) and the labels.
 """
 from typing import Optional
 
 import numpy as np
 
-COMPOSITIONS = ('', 'pairs', 'carry')
+COMPOSITIONS = ('', 'pairs', 'carry', 'views')
 
 
 def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
@@ -53,7 +55,7 @@ def epoch_order(seed: int, epoch: int, num_train: int, batch_size: int, num_devi
                 composition: str = '', labels: Optional[np.ndarray] = None) -> np.ndarray:
   """int32 [steps, num_devices, rows per device] training-set indices of the
   epoch's steps: each device's share of the step's examples, then (with a
-  composition) its share of their partners or carried examples. `labels`, the
+  composition) its share of their partners, carried examples or second views. `labels`, the
   training labels, are needed for 'pairs'."""
   if composition not in COMPOSITIONS:
     raise ValueError(f'Unknown composition {composition!r}; one of {COMPOSITIONS}.')
@@ -63,6 +65,8 @@ def epoch_order(seed: int, epoch: int, num_train: int, batch_size: int, num_devi
   elif composition == 'carry':
     before = (_steps(seed, epoch - 1, num_train, batch_size)[-1:] if epoch else order[:1])
     second = np.concatenate([before, order[:-1]])
+  elif composition == 'views':
+    second = order
   per_device = batch_size // num_devices
   split = lambda x: x.reshape(len(order), num_devices, per_device)
   rows = split(order) if not composition else np.concatenate(

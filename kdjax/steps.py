@@ -19,6 +19,7 @@ import numpy as np
 
 from kdjax import data
 from kdjax import methods
+from kdjax import optim
 
 AXIS = 'batch'  # the device axis the steps are mapped over
 MIXUP_PARTNERS = ('permutation', 'mirror')  # config.mixup_partner
@@ -96,24 +97,32 @@ def global_positions(rows: int, groups: int) -> jax.Array:
 def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array,
                lam: jax.Array, teacher_variables, *, loss_fn: Callable, augment: bool,
                rotation_degrees: float, mixup: bool, mixup_partner: str, num_classes: int,
-               train_labels: jax.Array, groups: int = 1, crop: bool = True):
+               train_labels: jax.Array, groups: int = 1, crop: bool = True,
+               strong_view: bool = False, two_gradients: bool = False):
   """One SGD step on this device's share of the global batch.
 
   `batch` holds uint8 images, int32 labels and each example's index in the
   training set, whose labels are `train_labels`, in `groups` groups
   (order.epoch_order's rows). With `augment`, the study's crop and flip
-  (unless `crop` is False: the host cropped and flipped) and rotation. `rng`
-  is the same on every device; per-step and per-example keys derive from it. `lam` is the step's mixup weight
+  (unless `crop` is False: the host cropped and flipped) and rotation; with
+  `strong_view`, the second group also gets MLKD's strong augmentation
+  (data.strong_augment). `rng` is the same on every device; per-step and
+  per-example keys derive from it. `lam` is the step's mixup weight
   (data.mixup_lambdas), used if `mixup`, with each example's partner chosen by
-  `mixup_partner` (MIXUP_PARTNERS).
+  `mixup_partner` (MIXUP_PARTNERS). With `two_gradients`, the state's
+  optimizer (optim.dot) takes the task and the distillation gradients apart.
   """
   step_key = jax.random.fold_in(rng, state.step)
   augment_key, partner_key = jax.random.split(step_key)
   images = batch['image']
+  positions = global_positions(images.shape[0], groups)
   if augment and (crop or rotation_degrees):
-    positions = global_positions(images.shape[0], groups)
     images = data.augment(images, data.example_keys(augment_key, positions),
                           rotation_degrees, crop)
+  if strong_view:
+    first, second = jnp.split(images, 2)
+    strong_keys = data.example_keys(jax.random.fold_in(step_key, 3), positions)
+    images = jnp.concatenate([first, data.strong_augment(second, strong_keys[len(first):])])
   pixels = data.to_float(images)
   targets = jax.nn.one_hot(batch['label'], num_classes)
   if mixup:
@@ -121,11 +130,15 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array,
     partner = (_permuted_global_batch(pair, partner_key) if mixup_partner == 'permutation'
                else _reversed_global_batch(pair))  # the mirror, as timm pairs them
     pixels, targets = data.mixup(pair, partner, lam)
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  (_, (batch_stats, metrics)), grads = grad_fn(
-      state.params, state.batch_stats, pixels, targets, teacher_variables, batch['label'],
-      step=state.step, examples=methods.Examples(batch['index'], train_labels,
-                                                 jax.random.fold_in(step_key, 2)))
+  loss_of = functools.partial(
+      loss_fn, batch_stats=state.batch_stats, pixels=pixels, targets=targets,
+      teacher_variables=teacher_variables, labels=batch['label'], step=state.step,
+      examples=methods.Examples(batch['index'], train_labels, jax.random.fold_in(step_key, 2)))
+  if two_gradients:
+    grads, (batch_stats, metrics) = optim.two_gradients(
+        lambda params: loss_of(params, split=True), state.params)
+  else:
+    grads, (batch_stats, metrics) = jax.grad(loss_of, has_aux=True)(state.params)
   grads = lax.pmean(grads, AXIS)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   return state, lax.pmean(metrics, AXIS)
@@ -178,7 +191,8 @@ def eval_step(variables, batch: Dict[str, jax.Array], *, apply: Callable,
 
 def pmap_train_steps(loss_fn: Callable, *, augment: bool, rotation_degrees: float,
                      mixup: bool, mixup_partner: str, num_classes: int, devices,
-                     groups: int = 1, crop: bool = True):
+                     groups: int = 1, crop: bool = True, strong_view: bool = False,
+                     two_gradients: bool = False):
   """train_steps under jax.pmap over `devices`: (state, images, labels,
   batches [devices, steps, ...], lams [devices, steps], rng,
   teacher_variables) -> (state, metrics [devices, steps]), each device's rows
@@ -186,7 +200,8 @@ def pmap_train_steps(loss_fn: Callable, *, augment: bool, rotation_degrees: floa
   return jax.pmap(functools.partial(
       train_steps, loss_fn=loss_fn, augment=augment, rotation_degrees=rotation_degrees,
       mixup=mixup, mixup_partner=mixup_partner, num_classes=num_classes, groups=groups,
-      crop=crop), axis_name=AXIS, devices=devices, donate_argnums=(0,))
+      crop=crop, strong_view=strong_view, two_gradients=two_gradients), axis_name=AXIS,
+      devices=devices, donate_argnums=(0,))
 
 
 def pmap_eval_step(apply: Callable, method: methods.Method, devices):

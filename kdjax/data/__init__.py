@@ -11,6 +11,8 @@
                  that the data order names, batches ahead of the step
   feeds.py       device-resident arrays or the host stream, one interface
   augment.py     on-device ops: the study's crop, flip and rotation, mixup
+  strong.py      on-device ops: MLKD's strong view (RandAugment's 14 PIL ops
+                 and Cutout)
 """
 from kdjax.data.arrays import CIFAR100_MEAN
 from kdjax.data.arrays import CIFAR100_STD
@@ -38,3 +40,4 @@ from kdjax.data.augment import normalize
 from kdjax.data.augment import PAD
 from kdjax.data.augment import rotate
 from kdjax.data.augment import to_float
+from kdjax.data.strong import strong_augment

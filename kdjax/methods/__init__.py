@@ -6,13 +6,15 @@ order of TERMS, e.g. 'offline', 'self', 'offline_self', 'dkd_self',
 feature, relation, online, heads) as a terms.Term; REGISTRY, built from
 those modules, is the one list that configs, checks, the benchmark and the
 table of docs/methods.md follow. `get_loss_fn` turns a method into
-  loss_fn(params, batch_stats, pixels, targets, teacher_variables, labels, step=None)
-      -> (loss, (new_batch_stats, metrics))
+  loss_fn(params, batch_stats, pixels, targets, teacher_variables, labels, step=None,
+          examples=None, split=False) -> (loss, (new_batch_stats, metrics))
 where `pixels` are augmented (and, with mixup, mixed) images in [0, 1],
 `targets` the matching [batch, classes] label distributions, `labels` each
 example's own integer label before mixing and `step` the train step (for
 weights that ramp with training; absent: every ramp complete) and `examples`
-a terms.Examples (for terms that keep something per training example). Only
+a terms.Examples (for terms that keep something per training example); with
+`split` the loss is (the final classifier's cross-entropy, the terms' sum),
+DOT's task and distillation losses (optim.two_gradients). Only
 `params` is differentiated; the teacher's variables are an input, never
 trained; a term's learned parts are params[PARTS][term] and its state
 batch_stats[PARTS][term].

@@ -68,6 +68,12 @@ def selectivity(ctx: Context):
                                      for s, t in stage_pairs(ctx))
 
 
+def singular(ctx: Context):
+  pairs = stage_pairs(ctx)
+  return ctx.config.kdsvd_weight * losses.kdsvd([s for s, _ in pairs], [t for _, t in pairs],
+                                                ctx.config.kdsvd_k)
+
+
 TERMS = (
     # Romero et al. (ICLR 2015), FitNets: L2 from a regressed stage to the teacher's
     Term('feature', feature, teacher=True, student_part='hint'),
@@ -75,4 +81,6 @@ TERMS = (
     Term('at', attention, teacher=True, pairs_stages=True),
     # Huang & Wang (2017), neuron selectivity transfer on every stage
     Term('nst', selectivity, teacher=True, pairs_stages=True),
+    # Lee et al. (ECCV 2018), KDSVD: relations of consecutive stages' singular vectors
+    Term('kdsvd', singular, teacher=True, pairs_stages=True),
 )

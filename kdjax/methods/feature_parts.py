@@ -1,6 +1,6 @@
 """Feature-based terms that train modules of their own beside the student
 (Term.part): VID's regressors and variances, OFD's connectors, ReviewKD's
-fusion blocks."""
+fusion blocks, SRD's connector."""
 import functools
 import math
 from typing import Optional, Sequence
@@ -182,6 +182,38 @@ def overhaul(ctx: Context):
   return ctx.config.ofd_weight * total
 
 
+class SoftmaxRegressionConnector(nn.Module):
+  """SRD's connector (KD_SRRL distiller_zoo/AIN.py transfer_conv): the
+  student's last map through a 1x1 conv (no bias, normal init of std
+  sqrt(2 / out channels)), BN (over the global batch, training mode) and
+  ReLU to the teacher's channels, then pooled."""
+  channels: int
+  axis_name: Optional[str]
+
+  @nn.compact
+  def __call__(self, last_map):
+    x = nn.Conv(self.channels, (1, 1), use_bias=False,
+                kernel_init=nn.initializers.normal(math.sqrt(2.0 / self.channels)),
+                name='conv')(last_map.astype(jnp.float32))
+    x = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=layers.BN_EPSILON,
+                     use_fast_variance=False, axis_name=self.axis_name, name='bn')(x)
+    return jnp.mean(nn.relu(x), axis=(1, 2))
+
+
+def _srd_part(config, ctx: Context):
+  del config
+  return SoftmaxRegressionConnector(ctx.teacher['feature'].shape[-1], ctx.axis_name)
+
+
+def softmax_regression(ctx: Context):
+  # The teacher's classifier reads the student's connected feature.
+  classifier = ctx.teacher_variables['params']['classifier']
+  feature_term, logit_term = losses.srd(
+      ctx.part(ctx.student['stage_features'][-1]), ctx.teacher['feature'],
+      classifier['kernel'], classifier['bias'], ctx.teacher['logits'])
+  return ctx.config.srd_feature_weight * feature_term + ctx.config.srd_logit_weight * logit_term
+
+
 TERMS = (
     # Ahn et al. (CVPR 2019), variational information distillation on every stage
     Term('vid', variational, teacher=True, pairs_stages=True, part=_vid_part),
@@ -191,4 +223,7 @@ TERMS = (
     # Chen et al. (CVPR 2021), knowledge review: fused student levels against every
     # teacher stage
     Term('reviewkd', review, teacher=True, pairs_stages=True, part=_review_part),
+    # Yang et al. (ICLR 2021), softmax regression representation learning: the
+    # connected student feature against the teacher's, and through its classifier
+    Term('srd', softmax_regression, teacher=True, part=_srd_part),
 )

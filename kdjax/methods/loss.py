@@ -32,11 +32,12 @@ def _context(outputs, teacher, targets, own_targets, config, gather, global_batc
           for i, student in enumerate(every)]
 
 
-def init_parts(config, key, outputs, teacher, targets, num_train=0, axis_name=None):
+def init_parts(config, key, outputs, teacher, targets, num_train=0, axis_name=None,
+               teacher_variables=None):
   """{'params': ..., 'batch_stats': ...} of the terms' learned parts (keyed by
-  term), initialized from `key` for student `outputs` and `teacher` outputs of
-  the run's shapes (their values do not matter) and a training set of
-  `num_train` examples."""
+  term), initialized from `key` for student `outputs`, `teacher` outputs and
+  `teacher_variables` of the run's shapes (their values do not matter) and a
+  training set of `num_train` examples."""
   method = get_method(config.method)
   variables = {'params': {}, 'batch_stats': {}}
   ctx, = _context(outputs, teacher, targets, targets, config, lambda x: x, len(targets),
@@ -44,7 +45,8 @@ def init_parts(config, key, outputs, teacher, targets, num_train=0, axis_name=No
   num_classes = targets.shape[-1]
   ctx = ctx._replace(examples=Examples(jnp.arange(len(targets)) % max(num_train, 1),
                                        jnp.arange(num_train) % num_classes,
-                                       jax.random.PRNGKey(0)))
+                                       jax.random.PRNGKey(0)),
+                     teacher_variables=teacher_variables)
   for index, name in enumerate(t for t in TERMS if t in method.terms and REGISTRY[t].part):
     term = REGISTRY[name]
     module = term.part(config, ctx)
@@ -101,7 +103,7 @@ def get_loss_fn(config, student_apply: Callable, teacher_apply: Optional[Callabl
     return joined, batch_stats, None
 
   def loss_fn(params, batch_stats, pixels, targets, teacher_variables, labels, step=None,
-              examples=None):
+              examples=None, split=False):
     (params, part_params), (batch_stats, part_state) = map(split_parts, (params, batch_stats))
     outputs, new_batch_stats, second = forward(params, batch_stats, pixels)
     if second is not None:  # the loss is the first group's
@@ -110,7 +112,11 @@ def get_loss_fn(config, student_apply: Callable, teacher_apply: Optional[Callabl
         examples = examples._replace(indices=examples.indices[:len(labels)])
     teacher = None
     if method.uses_teacher:
-      teacher = jax.lax.stop_gradient(teacher_apply(teacher_variables, pixels))
+      # Group by group, as the student: each its own batch (a teacher on batch statistics).
+      groups = jnp.split(pixels, method.groups)
+      teacher = jax.lax.stop_gradient(jax.tree.map(
+          lambda *g: jnp.concatenate(g), *[teacher_apply(teacher_variables, g)
+                                           for g in groups]))
     epoch = None
     if step is not None:
       if not steps_per_epoch:
@@ -119,26 +125,28 @@ def get_loss_fn(config, student_apply: Callable, teacher_apply: Optional[Callabl
     own_targets = jax.nn.one_hot(labels, targets.shape[-1], dtype=targets.dtype)
     global_batch = len(labels) * (1 if axis_name is None else lax.axis_size(axis_name))
     new_part_state = {}
-    loss = 0.0
+    task = distill = 0.0
     if examples is None and any(term.reads_examples for term in terms):
       raise ValueError(f'Method {config.method!r} needs loss_fn(..., examples=).')
     final_ce = ce_weight(method.terms, config)
     for ctx in _context(outputs, teacher, targets, own_targets, config, gather, global_batch,
                         epoch, axis_name):
-      ctx = ctx._replace(examples=examples, second=second, step=step, ce_weight=final_ce)
-      student_loss = 0.0 if method.carries_ce else final_ce * losses.soft_cross_entropy(
-          ctx.student['logits'], targets)
+      ctx = ctx._replace(examples=examples, second=second, step=step, ce_weight=final_ce,
+                         teacher_variables=teacher_variables)
+      if not method.carries_ce:
+        task += final_ce * losses.soft_cross_entropy(ctx.student['logits'], targets)
       for term in terms:
         if term.part:
           ctx = ctx._replace(part=_bound_part(term, ctx, part_params, part_state,
                                               new_part_state))
-        student_loss += term.loss(ctx)
-      loss += student_loss
+        distill += term.loss(ctx)
+    loss = task + distill
     if new_part_state:
       new_batch_stats = {**new_batch_stats, PARTS: new_part_state}
     # Against each example's own label, as the study's training accuracy.
     accuracy = jnp.mean(jnp.argmax(outputs['logits'], -1) == labels)
-    return loss, (new_batch_stats, {'loss': loss, 'accuracy': accuracy})
+    metrics = {'loss': loss, 'accuracy': accuracy}
+    return ((task, distill) if split else loss), (new_batch_stats, metrics)
   return loss_fn
 
 

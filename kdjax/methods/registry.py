@@ -170,6 +170,15 @@ class Method:
       sums['ensemble_top1'] = correct_top1(ensemble, labels, mask)
     return sums
 
+  def records(self, config, parts) -> Dict[str, float]:
+    """What each epoch's record gets from the terms' learned parameters
+    (`parts`: the train state's params[PARTS], on the host): Term.records."""
+    out = {}
+    for name in sorted(self.terms):
+      if REGISTRY[name].records:
+        out.update(REGISTRY[name].records(config, parts[name]))
+    return out
+
   def describe_test(self, test) -> str:
     """The method's part of the epoch line: heads and ensemble, peers (top-1 %)."""
     text = ''

@@ -1,6 +1,6 @@
 """What every method term is: a Term, and the Context its loss reads."""
 import dataclasses
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +41,7 @@ class Context(NamedTuple):
   # The final classifier's cross-entropy weight (ce_weight) for a term that
   # carries that cross-entropy itself (Term.carries_ce).
   ce_weight: float = 1.0
+  teacher_variables: Any = None  # the frozen teacher's {'params', 'batch_stats'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,9 +70,11 @@ class Term:
   reads_examples: bool = False
   # What its batches are made of beyond the epoch's examples (an
   # order.COMPOSITIONS name): 'pairs' (each example's class partner, forwarded
-  # as a batch of its own without gradient, in Context.second) or 'carry' (the
-  # previous step's examples again, forwarded as a batch of their own and
-  # trained on: the student's outputs hold both groups, new rows first).
+  # as a batch of its own without gradient, in Context.second), 'carry' (the
+  # previous step's examples again) or 'views' (the same examples again, as
+  # MLKD's strong view); the second group of 'carry' and 'views' is forwarded
+  # as a batch of its own and trained on: the student's outputs hold both
+  # groups, first rows first.
   composition: str = ''
   mixup: bool = True  # its reference trains with mixup, or could
   # The only terms it combines with (None: any).
@@ -79,6 +82,9 @@ class Term:
   # Its loss holds the final classifier's cross-entropy, at Context.ce_weight;
   # the method adds no cross-entropy of its own.
   carries_ce: bool = False
+  # records(config, part_params) -> {name: value} that each epoch's record
+  # (metrics.jsonl) gets from the term's learned parameters (CTKD's temperature).
+  records: Optional[Callable[[Any, Any], Dict[str, float]]] = None
 
 
 def check_choice(config, field, choices):

@@ -46,8 +46,8 @@ A0_WIDTH_MULTIPLIERS = (0.75, 0.75, 1.5, 3, 20)
 
 
 class RepVGG(nn.Module):
-  """Returns {'logits', 'feature', 'stage_features', 'stage_preact'} like
-  ResNet (and `hint` with `hint_channels`); `deploy` selects the fused form.
+  """Returns {'logits', 'position_logits', 'feature', 'stage_features',
+  'stage_preact'} like ResNet (and `hint` with `hint_channels`); `deploy` selects the fused form.
   Unfused, also 'stage_preact_prior' like ResNet's: the sum of the last
   block's branches, taken as independent normals N(sum of BN biases, sum of
   squared BN scales)."""
@@ -82,7 +82,8 @@ class RepVGG(nn.Module):
         priors.append((sum(bn['bias'] for bn in bns),
                        jnp.sqrt(sum(bn['scale']**2 for bn in bns))))
     feature = jnp.mean(x, axis=(1, 2))
-    outputs = {'logits': dense(self.num_classes, name='classifier')(feature),
+    classifier = dense(self.num_classes, name='classifier')
+    outputs = {'logits': classifier(feature), 'position_logits': classifier(x),
                'feature': feature, 'stage_features': tuple(stages),
                'stage_preact': tuple(preacts)}
     if priors:

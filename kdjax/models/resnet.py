@@ -80,8 +80,10 @@ STEMS = {
 
 
 class ResNet(nn.Module):
-  """A ResNet (its stem a STEMS name) returning {'logits', 'feature' (pooled,
-  pre-classifier), 'stage_features'} (the stages' outputs, shallow -> deep),
+  """A ResNet (its stem a STEMS name) returning {'logits', 'position_logits'
+  (the classifier at every position of the last map, [B, H, W, classes]: SDD's;
+  unused, XLA drops them), 'feature' (pooled, pre-classifier),
+  'stage_features'} (the stages' outputs, shallow -> deep),
   'stage_preact'
   (the same before their last ReLU, as OFD and ReviewKD read a teacher) and
   'stage_preact_prior' (for each stage (mean, std) per channel of the BN
@@ -136,7 +138,8 @@ class ResNet(nn.Module):
                                       self.num_classes, conv, norm, dense,
                                       name=f'head{i + 1}')(x))
     feature = jnp.mean(x, axis=(1, 2))
-    outputs = {'logits': dense(self.num_classes, name='classifier')(feature),
+    classifier = dense(self.num_classes, name='classifier')
+    outputs = {'logits': classifier(feature), 'position_logits': classifier(x),
                'feature': feature, 'stage_features': tuple(stages),
                'stage_preact': tuple(preacts), 'stage_preact_prior': tuple(priors)}
     if self.heads:
