@@ -9,6 +9,10 @@ python main.py --config=configs/imagenet.py:<row> --workdir=runs/imagenet/<row> 
   each from torchvision's ResNet34 (python -m kdjax.teachers fetch
   resnet34_imagenet), in eval mode (its stored BatchNorm statistics), as
   mdistiller's distillers run the teacher;
+- nkd, mlkd, dot, ctkd, sdd_dkd, srd: each at its authors' ImageNet settings
+  from the same teacher (the functions below name their files); NKD's and
+  CTKD's recipes differ from the anchor's (batch 256 and lr 0.1; CTKD also
+  120 epochs) and follow their references;
 - self_kd, offline_self_kd: the study's own methods (rows 4-6 of its table:
   heads, their loss weights and temperatures, mixup 0.4) on the same recipe,
   offline + self from the same ResNet34.
@@ -23,9 +27,15 @@ TPUs, float32 on CPUs ('auto'); parameters, BatchNorm statistics and losses
 stay float32 (mdistiller trains in float32).
 """
 from configs import baseline
+from configs import ctkd
+from configs import dot
+from configs import mlkd
+from configs import nkd
 from configs import offline_kd
 from configs import offline_self_kd
+from configs import sdd_dkd
 from configs import self_kd
+from configs import srd
 from kdjax import study
 
 TEACHER = 'resnet34_imagenet'
@@ -36,6 +46,46 @@ def _kd(config):
   # KL over classes and averages over the batch.
   config.ce_weight, config.kd_weight, config.kd_temperature = 0.5, 0.5, 1.0
   config.kd_reduction = 'batchmean'
+
+
+def _nkd(config):
+  # cls_KD configs/distillers/imagenet/res34_distill_res18_img.py: NKDLoss temp
+  # 1, gamma 1.5; its mmcls recipe (resnet18_8xb32_in1k.py, imagenet_bs256):
+  # batch 256, lr 0.1.
+  config.nkd_temperature, config.nkd_gamma = 1.0, 1.5
+  config.batch_size, config.learning_rate = 256, 0.1
+
+
+def _mlkd(config):
+  # Multi-Level-Logit-Distillation configs/imagenet/r34_r18/kd_ours.yaml: T 1,
+  # CE 0.5, KD 0.5, lr 0.1 (batch 512).
+  config.kd_temperature, config.ce_weight, config.kd_weight = 1.0, 0.5, 0.5
+  config.learning_rate = 0.1
+
+
+def _dot(config):
+  # mdistiller configs/imagenet/r34_r18/dot.yaml: KD (T 1, CE 0.5, KD 0.5), DOT
+  # delta 0.09.
+  _kd(config)
+  config.dot_delta = 0.09
+
+
+def _ctkd(config):
+  # CTKD scripts/run_imagenet_distill.sh: its own recipe, 120 epochs at batch
+  # 256, lr 0.1 decayed at 30, 60, 90, weight decay 1e-4; -r 1 -a 1 (CE 1,
+  # KD 1), the reversal's cosine over 5 epochs.
+  config.num_epochs, config.batch_size, config.learning_rate = 120, 256, 0.1
+  config.ce_weight, config.kd_weight = 1.0, 1.0
+  config.ctkd_lambda_epochs = 5
+
+
+def _sdd_dkd(config):
+  # SDD-CVPR2024 configs/imagenet/r34_r18/sdd_dkd.yaml: DKD CE 1, beta 0.5, T 1,
+  # warm-up 1 (alpha cfg.py's 1), regions M [1,2]. Its SOLVER.BATCH_SIZE 4 is
+  # not a recipe (lr 0.2 is batch 512's): the anchor's batch 512 stays.
+  config.dkd_alpha, config.dkd_beta, config.dkd_temperature = 1.0, 0.5, 1.0
+  config.dkd_warmup_epochs = 1
+  config.sdd_scales = (1, 2)
 
 
 def _crd(config):
@@ -66,6 +116,13 @@ _ROWS = {
     'crd': (lambda: baseline.distilled('crd', TEACHER), _crd),
     'reviewkd': (lambda: baseline.distilled('reviewkd', TEACHER), _reviewkd),
     'dkd': (lambda: baseline.distilled('dkd', TEACHER), _dkd),
+    'nkd': (lambda: nkd.get_config(TEACHER), _nkd),
+    'mlkd': (lambda: mlkd.get_config(TEACHER), _mlkd),
+    'dot': (lambda: dot.get_config(TEACHER), _dot),
+    'ctkd': (lambda: ctkd.get_config(TEACHER), _ctkd),
+    'sdd_dkd': (lambda: sdd_dkd.get_config(TEACHER), _sdd_dkd),
+    # KD_SRRL train_imagenet_distillation.py: the anchor's recipe, weights 1.
+    'srd': (lambda: srd.get_config(TEACHER), None),
     'self_kd': (self_kd.get_config, None),
     'offline_self_kd': (lambda: offline_self_kd.get_config(TEACHER), None),
 }

@@ -169,6 +169,12 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> methods
                                                           'a term that holds the '
                                                           'cross-entropy') +
                              ". set 'sgd', or a method with a distillation term.")
+  if 'kdsvd' in method.terms and num_devices > 1 and jax.default_backend() == 'cpu':
+    raise errors.ConfigError('method', config.method, 'KDSVD\'s SVD is a LAPACK call, which '
+                             'XLA:CPU runs in the thread pool that a multi-device step\'s '
+                             'collectives wait in: the step deadlocks. Train it on one CPU '
+                             'device (--xla_force_host_platform_device_count=1) or on GPUs '
+                             'or TPUs.')
   if config.optimizer == 'dot' and config.nesterov:
     raise errors.ConfigError('nesterov', True, 'DOT\'s buffers are plain momentum '
                              '(mdistiller/engine/dot.py); set it to False.')

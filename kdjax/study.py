@@ -119,6 +119,12 @@ FASHION_MNIST_ROWS = _fashion_mnist_rows('')
 # self-distillation methods at that scale.
 MDISTILLER = "mdistiller's README (github megvii-research/mdistiller)"
 DKD_PAPER = 'the DKD paper (Zhao et al., CVPR 2022, arXiv:2203.08679), Table 3'
+TTM_README = "zkxufo/TTM's README, its ImageNet table (NKD; SRD as SRRL)"
+CTKD_README = ("zhengli97/CTKD's README (KD + CTKD, from its own ResNet34 of 73.96 % and a "
+               '120-epoch recipe)')
+MLKD_PAPER = 'the MLKD paper (Jin et al., CVPR 2023), its ImageNet table; not re-checked here'
+SDD_LOG = ("SDD-CVPR2024's authors' ResNet34 -> ResNet18 run log (their README's table is "
+           'ResNet50 -> MobileNet); not re-checked here')
 IMAGENET_TEACHER = 'resnet34_imagenet'
 IMAGENET_ROWS = tuple(
     Row(name, f'configs/imagenet.py:{name}', method, teacher, mixup, top1, 64, source)
@@ -130,6 +136,12 @@ IMAGENET_ROWS = tuple(
         ('crd', 'crd', IMAGENET_TEACHER, False, 71.17, DKD_PAPER),
         ('reviewkd', 'reviewkd', IMAGENET_TEACHER, False, 71.61, DKD_PAPER),
         ('dkd', 'dkd', IMAGENET_TEACHER, False, 71.70, MDISTILLER),
+        ('nkd', 'nkd', IMAGENET_TEACHER, False, 71.96, TTM_README),
+        ('mlkd', 'mlkd', IMAGENET_TEACHER, False, 71.90, MLKD_PAPER),
+        ('dot', 'offline', IMAGENET_TEACHER, False, 71.72, MDISTILLER),
+        ('ctkd', 'ctkd', IMAGENET_TEACHER, False, 71.32, CTKD_README),
+        ('sdd_dkd', 'sdddkd', IMAGENET_TEACHER, False, 72.02, SDD_LOG),
+        ('srd', 'srd', IMAGENET_TEACHER, False, 71.73, TTM_README),
         ('self_kd', 'self', '', True, None, ''),
         ('offline_self_kd', 'offline_self', IMAGENET_TEACHER, True, None, '')))
 
