@@ -137,7 +137,8 @@ def _train(plan, workdir, dataset, is_writer):
   calls_per_epoch = steps_per_epoch // per_call
   # Images a step forwards: the batch, and its partners or carried examples.
   images_per_step = config.batch_size * run.method.groups
-  composition = {'pairs': ' + their class partners', 'carry': ' + the previous step\'s'}
+  composition = {'pairs': ' + their class partners', 'carry': ' + the previous step\'s',
+                 'views': ' + their strong views'}
   logging.info('Training %s (%s, %s) on %s: %d examples, %d steps/epoch (%d calls of %d) '
                'x %d epochs, batch %d%s over %d devices in %d process(es), %s.',
                config.model, config.method, run.dtype, config.dataset, num_train,
