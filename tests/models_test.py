@@ -34,9 +34,14 @@ def test_tiny_resnet_output_shapes(train):
     assert all(jax.tree.leaves(changed))
   else:
     out = model.apply(variables, x, train=False)
-  assert set(out) == {'logits', 'feature', 'stage_features', 'stage_preact',
-                      'stage_preact_prior'}
+  assert set(out) == {'logits', 'position_logits', 'feature', 'stage_features',
+                      'stage_preact', 'stage_preact_prior'}
   assert out['logits'].shape == (3, 100) and out['logits'].dtype == jnp.float32
+  # SDD's position logits: the classifier at each position of the last map,
+  # whose mean is the logits (the classifier is affine, the pool a mean).
+  assert out['position_logits'].shape == (3, 4, 4, 100)
+  np.testing.assert_allclose(out['position_logits'].mean((1, 2)), out['logits'], rtol=1e-5,
+                             atol=1e-6)
   # Each stage's output is its pre-ReLU output through the ReLU, and the prior
   # of that pre-ReLU output is its last BN's (bias, |scale|).
   for stage, preact in zip(out['stage_features'], out['stage_preact']):
@@ -90,8 +95,8 @@ def test_self_distillation_heads_reach_the_final_feature_size():
   variables = model.init(jax.random.PRNGKey(0), x, train=False)
   out, state = model.apply(variables, x, train=False, capture_intermediates=True,
                            mutable=['intermediates'])
-  assert set(out) == {'logits', 'feature', 'stage_features', 'stage_preact',
-                      'stage_preact_prior', 'head_logits', 'head_features'}
+  assert set(out) == {'logits', 'position_logits', 'feature', 'stage_features',
+                      'stage_preact', 'stage_preact_prior', 'head_logits', 'head_features'}
   assert [f.shape for f in out['head_features']] == [(2, 32)] * 3 == [out['feature'].shape] * 3
   assert [l.shape for l in out['head_logits']] == [(2, 100)] * 3
   # Stage i's k x k stride-k conv (k = 8, 4, 2) brings its grid to the final 4x4,
