@@ -303,7 +303,8 @@ def test_reproduce_imagenet_lists_every_row_and_needs_torchvisions_resnet34():
   assert commands == [f'main.py --config=configs/imagenet.py:{row} '
                       f'--workdir=runs/imagenet/{row}/seed0 --config.seed=0 '
                       '--config.manual_dir=/data/ilsvrc'
-                      for row in ('baseline', 'kd', 'at', 'crd', 'reviewkd', 'dkd', 'self_kd',
+                      for row in ('baseline', 'kd', 'at', 'crd', 'reviewkd', 'dkd', 'nkd',
+                                  'mlkd', 'dot', 'ctkd', 'sdd_dkd', 'srd', 'self_kd',
                                   'offline_self_kd')]
   if not os.path.exists(os.path.join(ROOT, 'teachers', 'resnet34_imagenet', 'model.json')):
     assert 'python -m kdjax.teachers fetch resnet34_imagenet' in result.stderr
