@@ -5,6 +5,7 @@ import jax
 import numpy as np
 import pytest
 
+from configs import baseline
 from configs import default
 from configs import offline_kd
 from kdjax import build
@@ -177,3 +178,90 @@ def test_imagenet_self_distillation_rows_are_the_studys_on_mdistillers_recipe():
     assert {k: config[k] for k in recipe} == recipe
     assert {k: v for k, v in config.items() if k not in changed} == {
         k: v for k, v in cifar.items() if k not in changed}
+
+
+# Method zoo part 3: each config's settings, transcribed from the file its
+# docstring names (the loss's weights; the recipe stays the study's).
+ZOO_REFERENCES = {
+    # zkxufo/TTM README: --distill ttm --ttm_l 0.1 -r 1 -b 45; WTTM --ttm_l 0.2 -a 4.
+    'ttm': {'method': 'ttm', 'ttm_exponent': 0.1, 'ttm_weight': 45.0, 'ce_weight': None},
+    'wttm': {'method': 'wttm', 'ttm_exponent': 0.2, 'ttm_weight': 4.0, 'ce_weight': None},
+    # cls_KD res34_distill_res18_cifar.py: NKDLoss temp 3.0, gamma 3.5.
+    'nkd': {'method': 'nkd', 'nkd_temperature': 3.0, 'nkd_gamma': 3.5, 'ce_weight': None},
+    # CTKD run_cifar_distill.sh: -r 0.1 -a 0.9 --t_start 1 --t_end 20 --decay_max 0
+    # --decay_min -1 --decay_loops 10.
+    'ctkd': {'method': 'ctkd', 'ce_weight': 0.1, 'kd_weight': 0.9, 'ctkd_t_start': 1.0,
+             'ctkd_t_end': 20.0, 'ctkd_lambda_epochs': 10},
+    # MLKD: mdistiller/engine/cfg.py's KD (its cifar100/ours yamls set none).
+    'mlkd': {'method': 'mlkd', 'kd_temperature': 4.0, 'ce_weight': 0.1, 'kd_weight': 0.9},
+    # mdistiller configs/cifar100/dot/*.yaml: TRAINER dot, DELTA 0.075; cfg.py's KD.
+    'dot': {'method': 'offline', 'optimizer': 'dot', 'dot_delta': 0.075, 'momentum': 0.9,
+            'kd_temperature': 4.0, 'ce_weight': 0.1, 'kd_weight': 0.9,
+            'kd_reduction': 'batchmean'},
+    # SDD-CVPR2024 SDD_KD (cfg.py's KD), M [1,2]; SDD_DKD (cfg.py's DKD), M [1,2,4].
+    'sdd': {'method': 'sdd', 'kd_temperature': 4.0, 'ce_weight': 0.1, 'kd_weight': 0.9,
+            'sdd_scales': (1, 2)},
+    'sdd_dkd': {'method': 'sdddkd', 'dkd_alpha': 1.0, 'dkd_beta': 8.0, 'dkd_temperature': 4.0,
+                'dkd_warmup_epochs': 20, 'sdd_scales': (1, 2, 4), 'ce_weight': None},
+    # SRD_ossl helper/loops.py 'srd': statm_loss + F.mse_loss, each weight 1.
+    'srd': {'method': 'srd', 'srd_feature_weight': 1.0, 'srd_logit_weight': 1.0,
+            'ce_weight': None},
+    # mdistiller engine/cfg.py KDSVD: K 1, CE 1, FEAT 1.
+    'kdsvd': {'method': 'kdsvd', 'kdsvd_k': 1, 'kdsvd_weight': 1.0, 'ce_weight': None},
+}
+
+
+@pytest.mark.parametrize('name', ZOO)
+def test_zoo_configs_hold_their_references_settings_on_the_studys_recipe(name):
+  config = _get_config(f'{name}.py', 'resnet50')
+  for field, value in ZOO_REFERENCES[name].items():
+    assert config[field] == value, field
+  recipe = baseline.get_config()
+  for field in ('num_epochs', 'batch_size', 'learning_rate', 'schedule', 'weight_decay',
+                'rotation_degrees', 'dtype'):
+    assert config[field] == recipe[field], field
+  method = methods.get_method(config.method)
+  assert config.mixup_alpha == 0.0 and config.teacher == study.TEACHERS['resnet50'].directory
+  # The cross-entropy weighs 1 unless the reference sets it.
+  assert methods.ce_weight(method.terms, config) == (config.ce_weight or 1.0)
+
+
+def test_mlkd_adds_the_references_temperatures_to_the_configs():
+  from kdjax.methods import response  # pylint: disable=g-import-not-at-top
+  assert response.MLKD_TEMPERATURES == (3.0, 5.0, 2.0, 6.0)  # KD_ours.py's, after T
+
+
+# The zoo's ImageNet rows: their references' ImageNet files.
+ZOO_IMAGENET = {
+    # cls_KD res34_distill_res18_img.py (temp 1, gamma 1.5) on its mmcls recipe
+    # resnet18_8xb32_in1k.py / imagenet_bs256.py (batch 256, lr 0.1).
+    'nkd': {'nkd_temperature': 1.0, 'nkd_gamma': 1.5, 'batch_size': 256,
+            'learning_rate': 0.1, 'num_epochs': 100},
+    # Multi-Level-Logit-Distillation configs/imagenet/r34_r18/kd_ours.yaml.
+    'mlkd': {'kd_temperature': 1.0, 'ce_weight': 0.5, 'kd_weight': 0.5, 'batch_size': 512,
+             'learning_rate': 0.1, 'num_epochs': 100},
+    # mdistiller configs/imagenet/r34_r18/dot.yaml.
+    'dot': {'optimizer': 'dot', 'dot_delta': 0.09, 'kd_temperature': 1.0, 'ce_weight': 0.5,
+            'kd_weight': 0.5, 'batch_size': 512, 'learning_rate': 0.2, 'num_epochs': 100},
+    # CTKD scripts/run_imagenet_distill.sh.
+    'ctkd': {'num_epochs': 120, 'batch_size': 256, 'learning_rate': 0.1, 'ce_weight': 1.0,
+             'kd_weight': 1.0, 'ctkd_lambda_epochs': 5, 'ctkd_t_start': 1.0,
+             'ctkd_t_end': 20.0},
+    # SDD-CVPR2024 configs/imagenet/r34_r18/sdd_dkd.yaml (its batch 4 aside).
+    'sdd_dkd': {'dkd_alpha': 1.0, 'dkd_beta': 0.5, 'dkd_temperature': 1.0,
+                'dkd_warmup_epochs': 1, 'sdd_scales': (1, 2), 'batch_size': 512,
+                'learning_rate': 0.2, 'num_epochs': 100},
+    # KD_SRRL train_imagenet_distillation.py: lr 0.2, 100 epochs, batch 512, wd
+    # 1e-4, steps at 30, 60, 90, weight 1.
+    'srd': {'srd_feature_weight': 1.0, 'srd_logit_weight': 1.0, 'batch_size': 512,
+            'learning_rate': 0.2, 'num_epochs': 100},
+}
+
+
+@pytest.mark.parametrize('row', list(ZOO_IMAGENET))
+def test_imagenet_zoo_rows_hold_their_references_settings(row):
+  config = _get_config('imagenet.py', row)
+  solver = {k: v for k, v in MDISTILLER_SOLVER.items() if k != 'num_epochs'}
+  for field, value in {**solver, **ZOO_IMAGENET[row]}.items():
+    assert config[field] == value, field
+  assert config.teacher == study.TEACHERS['resnet34_imagenet'].directory
