@@ -13,15 +13,21 @@ import numpy as np
 import pytest
 
 from configs import digits
+from kdjax import build
 from kdjax import checkpoint
 from kdjax import data
 from kdjax import order
+from kdjax import steps
+from kdjax import teachers
 from kdjax import train
 from kdjax import workdir as workdir_lib
 from kdjax.data import feeds
+from tiny import first
 from tiny import flat_leaves
 from tiny import random_teacher
 from tiny import read_checkpoint
+from tiny import step
+from tiny import tiny_config
 from tiny import with_devices
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,3 +119,32 @@ def test_mlkd_resumes_bit_identical_strong_views_included(tmp_path, pipeline):
   assert len(got) == len(expected) and any('params' in path for path in got)
   for path, value in expected.items():
     np.testing.assert_array_equal(got[path], value, err_msg=path)
+
+
+@pytest.mark.parametrize('method,optimizer', [
+    ('ttm_wttm_nkd_ctkd_sdd_sdddkd_kdsvd_srd', 'sgd'), ('mlkd', 'sgd'), ('offline', 'dot')])
+def test_the_zoo_learns_from_a_fused_repvgg_teacher(method, optimizer):
+  # Any teacher kdjax loads: RepVGG-A0 in its fused eval-mode form (its
+  # classifier for SRD, its position logits for SDD, its five stages for
+  # KDSVD), every zoo term at once on one device (KDSVD's SVD needs one CPU
+  # device), MLKD's views and DOT apart.
+  teacher = teachers.random_teacher('repvgg_a0', 10, width=8, seed=3)
+  assert teacher.model.deploy
+  config = tiny_config(method=method, teacher='random', teacher_bn='running', optimizer=optimizer,
+                       mixup_alpha=0.0, ce_weight=0.5, kd_weight=0.5, warmup_epochs=0.0)
+  info = data.DatasetInfo('random', 10, (32, 32, 3), (0.5, 0.4, 0.3), (0.25, 0.25, 0.3))
+  run = build.build(config, info, 4, jax.devices()[:1], teacher)
+  state = run.init_state(jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+  labels = rng.integers(0, 10, 16).astype(np.int32)
+  rows = np.arange(16).reshape(1, 16)
+  if run.method.groups == 2:
+    rows = np.concatenate([rows, rows], -1)
+  replicated = steps.replicate((state, images, labels, jax.random.PRNGKey(1),
+                                teacher.variables), run.devices)
+  end, metrics = step(run, *replicated[:3], rows, *replicated[3:])
+  assert np.isfinite(first(metrics)['loss'])
+  changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), first(end).params,
+                         state.params)
+  assert all(jax.tree.leaves(changed))  # every parameter trains, the terms' parts too
