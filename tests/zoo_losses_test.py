@@ -392,3 +392,27 @@ def test_kdsvd_gradients_are_finite_on_rank_deficient_maps():
   grads = jax.grad(lambda s: losses.kdsvd(s, teachers))(students)
   assert all(np.isfinite(np.asarray(g)).all() for g in grads)
   assert np.abs(np.asarray(grads[0])).sum() > 0
+
+
+def test_no_gradient_reaches_the_teacher_side_of_any_loss():
+  labels = jnp.asarray(np.arange(BATCH) % CLASSES)
+  s, t = jnp.asarray(_logits(30)), jnp.asarray(_logits(31))
+  ps, pt = jnp.asarray(_position_logits(32, 4)), jnp.asarray(_position_logits(33, 4))
+  students = [jnp.asarray(x) for x in _stages(34, STUDENT_STAGES)]
+  teachers_ = [jnp.asarray(x) for x in _stages(35, TEACHER_STAGES)]
+  feature, kernel, bias = jnp.ones((BATCH, 6)), jnp.ones((6, CLASSES)), jnp.ones(CLASSES)
+  cases = {
+      'ttm': lambda t_: losses.ttm(s, t_, 0.1),
+      'wttm': lambda t_: losses.wttm(s, t_, 0.2),
+      'nkd': lambda t_: losses.nkd(s, t_, labels, 3.0, 3.5),
+      'ctkd': lambda t_: losses.ctkd(s, t_, 1.0, -0.5),
+      'mlkd': lambda t_: losses.mlkd(s, s * 2, t_, t_ * 2, (4.0, 3.0, 5.0, 2.0, 6.0)),
+      'sdd': lambda t_: losses.sdd(ps, pt + t_.mean(), labels, 4.0, (1, 2)),
+      'sdd_dkd': lambda t_: losses.sdd_dkd(ps, pt + t_.mean(), labels, 1.0, 8.0, 4.0, (1, 2)),
+      'srd': lambda t_: sum(losses.srd(feature, feature * t_.mean(), kernel * t_.mean(), bias,
+                                       t_)),
+      'kdsvd': lambda t_: losses.kdsvd(students, [x * t_.mean() for x in teachers_]),
+  }
+  for name, fn in cases.items():
+    grad = jax.grad(fn)(t)
+    assert not np.asarray(grad).any(), name
