@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -19,9 +18,9 @@ from kdjax import report
 from kdjax import train
 from kdjax import workdir as workdir_lib
 from tiny import assert_same_steps_up_to_rounding
+from tiny import digits_teacher
 from tiny import flat_leaves
 from tiny import mock_tfds
-from tiny import random_teacher
 from tiny import read_checkpoint
 from tiny import tiny_config
 from tiny import train_on_mock_cifar
@@ -97,20 +96,11 @@ def _keep_up_to(source, destination, step):
     shutil.rmtree(os.path.join(destination, 'checkpoints', str(later)))
 
 
-def _digits_teacher(directory):
-  """A teacher directory of a tiny random ResNet18 for the digits' 10 classes."""
-  teacher = random_teacher(10)
-  workdir_lib.write_model_file(directory, 'resnet18', 10, {'width': 4, 'stage_sizes': [
-      1, 1, 1, 1]}, teacher.mean, teacher.std, (32, 32, 3))
-  checkpoint.save_variables(directory, jax.tree.map(np.asarray, teacher.variables))
-  return directory
-
-
 def test_on_one_device_killed_interrupted_and_finished_runs_end_bit_identical(tmp_path,
                                                                              caplog):
   # CRD, whose state holds a memory of every training example beside the
   # student's (64 negatives: a small step).
-  teacher = _digits_teacher(str(tmp_path / 'teacher'))
+  teacher = digits_teacher(str(tmp_path / 'teacher'))
   crd = {'method': 'crd', 'teacher': teacher, 'crd_negatives': 64}
   args = (*RUN, *(f'--config.{k}={v}' for k, v in crd.items()))
   # The reference trains meanwhile, uninterrupted, also on one device.

@@ -14,6 +14,7 @@ from kdjax import checkpoint
 from kdjax import steps
 from kdjax import teachers
 from kdjax import train
+from kdjax import workdir as workdir_lib
 
 
 def tiny_config(**overrides):
@@ -125,3 +126,12 @@ def assert_same_steps_up_to_rounding(got, want):
   assert relative('batch_stats').max() < 1e-3
   params = relative('params')
   assert len(params) > 30 and np.median(params) < 1e-4 and params.max() < 2e-2
+
+
+def digits_teacher(directory):
+  """A teacher directory of a tiny random ResNet18 for the digits' 10 classes."""
+  teacher = random_teacher(10)
+  workdir_lib.write_model_file(directory, 'resnet18', 10, {'width': 4, 'stage_sizes': [
+      1, 1, 1, 1]}, teacher.mean, teacher.std, (32, 32, 3))
+  checkpoint.save_variables(directory, jax.tree.map(np.asarray, teacher.variables))
+  return directory

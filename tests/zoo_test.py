@@ -14,17 +14,15 @@ import pytest
 
 from configs import digits
 from kdjax import build
-from kdjax import checkpoint
 from kdjax import data
 from kdjax import order
 from kdjax import steps
 from kdjax import teachers
 from kdjax import train
-from kdjax import workdir as workdir_lib
 from kdjax.data import feeds
+from tiny import digits_teacher
 from tiny import first
 from tiny import flat_leaves
-from tiny import random_teacher
 from tiny import read_checkpoint
 from tiny import step
 from tiny import tiny_config
@@ -90,21 +88,13 @@ OVERRIDES = {'width': 4, 'stage_sizes': (1, 1, 1, 1), 'num_epochs': 2, 'log_ever
              'kd_weight': 0.9, 'kd_temperature': 4.0, 'teacher_bn': 'running'}
 
 
-def _digits_teacher(directory):
-  teacher = random_teacher(10)
-  workdir_lib.write_model_file(directory, 'resnet18', 10, {'width': 4, 'stage_sizes': [
-      1, 1, 1, 1]}, teacher.mean, teacher.std, (32, 32, 3))
-  checkpoint.save_variables(directory, jax.tree.map(np.asarray, teacher.variables))
-  return directory
-
-
 @pytest.mark.parametrize('pipeline', ['device', 'stream'])
 def test_mlkd_resumes_bit_identical_strong_views_included(tmp_path, pipeline):
   # Resumed at step 12 (in epoch 2) of 16 from a copy of the uninterrupted
   # run, the strong views (a function of the seed, the step and the row) come
   # out the same: the final states agree bit for bit, on either data path.
   config = digits.get_config()
-  config.update({**OVERRIDES, 'teacher': _digits_teacher(str(tmp_path / 'teacher')),
+  config.update({**OVERRIDES, 'teacher': digits_teacher(str(tmp_path / 'teacher')),
                  'input_pipeline': pipeline})
   reference = str(tmp_path / 'reference')
   train.train_and_evaluate(config, reference)
