@@ -93,7 +93,7 @@ def test_the_command_line_on_one_device_times_a_method_and_the_full_loop(tmp_pat
 def test_unknown_config_and_peaks():
   with pytest.raises(ValueError, match=r"Unknown method 'offline_kb': name a row of the "
                      r"study \(baseline, offline_kd_repvgg_a0, .*\), a config of configs/ "
-                     r"\(at, crd, cs_kd, .*, dlb, .*, ps_kd, .*, uskd, vid\) or a config file"):
+                     r"\(at, crd, cs_kd, .*, dlb, .*, ps_kd, .*, uskd, vid, wttm\) or a config file"):
     measure.load_config('offline_kb')
   # A config of configs/ by its name, with the study's ResNet50 where it takes a teacher.
   offline = measure.load_config('offline_kd')

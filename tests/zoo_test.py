@@ -112,12 +112,13 @@ def test_mlkd_resumes_bit_identical_strong_views_included(tmp_path, pipeline):
 
 
 @pytest.mark.parametrize('method,optimizer', [
-    ('ttm_wttm_nkd_ctkd_sdd_sdddkd_kdsvd_srd', 'sgd'), ('mlkd', 'sgd'), ('offline', 'dot')])
+    ('ttm_wttm_nkd_ctkd_sdd_sdddkd_kdsvd_srd', 'dot'), ('mlkd', 'sgd')])
 def test_the_zoo_learns_from_a_fused_repvgg_teacher(method, optimizer):
   # Any teacher kdjax loads: RepVGG-A0 in its fused eval-mode form (its
   # classifier for SRD, its position logits for SDD, its five stages for
   # KDSVD), every zoo term at once on one device (KDSVD's SVD needs one CPU
-  # device), MLKD's views and DOT apart.
+  # device) with DOT, whose distillation buffer alone moves CTKD's temperature
+  # and SRD's connector; MLKD's views (which hold the CE, so no DOT) apart.
   teacher = teachers.random_teacher('repvgg_a0', 10, width=8, seed=3)
   assert teacher.model.deploy
   config = tiny_config(method=method, teacher='random', teacher_bn='running', optimizer=optimizer,

@@ -113,7 +113,7 @@ def get_loss_fn(config, student_apply: Callable, teacher_apply: Optional[Callabl
     teacher = None
     if method.uses_teacher:
       # Group by group, as the student: each its own batch (a teacher on batch statistics).
-      groups = jnp.split(pixels, method.groups)
+      groups = jnp.split(pixels, method.groups) if method.groups > 1 else [pixels]
       teacher = jax.lax.stop_gradient(jax.tree.map(
           lambda *g: jnp.concatenate(g), *[teacher_apply(teacher_variables, g)
                                            for g in groups]))
