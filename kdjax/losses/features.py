@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from kdjax.losses.logits import _float
+from kdjax.losses.logits import as_float
 
 
 @jax.jit
@@ -213,8 +213,8 @@ def srd(connected_student_feature: jax.Array, teacher_feature: jax.Array,
   the student's connected pooled feature and the teacher's, the MSE between
   the teacher's classifier applied to the student's feature and the teacher's
   logits), each a mean over every element."""
-  student = _float(connected_student_feature)
-  stop = lambda x: _float(jax.lax.stop_gradient(x))
+  student = as_float(connected_student_feature)
+  stop = lambda x: as_float(jax.lax.stop_gradient(x))
   logits = student @ stop(teacher_kernel) + stop(teacher_bias)
   return (jnp.mean((student - stop(teacher_feature))**2),
           jnp.mean((logits - stop(teacher_logits))**2))

@@ -5,9 +5,14 @@ import jax.numpy as jnp
 import optax
 
 
-def _float(x):
+def as_float(x):
   """x in float32, or float64 where it already is (for exact checks)."""
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def kl_rows(log_student, target):
+  """sum_c target (log target - log_student) per row, 0 log 0 = 0 (torch's kl_div)."""
+  return jnp.sum(jax.scipy.special.xlogy(target, target) - target * log_student, -1)
 
 
 @jax.jit
@@ -36,9 +41,8 @@ def kl_divergence(student_logits: jax.Array, teacher_logits: jax.Array,
   et al., 2015). No gradient flows into the teacher side. Both sides are taken in
   log space, so logits of any magnitude give a finite value and gradient.
   """
-  log_student = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature)
-  log_teacher = jax.nn.log_softmax(
-      jax.lax.stop_gradient(teacher_logits).astype(jnp.float32) / temperature)
+  log_student = jax.nn.log_softmax(as_float(student_logits) / temperature)
+  log_teacher = jax.nn.log_softmax(as_float(jax.lax.stop_gradient(teacher_logits)) / temperature)
   kl = optax.losses.kl_divergence_with_log_targets(log_student, log_teacher)
   return temperature**2 * kl.mean()
 
@@ -66,8 +70,8 @@ def dkd(student_logits: jax.Array, teacher_logits: jax.Array, target_mask: jax.A
 def dkd_per_example(student_logits, teacher_logits, target_mask, alpha, beta, temperature):
   """dkd's loss of each row, [rows]."""
   mask = target_mask.astype(bool)
-  student = _float(student_logits) / temperature
-  teacher = _float(jax.lax.stop_gradient(teacher_logits)) / temperature
+  student = as_float(student_logits) / temperature
+  teacher = as_float(jax.lax.stop_gradient(teacher_logits)) / temperature
 
   def binary_log_split(logits):  # log (p(target classes), p(the rest))
     log_p = jax.nn.log_softmax(logits)
@@ -114,14 +118,9 @@ def dist_intra(student_logits: jax.Array, teacher_logits: jax.Array,
 def _power_transformed(teacher_logits, exponent):
   """(the teacher's softmax raised to `exponent` and renormalised, the power
   sum before renormalising): TTM's transformed teacher, without gradient."""
-  power = jax.nn.softmax(_float(jax.lax.stop_gradient(teacher_logits))) ** exponent
+  power = jax.nn.softmax(as_float(jax.lax.stop_gradient(teacher_logits))) ** exponent
   norm = power.sum(-1)
   return power / norm[:, None], norm
-
-
-def _kl_rows(log_student, target):
-  """sum_c target (log target - log_student) per row, 0 log 0 = 0 (torch's kl_div)."""
-  return jnp.sum(jax.scipy.special.xlogy(target, target) - target * log_student, -1)
 
 
 def ttm(student_logits: jax.Array, teacher_logits: jax.Array, exponent: float) -> jax.Array:
@@ -129,14 +128,14 @@ def ttm(student_logits: jax.Array, teacher_logits: jax.Array, exponent: float) -
   teacher's softmax raised to `exponent` and renormalised to the student's
   plain softmax (no temperature, no T^2), batch mean."""
   target, _ = _power_transformed(teacher_logits, exponent)
-  return _kl_rows(jax.nn.log_softmax(_float(student_logits)), target).mean()
+  return kl_rows(jax.nn.log_softmax(as_float(student_logits)), target).mean()
 
 
 def wttm(student_logits: jax.Array, teacher_logits: jax.Array, exponent: float) -> jax.Array:
   """Weighted TTM: TTM's per-example KL weighted by the teacher's power sum
   (sum_c p^exponent, unnormalised, without gradient), batch mean."""
   target, norm = _power_transformed(teacher_logits, exponent)
-  return (norm * _kl_rows(jax.nn.log_softmax(_float(student_logits)), target)).mean()
+  return (norm * kl_rows(jax.nn.log_softmax(as_float(student_logits)), target)).mean()
 
 
 def nkd(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array,
@@ -145,8 +144,8 @@ def nkd(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array,
   October 2023): -p_t[y] log p_s[y] at T = 1, plus gamma T^2 times the
   cross-entropy of the softmaxes at T over the classes other than the label
   (removed from both logit vectors); batch means."""
-  student = _float(student_logits)
-  teacher = _float(jax.lax.stop_gradient(teacher_logits))
+  student = as_float(student_logits)
+  teacher = as_float(jax.lax.stop_gradient(teacher_logits))
   own = jax.nn.one_hot(labels, student.shape[-1], dtype=bool)
   pick = lambda x: jnp.sum(jnp.where(own, x, 0.0), -1)
   target_part = -(pick(jax.nn.softmax(teacher)) * pick(jax.nn.log_softmax(student))).mean()

@@ -7,15 +7,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from kdjax.losses.logits import _float
-
-
-def _kd(student, teacher, temperature):
-  """T^2 KL, summed over classes, batch mean (the reference's kd_loss)."""
-  log_student = jax.nn.log_softmax(student / temperature)
-  target = jax.nn.softmax(teacher / temperature)
-  return temperature**2 * jnp.sum(jax.scipy.special.xlogy(target, target)
-                                  - target * log_student, -1).mean()
+from kdjax.losses.logits import as_float
+from kdjax.losses.logits import kl_divergence
 
 
 def _class_gap(student, teacher, temperature):
@@ -44,8 +37,8 @@ def mlkd(student_weak: jax.Array, student_strong: jax.Array, teacher_weak: jax.A
   the weak view's class gap times the class fraction and batch gap times the
   example fraction, with no T^2.
   """
-  sw, ss = _float(student_weak), _float(student_strong)
-  tw, ts = (_float(jax.lax.stop_gradient(t)) for t in (teacher_weak, teacher_strong))
+  sw, ss = as_float(student_weak), as_float(student_strong)
+  tw, ts = (as_float(jax.lax.stop_gradient(t)) for t in (teacher_weak, teacher_strong))
   probabilities = jax.nn.softmax(tw)
   confidence, class_sums = probabilities.max(-1), probabilities.sum(0)
   # numpy's percentile(., 50) with its linear interpolation, as the reference.
@@ -53,7 +46,7 @@ def mlkd(student_weak: jax.Array, student_strong: jax.Array, teacher_weak: jax.A
   example_share, class_share = share(confidence), share(class_sums)
   loss = 0.0
   for i, t in enumerate(temperatures):
-    loss += example_share * _kd(sw, tw, t)
-    loss += _kd(ss, ts, t) if i < 3 else _kd(sw, tw, t)
+    loss += example_share * kl_divergence(sw, tw, t)
+    loss += kl_divergence(ss, ts, t) if i < 3 else kl_divergence(sw, tw, t)
     loss += class_share * _class_gap(sw, tw, t) + example_share * _batch_gap(sw, tw, t)
   return loss

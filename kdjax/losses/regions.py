@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from kdjax.losses.features import _average_pool
-from kdjax.losses.logits import _float, dkd_per_example
+from kdjax.losses.logits import as_float, dkd_per_example, kl_rows
 
 
 def _regions(position_logits, scales):
@@ -16,7 +16,7 @@ def _regions(position_logits, scales):
   reference's SPP (an adaptive average pool to 4 x 4, then to each scale),
   scale by scale, each region's rows together (the global region first for
   scales starting at 1)."""
-  four = _average_pool(_float(position_logits), 4)
+  four = _average_pool(as_float(position_logits), 4)
   pooled = [_average_pool(four, s).reshape(len(four), s * s, -1) for s in scales]
   regions = jnp.concatenate(pooled, 1)  # [B, R, C]
   return jnp.swapaxes(regions, 0, 1).reshape(-1, regions.shape[-1])
@@ -36,8 +36,7 @@ def sdd(student_position_logits: jax.Array, teacher_position_logits: jax.Array,
   student = _regions(student_position_logits, scales)
   teacher = _regions(jax.lax.stop_gradient(teacher_position_logits), scales)
   target = jax.nn.softmax(teacher / temperature)
-  kl = temperature**2 * jnp.sum(jax.scipy.special.xlogy(target, target) - target
-                                * jax.nn.log_softmax(student / temperature), -1)
+  kl = temperature**2 * kl_rows(jax.nn.log_softmax(student / temperature), target)
   return jnp.sum(_weights(teacher, labels, batch) * kl) / len(kl)
 
 

@@ -6,7 +6,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from kdjax.losses.logits import _float
+from kdjax.losses.logits import as_float
 
 
 @jax.custom_jvp
@@ -40,7 +40,7 @@ def _leading(stage, n):
   """(normalised leading singular values [B, n], their right singular vectors
   [B, W, n]) of an NHWC stage viewed as the reference's NCHW [B, C*H, W]."""
   b, h, w, c = stage.shape
-  matrix = jnp.transpose(_float(stage), (0, 3, 1, 2)).reshape(b, c * h, w)
+  matrix = jnp.transpose(as_float(stage), (0, 3, 1, 2)).reshape(b, c * h, w)
   s, v = _right_singular(matrix)
   s, v = s[:, :n], v[:, :, :n]
   return s / jnp.maximum(jnp.linalg.norm(s, axis=-1, keepdims=True), 1e-12), v

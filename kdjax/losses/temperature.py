@@ -6,7 +6,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from kdjax.losses.logits import _float
+from kdjax.losses.logits import as_float
+from kdjax.losses.logits import kl_divergence
 
 
 @jax.custom_vjp
@@ -39,14 +40,10 @@ def ctkd(student_logits: jax.Array, teacher_logits: jax.Array, temperature_param
   learned T = t_start + t_end sigmoid(temperature_param) (a scalar); the
   gradient reaching temperature_param is `lam` times its own (lam <= 0
   reverses it: the temperature learns to raise the loss)."""
-  student = _float(student_logits)
+  student = as_float(student_logits)
   param = _scaled_gradient(jnp.asarray(temperature_param, student.dtype).reshape(()),
                            jnp.asarray(lam, student.dtype))
-  t = ctkd_temperature(param, t_start, t_end)
-  target = jax.nn.softmax(_float(jax.lax.stop_gradient(teacher_logits)) / t)
-  kl = jnp.sum(jax.scipy.special.xlogy(target, target)
-               - target * jax.nn.log_softmax(student / t), -1)
-  return t**2 * kl.mean()
+  return kl_divergence(student, teacher_logits, ctkd_temperature(param, t_start, t_end))
 
 
 def ctkd_lambda(epoch, num_epochs: float, lam_min: float = -1.0, lam_max: float = 0.0):
