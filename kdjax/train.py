@@ -214,8 +214,8 @@ def _train(plan, workdir, dataset, is_writer):
           'images_per_sec': len(train_losses) * images_per_step / train_time,
           'epoch_time_s': epoch_time,
           **({'teacher_top1': teacher_top1} if run.teacher else {}),
-          **run.method.records(config, steps.fetch_first(
-              methods.split_parts(state.params)[1])),
+          **run.method.records(config, methods.split_parts(state.params)[1],
+                               steps.fetch_first),
       }
       recorder.add(record)
       records_lib.log_epoch(record, config.num_epochs, run.method.describe_test(test),

@@ -170,13 +170,14 @@ class Method:
       sums['ensemble_top1'] = correct_top1(ensemble, labels, mask)
     return sums
 
-  def records(self, config, parts) -> Dict[str, float]:
+  def records(self, config, parts, fetch) -> Dict[str, float]:
     """What each epoch's record gets from the terms' learned parameters
-    (`parts`: the train state's params[PARTS], on the host): Term.records."""
+    (Term.records): `parts` is the train state's params[PARTS], and only the
+    parts of terms that record are brought to the host, by `fetch`."""
     out = {}
     for name in sorted(self.terms):
       if REGISTRY[name].records:
-        out.update(REGISTRY[name].records(config, parts[name]))
+        out.update(REGISTRY[name].records(config, fetch(parts[name])))
     return out
 
   def describe_test(self, test) -> str:
